@@ -1,0 +1,36 @@
+# Two entry points for people: `make run` (main job, local) and `make test`.
+# Both install what they need first: a virtualenv with the pinned packages and
+# the Delta Lake jars from Maven Central into ~/.m2 (read by the session factory,
+# so nothing is downloaded at run or test time).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DELTA_VERSION := 3.3.2
+SCALA_VERSION := 2.12
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test bench wheel clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	mvn -q -B dependency:get -Dartifact=io.delta:delta-spark_$(SCALA_VERSION):$(DELTA_VERSION)
+	touch $@
+
+run: install
+	$(BIN)/ecom-lakehouse run
+
+test: install
+	$(BIN)/pytest
+
+bench: install
+	$(BIN)/python benchmarks/bench_pipeline.py $(BENCH_ARGS)
+
+wheel: install
+	$(BIN)/python -m build --wheel --outdir dist .
+
+clean:
+	rm -rf lakehouse data reports dist build .pytest_cache

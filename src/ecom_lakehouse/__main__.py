@@ -1,0 +1,3 @@
+from ecom_lakehouse.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,144 @@
+"""`ecom-lakehouse <command> [--env local|databricks|emr] [--raw PATH] [--lakehouse PATH] ...`
+
+Every stage is its own command so that Databricks tasks and EMR steps can call them one
+by one; `run` runs them all. Errors the user can fix end with one line on stderr and exit
+code 2; nothing is written when a file is rejected.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from ecom_lakehouse import __version__
+from ecom_lakehouse.config import DEFAULTS, ENVIRONMENTS, ConfigError, Lakehouse
+from ecom_lakehouse.files import InputFileError
+from ecom_lakehouse.schemas import TABLES
+from ecom_lakehouse.summary import print_reconciliation
+
+STAGES = ("bronze", "silver", "gold")
+RUN_SCALE = 0.1
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--env", choices=ENVIRONMENTS, default="local",
+                   help="where this runs: local Spark + Delta on disk (default), a Databricks job "
+                        "(Unity Catalog tables), or an EMR step (Delta on S3)")
+    p.add_argument("--raw", default=DEFAULTS["raw"],
+                   help="folder with <table>.csv or <table>/*.csv for the 7 tables: a local path, "
+                        "s3://bucket/raw or /Volumes/<catalog>/<schema>/<volume>/raw (default: %(default)s)")
+    p.add_argument("--lakehouse", default=DEFAULTS["lakehouse"],
+                   help="root of the Delta tables (<root>/<layer>/<table>), checkpoints and models; "
+                        "s3://bucket on EMR, a volume path on Databricks (default: %(default)s)")
+    p.add_argument("--catalog", help="Unity Catalog catalog (only with --env databricks)")
+    p.add_argument("--schema", help="Unity Catalog schema (only with --env databricks)")
+    p.add_argument("--tables", nargs="+", choices=TABLES, default=list(TABLES), metavar="TABLE",
+                   help="bronze only: ingest these tables (default: all 7)")
+
+
+def _add_generator_options(p: argparse.ArgumentParser, scale_default: float) -> None:
+    p.add_argument("--scale", type=float, default=scale_default,
+                   help="1.0 = the real dataset's size (100k users, ~2.4M events); default %(default)s")
+    p.add_argument("--seed", type=int, default=42, help="random seed; same seed, same bytes (default %(default)s)")
+    p.add_argument("--taste", action="store_true",
+                   help="plant user taste (category/brand affinity, popularity skew) so a recommender has "
+                        "signal to find; the faithful default has none beyond gender")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ecom-lakehouse",
+        description="thelook e-commerce lakehouse on Spark + Delta Lake: raw CSV -> bronze -> silver -> gold.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+
+    gen = sub.add_parser("generate", help="write realistic thelook CSVs (the real export format)",
+                         description="Write the 7 thelook tables as CSV in the real BigQuery export format.")
+    gen.add_argument("--out", default=DEFAULTS["raw"], help="output folder; writes <out>/<table>.csv (default: %(default)s)")
+    _add_generator_options(gen, 0.1)
+
+    helps = {
+        "bronze": "ingest new raw CSV files into Delta bronze tables (exactly once; bad rows quarantined)",
+        "silver": "type, deduplicate (MERGE, latest wins), conform and check rules into silver",
+        "gold": "build the feature and insight tables from silver",
+    }
+    for stage, text in helps.items():
+        _add_common(sub.add_parser(stage, help=text, description=text))
+
+    run = sub.add_parser("run", help="the whole pipeline; generates sample data first if --raw is empty",
+                         description="Run bronze -> silver -> gold and print a summary. Locally, when the raw "
+                                     "folder holds no CSVs, first generates scale-0.1 sample data there.")
+    _add_common(run)
+    _add_generator_options(run, RUN_SCALE)
+    return parser
+
+
+def _lake(args) -> Lakehouse:
+    root = args.lakehouse
+    return Lakehouse(env=args.env, raw=args.raw, root=root, catalog=args.catalog, schema=args.schema)
+
+
+def _generate(out: str, scale: float, seed: int, taste: bool) -> None:
+    from ecom_lakehouse.generator import GeneratorOptions, generate
+
+    started = time.time()
+    print(f"generate: scale {scale}, seed {seed}{', taste' if taste else ''} -> {out}/<table>.csv")
+    counts = generate(out, GeneratorOptions(scale=scale, seed=seed, taste=taste),
+                      progress=lambda done, total: print(f"  users {done:,}/{total:,}", flush=True))
+    for table, n in counts.items():
+        print(f"  {table:<21} {n:>10,} rows")
+    print(f"  {time.time() - started:.1f}s")
+
+
+def _needs_sample_data(raw: str) -> bool:
+    path = Path(raw)
+    return not path.exists() or not any(path.glob("*.csv")) and not any(path.glob("*/*.csv"))
+
+
+def run_stage(stage: str, spark, lake: Lakehouse, args) -> object:
+    from ecom_lakehouse import bronze, gold, silver
+
+    print(f"[{stage}]", flush=True)
+    started = time.time()
+    if stage == "bronze":
+        result = bronze.run(spark, lake, tuple(args.tables))
+        if not print_reconciliation(result):
+            raise RuntimeError("bronze reconciliation failed: rows read != bronze + quarantined")
+    elif stage == "silver":
+        result = silver.run(spark, lake)
+    else:
+        result = gold.run(spark, lake)
+    print(f"[{stage}] done in {time.time() - started:.1f}s", flush=True)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "generate":
+            _generate(args.out, args.scale, args.seed, args.taste)
+            return 0
+        lake = _lake(args)
+        if args.command == "run" and args.env == "local" and _needs_sample_data(args.raw):
+            print(f"no CSVs under {args.raw}: generating sample data first")
+            _generate(args.raw, args.scale, args.seed, args.taste)
+        from ecom_lakehouse.session import get_spark
+
+        spark = get_spark(args.env)
+        stages = STAGES if args.command == "run" else (args.command,)
+        started = time.time()
+        for stage in stages:
+            run_stage(stage, spark, lake, args)
+        if args.command == "run":
+            from ecom_lakehouse.summary import print_summary
+            print_summary(spark, lake)
+            print(f"pipeline finished in {time.time() - started:.1f}s; tables under {lake.root}")
+        return 0
+    except (InputFileError, ConfigError) as err:
+        print(f"ecom-lakehouse: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,123 @@
+"""The one place that maps logical table names to storage, per environment.
+
+* ``local``: Delta tables at ``<lakehouse>/<layer>/<table>`` on this machine's disk.
+* ``emr``: the same layout under an S3 prefix (``--lakehouse s3://bucket``).
+* ``databricks``: Unity Catalog tables ``<catalog>.<schema>.<layer>_<table>``; raw files,
+  checkpoints and models live under a volume path (``--lakehouse /Volumes/c/s/v``).
+
+Job code only ever asks for ``lake.table("silver", "orders")``; nothing else knows
+where a table lives.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+
+ENVIRONMENTS = ("local", "databricks", "emr")
+LAYERS = ("bronze", "silver", "gold")
+QUARANTINE = "_quarantine"
+DEFAULTS = {"raw": "data/raw", "lakehouse": "lakehouse"}
+
+
+def _absolute(path: str) -> str:
+    return path if "://" in path else os.path.abspath(path)
+
+
+class ConfigError(ValueError):
+    """A configuration the user has to fix (the message says how)."""
+
+
+@dataclass(frozen=True)
+class Table:
+    layer: str
+    name: str
+    path: str | None = None  # path-addressed (local, EMR)
+    full_name: str | None = None  # catalog-addressed (Databricks Unity Catalog)
+
+    def __str__(self) -> str:
+        return self.full_name or self.path or self.name
+
+    def exists(self, spark: SparkSession) -> bool:
+        if self.full_name:
+            return spark.catalog.tableExists(self.full_name)
+        return DeltaTable.isDeltaTable(spark, self.path)
+
+    def read(self, spark: SparkSession) -> DataFrame:
+        if self.full_name:
+            return spark.read.table(self.full_name)
+        return spark.read.format("delta").load(self.path)
+
+    def delta(self, spark: SparkSession) -> DeltaTable:
+        if self.full_name:
+            return DeltaTable.forName(spark, self.full_name)
+        return DeltaTable.forPath(spark, self.path)
+
+    def version(self, spark: SparkSession) -> int | None:
+        if not self.exists(spark):
+            return None
+        return self.delta(spark).history(1).select("version").first()[0]
+
+    def ensure(self, spark: SparkSession, schema) -> None:
+        """Create the (empty) table if missing, so concurrent writers never race to create it."""
+        builder = DeltaTable.createIfNotExists(spark).addColumns(schema)
+        builder = builder.tableName(self.full_name) if self.full_name else builder.location(self.path)
+        builder.execute()
+
+    def save(self, writer) -> None:
+        """Finish a DataFrameWriter against this table (path or catalog name)."""
+        if self.full_name:
+            writer.saveAsTable(self.full_name)
+        else:
+            writer.save(self.path)
+
+    def overwrite(self, df: DataFrame) -> None:
+        """Atomic replace: readers see the old version until the new one commits."""
+        self.save(df.write.format("delta").mode("overwrite").option("overwriteSchema", "true"))
+
+
+@dataclass(frozen=True)
+class Lakehouse:
+    env: str = "local"
+    raw: str = DEFAULTS["raw"]
+    root: str = DEFAULTS["lakehouse"]
+    catalog: str | None = None
+    schema: str | None = None
+
+    def __post_init__(self):
+        if self.env not in ENVIRONMENTS:
+            raise ConfigError(f"unknown --env {self.env!r}: use one of {', '.join(ENVIRONMENTS)}")
+        if self.env == "databricks" and not (self.catalog and self.schema):
+            raise ConfigError("--env databricks needs --catalog and --schema (Unity Catalog names)")
+        if self.env == "emr" and not self.root.startswith("s3"):
+            raise ConfigError(f"--env emr needs --lakehouse s3://bucket[/prefix], got {self.root!r}")
+        if self.env == "local":  # Delta wants absolute locations; relative means "from here"
+            object.__setattr__(self, "root", _absolute(self.root))
+            object.__setattr__(self, "raw", _absolute(self.raw))
+
+    def _under_root(self, *parts: str) -> str:
+        return "/".join([self.root.rstrip("/"), *parts])
+
+    def table(self, layer: str, name: str) -> Table:
+        if layer not in LAYERS:
+            raise ValueError(f"unknown layer {layer!r}")
+        if self.env == "databricks":
+            return Table(layer, name, full_name=f"{self.catalog}.{self.schema}.{layer}_{name.lstrip('_')}")
+        return Table(layer, name, path=self._under_root(layer, name))
+
+    def quarantine(self, layer: str) -> Table:
+        return self.table(layer, QUARANTINE)
+
+    def checkpoint(self, layer: str, name: str) -> str:
+        return self._under_root("checkpoints", layer, name)
+
+    def model_path(self, name: str) -> str:
+        return self._under_root("models", name)
+
+    def reports_path(self) -> str:
+        return self._under_root("reports")
+
+    def raw_source(self, table: str) -> str:
+        return "/".join([self.raw.rstrip("/"), table])

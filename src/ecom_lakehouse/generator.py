@@ -1,0 +1,598 @@
+"""Writes the 7 thelook_ecommerce tables as CSV in the real BigQuery export format.
+
+The distributions follow the published generator (Google's public-datasets-pipelines
+``thelook_ecommerce/.../fake.py``, summarised in shared/thelook/FACTS.md): 0-4 orders per
+user, the status mix and the timestamps each status implies, 1-4 items per order, products
+uniform within the user's gender, sold + unsold inventory, one session per order item and
+5 anonymous ("ghost") sessions per user. The catalogue parameters below are the published
+profile of the real 29,120-product catalogue (department x category counts, retail price
+p10/p50/p90/max, cost/retail band, brand count).
+
+It is vectorised with numpy and chunked by users, so memory stays bounded at any scale, and
+deterministic: every chunk draws from ``default_rng([seed, chunk])`` and the catalogue from a
+fixed seed, so the same seed gives the same bytes.
+
+``taste=True`` plants collaborative signal that the faithful data does not have (category
+and brand affinity per user, a popularity skew over products) so that a recommender can be
+validated on data where there is something to find.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ecom_lakehouse.schemas import raw_names
+
+# (department, category, products, p10, p50, p90, max price, cost ratio min, max, brands)
+CATALOGUE_PROFILE = [
+    ("Men", "Accessories", 820, 7.95, 24.99, 108.0, 296.45, 0.351, 0.45, 245),
+    ("Men", "Active", 753, 14.65, 35.0, 84.06, 903.0, 0.371, 0.47, 164),
+    ("Men", "Fashion Hoodies & Sweatshirts", 971, 27.65, 51.95, 89.5, 903.0, 0.501, 0.6, 245),
+    ("Men", "Jeans", 1117, 35.74, 77.95, 195.0, 389.0, 0.481, 0.58, 153),
+    ("Men", "Outerwear & Coats", 828, 45.0, 109.99, 285.0, 999.0, 0.391, 0.49, 191),
+    ("Men", "Pants", 1041, 22.0, 49.99, 108.95, 293.33, 0.411, 0.51, 199),
+    ("Men", "Shorts", 939, 24.97, 44.45, 69.5, 999.0, 0.451, 0.55, 209),
+    ("Men", "Sleep & Lounge", 941, 18.5, 36.88, 89.95, 399.95, 0.351, 0.45, 158),
+    ("Men", "Socks", 905, 9.49, 15.08, 30.0, 903.0, 0.551, 0.65, 191),
+    ("Men", "Suits & Sport Coats", 739, 27.77, 99.5, 259.99, 698.0, 0.351, 0.45, 145),
+    ("Men", "Sweaters", 999, 27.99, 59.99, 149.0, 349.98, 0.451, 0.55, 211),
+    ("Men", "Swim", 906, 25.0, 49.5, 69.99, 274.99, 0.551, 0.65, 135),
+    ("Men", "Tops & Tees", 1084, 19.99, 33.95, 69.98, 268.0, 0.511, 0.61, 244),
+    ("Men", "Underwear", 1088, 14.99, 25.0, 38.0, 283.34, 0.421, 0.52, 145),
+    ("Women", "Accessories", 739, 6.99, 22.99, 109.0, 299.0, 0.351, 0.45, 266),
+    ("Women", "Active", 679, 14.12, 32.98, 98.5, 903.0, 0.371, 0.47, 173),
+    ("Women", "Blazers & Jackets", 561, 11.71, 59.99, 206.96, 698.0, 0.331, 0.43, 143),
+    ("Women", "Clothing Sets", 37, 34.5, 70.0, 147.13, 199.95, 0.571, 0.67, 23),
+    ("Women", "Dresses", 955, 12.74, 59.0, 159.99, 498.0, 0.401, 0.5, 180),
+    ("Women", "Fashion Hoodies & Sweatshirts", 895, 19.31, 44.5, 79.95, 288.0, 0.421, 0.52, 228),
+    ("Women", "Intimates", 2363, 10.5, 28.0, 62.0, 903.0, 0.481, 0.58, 357),
+    ("Women", "Jeans", 882, 32.9, 79.0, 179.0, 326.0, 0.491, 0.59, 110),
+    ("Women", "Jumpsuits & Rompers", 162, 10.98, 24.99, 98.0, 550.0, 0.481, 0.579, 56),
+    ("Women", "Leggings", 564, 7.95, 16.95, 56.42, 528.81, 0.551, 0.65, 161),
+    ("Women", "Maternity", 898, 18.98, 39.98, 93.75, 275.0, 0.391, 0.49, 158),
+    ("Women", "Outerwear & Coats", 592, 39.99, 105.56, 270.0, 903.0, 0.401, 0.5, 162),
+    ("Women", "Pants & Capris", 613, 18.9, 40.0, 99.99, 895.0, 0.481, 0.58, 196),
+    ("Women", "Plus", 758, 8.5, 25.0, 86.51, 903.0, 0.451, 0.55, 273),
+    ("Women", "Shorts", 826, 12.64, 32.0, 74.0, 246.0, 0.451, 0.55, 233),
+    ("Women", "Skirts", 367, 14.75, 36.99, 98.0, 598.0, 0.351, 0.45, 151),
+    ("Women", "Sleep & Lounge", 830, 16.99, 37.95, 89.99, 360.0, 0.551, 0.65, 172),
+    ("Women", "Socks & Hosiery", 666, 7.99, 14.0, 27.0, 159.95, 0.351, 0.45, 172),
+    ("Women", "Suits", 188, 55.98, 122.82, 169.99, 239.72, 0.551, 0.65, 18),
+    ("Women", "Sweaters", 738, 19.99, 54.0, 148.0, 588.0, 0.401, 0.5, 191),
+    ("Women", "Swim", 892, 24.99, 53.55, 131.95, 288.0, 0.371, 0.47, 170),
+    ("Women", "Tops & Tees", 784, 11.01, 29.95, 78.0, 285.0, 0.511, 0.61, 220),
+]
+TOTAL_BRANDS = 2756
+CATALOGUE_SEED = 20240101  # the real catalogue is a static file: same for every --seed
+
+DISTRIBUTION_CENTERS = [
+    (1, "Memphis TN", 35.1174, -89.9711), (2, "Chicago IL", 41.8369, -87.6847),
+    (3, "Houston TX", 29.7604, -95.3698), (4, "Los Angeles CA", 34.05, -118.25),
+    (5, "New Orleans LA", 29.95, -90.0667), (6, "Port Authority of New York/New Jersey NY/NJ", 40.634, -73.7834),
+    (7, "Philadelphia PA", 39.95, -75.1667), (8, "Mobile AL", 30.6944, -88.0431),
+    (9, "Charleston SC", 32.7833, -79.9333), (10, "Savannah GA", 32.0167, -81.1167),
+]
+
+# A small world table: (country, state, city, postal_code, latitude, longitude, weight).
+# Shares follow the public profile (China, US and Brasil dominate); 'null' is the literal
+# city string of the real data, 'España' the second spelling of Spain.
+LOCATIONS = [
+    ("China", "Guangdong", "Shenzhen", "518000", 22.5431, 114.0579, 0.12),
+    ("China", "Shanghai", "Shanghai", "200000", 31.2304, 121.4737, 0.11),
+    ("China", "Beijing", "Beijing", "100000", 39.9042, 116.4074, 0.11),
+    ("United States", "California", "Los Angeles", "90001", 34.0522, -118.2437, 0.08),
+    ("United States", "Texas", "Houston", "77002", 29.7604, -95.3698, 0.07),
+    ("United States", "New York", "New York", "10001", 40.7128, -74.006, 0.07),
+    ("Brasil", "São Paulo", "São Paulo", "02220-000", -23.5505, -46.6333, 0.06),
+    ("Brasil", "Amapá", "Macapá", "68907", 0.0829, -51.0694, 0.05),
+    ("Brasil", "Acre", "null", "69980-000", -8.0653, -72.8709, 0.01),
+    ("Brasil", "Amazonas", "Manaus", "69090", -3.0293, -60.0217, 0.03),
+    ("South Korea", "Seoul", "Seoul", "04524", 37.5665, 126.978, 0.05),
+    ("France", "Île-de-France", "Paris", "75001", 48.8566, 2.3522, 0.05),
+    ("United Kingdom", "England", "London", "EC1A 1BB", 51.5074, -0.1278, 0.05),
+    ("Germany", "Berlin", "Berlin", "10115", 52.52, 13.405, 0.04),
+    ("Spain", "Madrid", "Madrid", "28001", 40.4168, -3.7038, 0.025),
+    ("España", "Cataluña", "Barcelona", "8001", 41.3874, 2.1686, 0.015),
+    ("Japan", "Mie", "Suzuka City", "513-0836", 34.8518, 136.5087, 0.025),
+    ("Australia", "New South Wales", "Sydney", "2000", -33.8688, 151.2093, 0.02),
+    ("Belgium", "Brussels", "Brussels", "1000", 50.8503, 4.3517, 0.01),
+    ("Poland", "Dolnośląskie", "Bogatynia", "59", 50.9069, 14.9563, 0.01),
+    ("Colombia", "Bogotá", "Bogotá", "110111", 4.711, -74.0721, 0.01),
+    ("Austria", "Wien", "Wien", "1010", 48.2082, 16.3738, 0.005),
+]
+
+FIRST_NAMES = {
+    "M": ["James", "John", "Robert", "Michael", "William", "David", "Richard", "Joseph", "Thomas",
+          "Charles", "Daniel", "Matthew", "Anthony", "Mark", "Steven", "Paul", "Andrew", "Joshua",
+          "Kevin", "Brian", "Ryan", "Jason", "Eric", "Jacob", "Nicholas", "Tyler", "Aaron"],
+    "F": ["Mary", "Patricia", "Jennifer", "Linda", "Elizabeth", "Barbara", "Susan", "Jessica",
+          "Sarah", "Karen", "Lisa", "Nancy", "Angela", "Ashley", "Emily", "Michelle", "Amanda",
+          "Melissa", "Deborah", "Rachael", "Laura", "Amy", "Anna", "Julie", "Megan", "Heather"],
+}
+LAST_NAMES = ["Smith", "Johnson", "Williams", "Brown", "Jones", "Garcia", "Miller", "Davis",
+              "Martinez", "Wilson", "Anderson", "Taylor", "Thomas", "Moore", "Jackson", "Martin",
+              "Lee", "Thompson", "White", "Harris", "Clark", "Lewis", "Walker", "Hall", "Young",
+              "King", "Wright", "Scott", "Green", "Baker", "Adams", "Nelson", "Cole", "Butler",
+              "Peterson", "Drake", "Jenkins", "Ward", "Weeks", "Anderson"]
+STREET_SUFFIXES = ["Heights", "Dam", "Path", "Lake", "Island", "Motorway", "Manors", "Street",
+                   "Avenue", "Road", "Lane", "Court", "Ridge", "Crossing", "Plaza"]
+ADJECTIVES = ["Classic", "Slim Fit", "Relaxed", "Vintage", "Essential", "Premium", "Soft",
+              "Stretch", "Lightweight", "Cotton", "Performance", "Everyday", "Signature"]
+COLOURS = ["Black", "Navy", "White", "Grey", "Red", "Blue", "Putty", "Olive", "Pink", "Khaki"]
+
+USER_TRAFFIC = (["Search", "Organic", "Facebook", "Email", "Display"], [0.70, 0.15, 0.06, 0.05, 0.04])
+EVENT_TRAFFIC = (["Email", "Adwords", "Organic", "YouTube", "Facebook"], [0.45, 0.30, 0.05, 0.10, 0.10])
+BROWSERS = (["IE", "Chrome", "Safari", "Firefox", "Other"], [0.05, 0.50, 0.20, 0.20, 0.05])
+ORDER_STATUS = (["Complete", "Cancelled", "Returned", "Processing", "Shipped"], [0.25, 0.15, 0.10, 0.20, 0.30])
+ORDERS_PER_USER = ([0, 1, 2, 3, 4], [0.2, 0.5, 0.2, 0.05, 0.05])
+ITEMS_PER_ORDER = ([1, 2, 3, 4], [0.7, 0.2, 0.05, 0.05])
+UNSOLD_PER_SOLD = ([1, 2, 3], [0.5, 0.3, 0.2])
+GHOST_SESSIONS_PER_USER = 5
+GHOST_SEQUENCES = [["product", "cart", "cancel"], ["department", "product", "cart"], ["product"],
+                   ["department", "product"]]
+
+START = np.datetime64("2019-01-01T00:00:00", "s").astype(np.int64)
+DEFAULT_AS_OF = "2025-07-01T00:00:00"
+USERS_AT_SCALE_1 = 100_000
+CHUNK_USERS = 20_000
+MINUTE, HOUR, DAY = 60, 3600, 86400
+
+# Real rates of ordering anomalies (per order) in the full Kaggle copy, planted so that
+# silver's rules have something real to find: 19 shipped before created, 6 delivered
+# before shipped, 5 returned before delivered, out of 125,226 orders.
+ANOMALY_RATES = {"shipped_before_created": 19 / 125_226, "delivered_before_shipped": 6 / 125_226,
+                 "returned_before_delivered": 5 / 125_226}
+
+
+@dataclass(frozen=True)
+class GeneratorOptions:
+    scale: float = 0.1
+    seed: int = 42
+    taste: bool = False
+    as_of: str = DEFAULT_AS_OF
+
+
+# --- formatting helpers: the BigQuery CSV export forms ----------------------------------
+
+def format_timestamps(seconds: np.ndarray, rng: np.random.Generator, valid: np.ndarray | None = None,
+                      as_of: int | None = None) -> np.ndarray:
+    """'YYYY-MM-DD HH:MM:SS UTC' or 'YYYY-MM-DD HH:MM:SS.ffffff UTC', mixed per row as in
+    real exports; the fraction is .000000 except for recent rows. NULL -> ''."""
+    seconds = np.asarray(seconds, dtype=np.int64)
+    base = np.datetime_as_string(seconds.astype("datetime64[s]"), unit="s")
+    base = np.strings.replace(base, "T", " ")
+    fractional = rng.random(len(seconds)) < 0.6
+    micros = rng.integers(0, 1_000_000, len(seconds))
+    recent = seconds > (as_of - 120 * DAY) if as_of is not None else np.zeros(len(seconds), bool)
+    frac = np.where(recent, np.char.zfill(micros.astype(str), 6), "000000")
+    out = np.where(fractional, np.strings.add(np.strings.add(base, "."), frac), base)
+    out = np.strings.add(out.astype(object).astype(str), " UTC").astype(object)
+    if valid is not None:
+        out[~valid] = ""
+    return out
+
+
+def format_float32(values: np.ndarray) -> np.ndarray:
+    """Prices and costs carry float32 noise in the real data (6.9899997711181641)."""
+    as32 = np.asarray(values, dtype=np.float32).astype(np.float64)
+    return np.char.mod("%.17g", as32).astype(object)
+
+
+def format_ids(values: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    out = np.asarray(values, dtype=np.int64).astype(str).astype(object)
+    if valid is not None:
+        out[~valid] = ""
+    return out
+
+
+def _choice(rng, options, n):
+    values, weights = options
+    return np.asarray(values, dtype=object)[rng.choice(len(values), size=n, p=weights)]
+
+
+def _repeat_index(counts: np.ndarray) -> np.ndarray:
+    return np.repeat(np.arange(len(counts)), counts)
+
+
+def _position_in_group(counts: np.ndarray) -> np.ndarray:
+    """0, 1, ... within each run of np.repeat(_, counts)."""
+    starts = np.repeat(np.cumsum(counts) - counts, counts)
+    return np.arange(counts.sum()) - starts
+
+
+# --- the catalogue (static, like the real products.csv) ----------------------------------
+
+@dataclass
+class Catalogue:
+    frame: pd.DataFrame  # typed columns
+    dept_uri: np.ndarray
+    by_gender: dict[str, np.ndarray]  # gender -> product row indexes
+
+
+def build_catalogue() -> Catalogue:
+    rng = np.random.default_rng(CATALOGUE_SEED)
+    syllables = ["ar", "be", "co", "da", "el", "fi", "go", "ha", "io", "ju", "ka", "lo", "mi",
+                 "no", "pa", "qu", "ri", "so", "ta", "ul", "vi", "wa", "xe", "yo", "ze"]
+    brand_pool = []
+    for i in range(TOTAL_BRANDS):
+        parts = rng.choice(syllables, size=2 + i % 2)
+        name = "".join(parts).capitalize()
+        brand_pool.append(f"{name}{'Â®' if i % 97 == 0 else ''}{' ' + str(i) if i >= 600 else ''}")
+    rows = []
+    for dept, cat, n, p10, p50, p90, pmax, rmin, rmax, n_brands in CATALOGUE_PROFILE:
+        sigma = (np.log(p90) - np.log(p10)) / (2 * 1.2816)
+        price = np.exp(rng.normal(np.log(p50), sigma, n))
+        price = np.clip(np.round(price, 2), 0.02, pmax)
+        price[np.argmax(price)] = pmax
+        ratio = rng.uniform(rmin, rmax, n)
+        brands = rng.choice(brand_pool, size=n_brands, replace=False)
+        brand = brands[rng.integers(0, n_brands, n)]
+        adjective = rng.choice(ADJECTIVES, n)
+        colour = rng.choice(COLOURS, n)
+        code = rng.integers(10_000, 99_999, n)
+        rows.append(pd.DataFrame({
+            "department": dept, "category": cat, "retail_price": price, "cost": price * ratio,
+            "brand": brand,
+            "name": [f"{b} {a} {cat.split(' ')[0]} - {c} W{k}S" for b, a, c, k in zip(brand, adjective, colour, code)],
+        }))
+    frame = pd.concat(rows, ignore_index=True)
+    frame = frame.iloc[rng.permutation(len(frame))].reset_index(drop=True)
+    n = len(frame)
+    frame.insert(0, "id", np.arange(1, n + 1))
+    frame["sku"] = [hashlib.md5(f"sku-{i}".encode()).hexdigest().upper() for i in frame["id"]]
+    frame["distribution_center_id"] = rng.integers(1, 11, n)
+    # Real quirks: a few sub-$1 products (10 order items under 1 in the full data),
+    # 24 empty brands, 2 empty names.
+    cheap = rng.choice(np.flatnonzero(frame["category"].eq("Accessories")), 6, replace=False)
+    frame.loc[cheap, "retail_price"] = np.round(rng.uniform(0.02, 0.99, 6), 2)
+    frame.loc[cheap, "cost"] = frame.loc[cheap, "retail_price"] * 0.4
+    frame.loc[rng.choice(n, 24, replace=False), "brand"] = ""
+    frame.loc[rng.choice(n, 2, replace=False), "name"] = ""
+    dept_uri = ("/department/" + frame["department"].str.lower() + "/category/"
+                + frame["category"].str.lower().str.replace(" ", "", regex=False) + "/brand/"
+                + frame["brand"].str.lower().str.replace(" ", "", regex=False)).to_numpy(object)
+    by_gender = {"M": np.flatnonzero(frame["department"].eq("Men")),
+                 "F": np.flatnonzero(frame["department"].eq("Women"))}
+    return Catalogue(frame, dept_uri, by_gender)
+
+
+def products_csv_frame(cat: Catalogue) -> pd.DataFrame:
+    f = cat.frame
+    return pd.DataFrame({
+        "id": format_ids(f["id"]), "cost": format_float32(f["cost"]), "category": f["category"],
+        "name": f["name"], "brand": f["brand"], "retail_price": format_float32(f["retail_price"]),
+        "department": f["department"], "sku": f["sku"],
+        "distribution_center_id": format_ids(f["distribution_center_id"]),
+    })[raw_names("products")]
+
+
+def distribution_centers_csv_frame() -> pd.DataFrame:
+    rows = [(str(i), name, repr(lat), repr(lon), f"POINT({lon!r} {lat!r})") for i, name, lat, lon in DISTRIBUTION_CENTERS]
+    return pd.DataFrame(rows, columns=raw_names("distribution_centers"))
+
+
+# --- taste: planted affinity for recommender validation -------------------------------
+
+class SegmentSampler:
+    """Draws one item per request from a chosen segment, by weight, vectorised:
+    items are sorted by segment and `key = segment + cumulative share within segment`."""
+
+    def __init__(self, segments: np.ndarray, weights: np.ndarray):
+        order = np.lexsort((np.arange(len(segments)), segments))
+        self.items = order
+        seg_sorted, w = segments[order], weights[order]
+        totals = np.bincount(seg_sorted, weights=w)
+        cum = np.cumsum(w) - np.repeat(np.cumsum(totals) - totals, np.bincount(seg_sorted))
+        self.keys = seg_sorted + cum / totals[seg_sorted]
+
+    def sample(self, segment: np.ndarray, u: np.ndarray) -> np.ndarray:
+        pos = np.searchsorted(self.keys, segment + np.clip(u, 1e-12, 1 - 1e-12))
+        return self.items[np.minimum(pos, len(self.items) - 1)]
+
+
+@dataclass
+class TasteModel:
+    category_sampler: SegmentSampler  # segment = category code
+    brand_sampler: SegmentSampler  # segment = brand code
+    gender_sampler: SegmentSampler  # segment = 0 (M) / 1 (F)
+    category_code: np.ndarray
+    brand_code: np.ndarray
+    gender_categories: dict[str, np.ndarray]
+
+
+def build_taste(cat: Catalogue) -> TasteModel:
+    rng = np.random.default_rng(CATALOGUE_SEED + 1)
+    f = cat.frame
+    category_code = pd.factorize(f["department"] + "/" + f["category"])[0]
+    brand_code = pd.factorize(f["department"] + "/" + f["brand"])[0]
+    # Popularity skew: Zipf-like weights over a random ranking of products.
+    popularity = 1.0 / (1.0 + rng.permutation(len(f))) ** 0.8
+    gender = f["department"].eq("Women").to_numpy().astype(np.int64)
+    return TasteModel(
+        SegmentSampler(category_code, popularity), SegmentSampler(brand_code, popularity),
+        SegmentSampler(gender, popularity), category_code, brand_code,
+        {g: np.unique(category_code[idx]) for g, idx in cat.by_gender.items()},
+    )
+
+
+def pick_products(rng, cat: Catalogue, taste: TasteModel | None, user_gender: np.ndarray,
+                  user_index: np.ndarray, favourites: dict | None) -> np.ndarray:
+    """Product row index per order item (user_index points into the chunk's users)."""
+    n = len(user_index)
+    genders = user_gender[user_index]
+    out = np.empty(n, dtype=np.int64)
+    if taste is None:  # the published generator: uniform within the user's gender
+        for g, idx in cat.by_gender.items():
+            mask = genders == g
+            out[mask] = idx[rng.integers(0, len(idx), mask.sum())]
+        return out
+    u = rng.random(n)
+    mode = rng.random(n)
+    fav_cat = np.where(rng.random(n) < 0.7, favourites["cat1"][user_index], favourites["cat2"][user_index])
+    by_cat = taste.category_sampler.sample(fav_cat, u)
+    by_brand = taste.brand_sampler.sample(favourites["brand"][user_index], u)
+    by_pop = taste.gender_sampler.sample((genders == "F").astype(np.int64), u)
+    return np.where(mode < 0.6, by_cat, np.where(mode < 0.8, by_brand, by_pop))
+
+
+def user_favourites(rng, taste: TasteModel, genders: np.ndarray) -> dict:
+    n = len(genders)
+    cat1, cat2 = np.empty(n, np.int64), np.empty(n, np.int64)
+    for g, cats in taste.gender_categories.items():
+        mask = genders == g
+        k = mask.sum()
+        cat1[mask] = cats[rng.integers(0, len(cats), k)]
+        cat2[mask] = cats[rng.integers(0, len(cats), k)]
+    # favourite brand: the brand of a popular product of the favourite category
+    brand = taste.brand_code[taste.category_sampler.sample(cat1, rng.random(n))]
+    return {"cat1": cat1, "cat2": cat2, "brand": brand}
+
+
+# --- one chunk of users and everything they cause -------------------------------------
+
+@dataclass
+class IdCounters:
+    user: int = 1
+    order: int = 1
+    order_item: int = 1
+    inventory: int = 1
+    event: int = 1
+
+
+def _uuid4(rng, n: int) -> np.ndarray:
+    raw = rng.integers(0, 256, size=(n, 16), dtype=np.uint8)
+    raw[:, 6] = (raw[:, 6] & 0x0F) | 0x40
+    raw[:, 8] = (raw[:, 8] & 0x3F) | 0x80
+    hexes = [r.tobytes().hex() for r in raw]
+    return np.array([f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}" for h in hexes], dtype=object)
+
+
+def _ip_addresses(rng, n: int) -> np.ndarray:
+    octets = rng.integers(1, 255, size=(4, n)).astype(str)
+    return np.strings.add(np.strings.add(np.strings.add(np.strings.add(np.strings.add(
+        np.strings.add(octets[0], "."), octets[1]), "."), octets[2]), "."), octets[3]).astype(object)
+
+
+def generate_chunk(rng, n_users: int, ids: IdCounters, cat: Catalogue, taste: TasteModel | None,
+                   as_of: int) -> dict[str, pd.DataFrame]:
+    products = cat.frame
+    # users
+    gender = np.where(rng.random(n_users) < 0.5, "M", "F").astype(object)
+    user_ids = np.arange(ids.user, ids.user + n_users)
+    loc_w = np.array([r[6] for r in LOCATIONS])
+    loc = rng.choice(len(LOCATIONS), n_users, p=loc_w / loc_w.sum())
+    loc_table = np.array([r[:4] for r in LOCATIONS], dtype=object)
+    lat = np.array([r[4] for r in LOCATIONS])[loc] + rng.normal(0, 0.05, n_users)
+    lon = np.array([r[5] for r in LOCATIONS])[loc] + rng.normal(0, 0.05, n_users)
+    recent = rng.random(n_users) < 0.025
+    user_created = np.where(recent, rng.integers(as_of - 7 * DAY, as_of, n_users),
+                            rng.integers(START, as_of, n_users)) // MINUTE * MINUTE
+    first = np.where(gender == "M", np.array(FIRST_NAMES["M"], object)[rng.integers(0, len(FIRST_NAMES["M"]), n_users)],
+                     np.array(FIRST_NAMES["F"], object)[rng.integers(0, len(FIRST_NAMES["F"]), n_users)])
+    last = np.array(LAST_NAMES, object)[rng.integers(0, len(LAST_NAMES), n_users)]
+    tld = np.array(["com", "org", "net"], object)[rng.integers(0, 3, n_users)]
+    lat_s, lon_s = np.char.mod("%.10g", lat).astype(object), np.char.mod("%.10g", lon).astype(object)
+    unit = np.where(rng.random(n_users) < 0.3,
+                    np.array([" Apt. ", " Suite "], object)[rng.integers(0, 2, n_users)] + rng.integers(1, 999, n_users).astype(str), "")
+    users = pd.DataFrame({
+        "id": format_ids(user_ids), "first_name": first, "last_name": last,
+        "email": (pd.Series(first).str.lower() + pd.Series(last).str.lower() + "@example." + tld).to_numpy(object),
+        "age": rng.integers(12, 71, n_users).astype(str).astype(object), "gender": gender,
+        "state": loc_table[loc, 1],
+        "street_address": (rng.integers(1, 99_999, n_users).astype(str).astype(object) + " "
+                           + np.array(LAST_NAMES, object)[rng.integers(0, len(LAST_NAMES), n_users)] + " "
+                           + np.array(STREET_SUFFIXES, object)[rng.integers(0, len(STREET_SUFFIXES), n_users)] + unit),
+        "postal_code": loc_table[loc, 3], "city": loc_table[loc, 2], "country": loc_table[loc, 0],
+        "latitude": lat_s, "longitude": lon_s, "traffic_source": _choice(rng, USER_TRAFFIC, n_users),
+        "created_at": format_timestamps(user_created, rng, as_of=as_of),
+        "user_geom": ("POINT(" + lon_s + " " + lat_s + ")"),
+    })
+    ids.user += n_users
+    favourites = user_favourites(rng, taste, gender) if taste else None
+
+    # orders: 0-4 per user, uniform between the user's creation and now
+    n_orders = _choice(rng, ORDERS_PER_USER, n_users).astype(np.int64)
+    o_user = _repeat_index(n_orders)
+    n_o = len(o_user)
+    o_created = (user_created[o_user] + (rng.random(n_o) * (as_of - user_created[o_user])).astype(np.int64)) // MINUTE * MINUTE
+    status = _choice(rng, ORDER_STATUS, n_o)
+    shipped_ok = np.isin(status, ["Shipped", "Complete", "Returned"])
+    delivered_ok = np.isin(status, ["Complete", "Returned"])
+    returned_ok = status == "Returned"
+    o_shipped = (o_created + rng.integers(0, 3 * DAY, n_o)) // MINUTE * MINUTE
+    o_delivered = (o_shipped + rng.integers(0, 5 * DAY, n_o)) // MINUTE * MINUTE
+    o_returned = (o_delivered + rng.integers(0, 3 * DAY, n_o)) // MINUTE * MINUTE
+    for name, rate in ANOMALY_RATES.items():
+        hit = rng.random(n_o) < rate
+        if name == "shipped_before_created":
+            o_shipped = np.where(hit & shipped_ok, o_created - rng.integers(HOUR, 2 * DAY, n_o), o_shipped)
+        elif name == "delivered_before_shipped":
+            o_delivered = np.where(hit & delivered_ok, o_shipped - rng.integers(HOUR, DAY, n_o), o_delivered)
+        else:
+            o_returned = np.where(hit & returned_ok, o_delivered - rng.integers(HOUR, DAY, n_o), o_returned)
+    n_items = _choice(rng, ITEMS_PER_ORDER, n_o).astype(np.int64)
+    order_ids = np.arange(ids.order, ids.order + n_o)
+    ids.order += n_o
+    orders = pd.DataFrame({
+        "order_id": format_ids(order_ids), "user_id": format_ids(user_ids[o_user]), "status": status,
+        "gender": gender[o_user],
+        "created_at": format_timestamps(o_created, rng, as_of=as_of),
+        "returned_at": format_timestamps(o_returned, rng, returned_ok, as_of),
+        "shipped_at": format_timestamps(o_shipped, rng, shipped_ok, as_of),
+        "delivered_at": format_timestamps(o_delivered, rng, delivered_ok, as_of),
+        "num_of_item": n_items.astype(str).astype(object),
+    })
+
+    # order items: take the order's status and timestamps; created up to 4 h before it
+    i_order = _repeat_index(n_items)
+    n_i = len(i_order)
+    i_user = o_user[i_order]
+    i_product = pick_products(rng, cat, taste, gender, i_user, favourites)
+    i_created = o_created[i_order] - rng.integers(0, 4 * HOUR, n_i)
+    item_ids = np.arange(ids.order_item, ids.order_item + n_i)
+    ids.order_item += n_i
+
+    # inventory: the sold unit (created 0-60 days before the sale) + 1-3 units that never sell
+    n_unsold = _choice(rng, UNSOLD_PER_SOLD, n_i).astype(np.int64)
+    inv_group = _repeat_index(1 + n_unsold)
+    inv_is_sold = _position_in_group(1 + n_unsold) == 0
+    n_inv = len(inv_group)
+    inv_ids = np.arange(ids.inventory, ids.inventory + n_inv)
+    ids.inventory += n_inv
+    inv_created = i_created[inv_group] - rng.integers(0, 60 * DAY, n_inv)
+    inv_product = i_product[inv_group]
+    p = products.iloc[inv_product]
+    inventory = pd.DataFrame({
+        "id": format_ids(inv_ids), "product_id": format_ids(p["id"].to_numpy()),
+        "created_at": format_timestamps(inv_created, rng, as_of=as_of),
+        "sold_at": format_timestamps(i_created[inv_group], rng, inv_is_sold, as_of),
+        "cost": format_float32(p["cost"].to_numpy()), "product_category": p["category"].to_numpy(object),
+        "product_name": p["name"].to_numpy(object), "product_brand": p["brand"].to_numpy(object),
+        "product_retail_price": format_float32(p["retail_price"].to_numpy()),
+        "product_department": p["department"].to_numpy(object), "product_sku": p["sku"].to_numpy(object),
+        "product_distribution_center_id": format_ids(p["distribution_center_id"].to_numpy()),
+    })
+    sold_inventory_id = inv_ids[inv_is_sold]
+
+    ip = products.iloc[i_product]
+    order_items = pd.DataFrame({
+        "id": format_ids(item_ids), "order_id": format_ids(order_ids[i_order]),
+        "user_id": format_ids(user_ids[i_user]), "product_id": format_ids(ip["id"].to_numpy()),
+        "inventory_item_id": format_ids(sold_inventory_id), "status": status[i_order],
+        "created_at": format_timestamps(i_created, rng, as_of=as_of),
+        "shipped_at": format_timestamps(o_shipped[i_order], rng, shipped_ok[i_order], as_of),
+        "delivered_at": format_timestamps(o_delivered[i_order], rng, delivered_ok[i_order], as_of),
+        "returned_at": format_timestamps(o_returned[i_order], rng, returned_ok[i_order], as_of),
+        "sale_price": format_float32(ip["retail_price"].to_numpy()),
+    })
+
+    events = _events(rng, ids, cat, as_of, n_items, i_order, i_user, i_product, i_created,
+                     user_ids, loc, loc_table, n_users)
+    return {"users": users, "orders": orders, "order_items": order_items,
+            "inventory_items": inventory, "events": events}
+
+
+def _events(rng, ids, cat, as_of, n_items, i_order, i_user, i_product, i_created, user_ids, loc,
+            loc_table, n_users) -> pd.DataFrame:
+    # One session per order item. Single-item order: home, department, product, cart, purchase.
+    # n > 1 items: (department, product, cart) x n, then purchase: 3n + 1 events.
+    n_in_order = n_items[i_order]
+    s_len = np.where(n_in_order == 1, 5, 3 * n_in_order + 1)
+    pos = _position_in_group(s_len)
+    sess = _repeat_index(s_len)
+    single = n_in_order[sess] == 1
+    last = pos == s_len[sess] - 1
+    multi_kind = np.array(["department", "product", "cart"], object)[pos % 3]
+    single_kind = np.array(["home", "department", "product", "cart", "purchase"], object)[np.minimum(pos, 4)]
+    kind = np.where(single, single_kind, np.where(last, "purchase", multi_kind))
+    order_ev = {
+        "session": sess, "pos": pos, "kind": kind, "product": i_product[sess],
+        "user": user_ids[i_user[sess]], "loc": loc[i_user[sess]],
+        "start": i_created[sess], "step_max": 3 * MINUTE, "n_sessions": len(s_len),
+    }
+    # Ghost sessions: 5 per user, anonymous, a random product of a random gender.
+    n_g = GHOST_SESSIONS_PER_USER * n_users
+    seq_choice = rng.integers(0, len(GHOST_SEQUENCES), n_g)
+    g_len = np.array([len(s) for s in GHOST_SEQUENCES])[seq_choice]
+    g_sess = _repeat_index(g_len)
+    g_pos = _position_in_group(g_len)
+    flat = np.array([k for s in GHOST_SEQUENCES for k in s], object)
+    offsets = np.cumsum([0] + [len(s) for s in GHOST_SEQUENCES])[:-1]
+    g_kind = flat[offsets[seq_choice[g_sess]] + g_pos]
+    all_products = np.arange(len(cat.frame))
+    ghost_ev = {
+        "session": g_sess, "pos": g_pos, "kind": g_kind,
+        "product": all_products[rng.integers(0, len(all_products), n_g)][g_sess],
+        "user": None, "loc": rng.integers(0, len(loc_table), n_g)[g_sess],
+        "start": rng.integers(START, as_of, n_g)[g_sess] // MINUTE * MINUTE, "step_max": 30 * MINUTE,
+        "n_sessions": n_g,
+    }
+    frames = [_event_frame(rng, ids, cat, as_of, ev, loc_table) for ev in (order_ev, ghost_ev)]
+    return pd.concat(frames, ignore_index=True)
+
+
+def _event_frame(rng, ids, cat, as_of, ev, loc_table) -> pd.DataFrame:
+    sess, pos, kind, product = ev["session"], ev["pos"], ev["kind"], ev["product"]
+    n = len(sess)
+    steps = rng.integers(0, ev["step_max"] + 1, n)
+    steps[pos == 0] = 0
+    # cumulative time within each session
+    cum = np.cumsum(steps)
+    session_start_cum = np.repeat(cum[np.flatnonzero(pos == 0)], np.bincount(sess))
+    created = ev["start"] + (cum - session_start_cum)
+    n_s = ev["n_sessions"]
+    session_ids = _uuid4(rng, n_s)[sess]
+    ip = _ip_addresses(rng, n_s)[sess]
+    browser = _choice(rng, BROWSERS, n_s)[sess]
+    traffic = _choice(rng, EVENT_TRAFFIC, n_s)[sess]
+    product_ids = cat.frame["id"].to_numpy()[product]
+    uri = np.select(
+        [kind == "product", kind == "department", kind == "home", kind == "cart", kind == "purchase"],
+        ["/product/" + product_ids.astype(str).astype(object), cat.dept_uri[product], "/home", "/cart", "/purchase"],
+        "/cancel",
+    ).astype(object)
+    event_ids = np.arange(ids.event, ids.event + n)
+    ids.event += n
+    user = ev["user"]
+    return pd.DataFrame({
+        "id": format_ids(event_ids),
+        "user_id": np.full(n, "", object) if user is None else format_ids(user),
+        "sequence_number": (pos + 1).astype(str).astype(object), "session_id": session_ids,
+        "created_at": format_timestamps(created, rng, as_of=as_of), "ip_address": ip,
+        "city": loc_table[ev["loc"], 2], "state": loc_table[ev["loc"], 1],
+        "postal_code": loc_table[ev["loc"], 3], "browser": browser, "traffic_source": traffic,
+        "uri": uri, "event_type": kind,
+    })
+
+
+def _append_csv(frame: pd.DataFrame, path: Path, header: bool) -> None:
+    frame.to_csv(path, mode="w" if header else "a", header=header, index=False, lineterminator="\n")
+
+
+def generate(out: str | Path, options: GeneratorOptions = GeneratorOptions(), progress=None) -> dict[str, int]:
+    """Write the 7 tables to `out/<table>.csv`; returns rows written per table."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    as_of = np.datetime64(options.as_of, "s").astype(np.int64)
+    cat = build_catalogue()
+    taste = build_taste(cat) if options.taste else None
+    counts: dict[str, int] = {}
+    static = {"products": products_csv_frame(cat), "distribution_centers": distribution_centers_csv_frame()}
+    for table, frame in static.items():
+        _append_csv(frame, out / f"{table}.csv", header=True)
+        counts[table] = len(frame)
+    total_users = max(1, round(USERS_AT_SCALE_1 * options.scale))
+    ids = IdCounters()
+    for chunk, start in enumerate(range(0, total_users, CHUNK_USERS)):
+        rng = np.random.default_rng([options.seed, chunk])
+        frames = generate_chunk(rng, min(CHUNK_USERS, total_users - start), ids, cat, taste, as_of)
+        for table, frame in frames.items():
+            _append_csv(frame, out / f"{table}.csv", header=chunk == 0)
+            counts[table] = counts.get(table, 0) + len(frame)
+        if progress:
+            progress(min(start + CHUNK_USERS, total_users), total_users)
+    return counts

@@ -1,0 +1,128 @@
+"""Table schemas, in one place: raw CSV headers and types, keys, and how to parse values.
+
+Bronze keeps every raw value as a string (plus ingestion metadata); the types below say
+what each string must parse to. Bronze quarantines rows that do not parse, silver casts
+with the same expressions, so the two layers cannot disagree.
+"""
+from __future__ import annotations
+
+from pyspark.sql import Column
+from pyspark.sql import functions as F
+from pyspark.sql.types import LongType, StringType, StructField, StructType, TimestampType
+
+# table -> ordered (column, type). Types: id (integer key), int, double, timestamp,
+# string, geometry (WKT, optional trailing column that newer exports add).
+RAW_COLUMNS: dict[str, list[tuple[str, str]]] = {
+    "distribution_centers": [
+        ("id", "id"), ("name", "string"), ("latitude", "double"), ("longitude", "double"),
+        ("distribution_center_geom", "geometry"),
+    ],
+    "events": [
+        ("id", "id"), ("user_id", "id"), ("sequence_number", "int"), ("session_id", "string"),
+        ("created_at", "timestamp"), ("ip_address", "string"), ("city", "string"),
+        ("state", "string"), ("postal_code", "string"), ("browser", "string"),
+        ("traffic_source", "string"), ("uri", "string"), ("event_type", "string"),
+    ],
+    "inventory_items": [
+        ("id", "id"), ("product_id", "id"), ("created_at", "timestamp"), ("sold_at", "timestamp"),
+        ("cost", "double"), ("product_category", "string"), ("product_name", "string"),
+        ("product_brand", "string"), ("product_retail_price", "double"),
+        ("product_department", "string"), ("product_sku", "string"),
+        ("product_distribution_center_id", "id"),
+    ],
+    "order_items": [
+        ("id", "id"), ("order_id", "id"), ("user_id", "id"), ("product_id", "id"),
+        ("inventory_item_id", "id"), ("status", "string"), ("created_at", "timestamp"),
+        ("shipped_at", "timestamp"), ("delivered_at", "timestamp"), ("returned_at", "timestamp"),
+        ("sale_price", "double"),
+    ],
+    "orders": [
+        ("order_id", "id"), ("user_id", "id"), ("status", "string"), ("gender", "string"),
+        ("created_at", "timestamp"), ("returned_at", "timestamp"), ("shipped_at", "timestamp"),
+        ("delivered_at", "timestamp"), ("num_of_item", "int"),
+    ],
+    "products": [
+        ("id", "id"), ("cost", "double"), ("category", "string"), ("name", "string"),
+        ("brand", "string"), ("retail_price", "double"), ("department", "string"),
+        ("sku", "string"), ("distribution_center_id", "id"),
+    ],
+    "users": [
+        ("id", "id"), ("first_name", "string"), ("last_name", "string"), ("email", "string"),
+        ("age", "int"), ("gender", "string"), ("state", "string"), ("street_address", "string"),
+        ("postal_code", "string"), ("city", "string"), ("country", "string"),
+        ("latitude", "double"), ("longitude", "double"), ("traffic_source", "string"),
+        ("created_at", "timestamp"), ("user_geom", "geometry"),
+    ],
+}
+TABLES: tuple[str, ...] = tuple(sorted(RAW_COLUMNS))
+
+# Primary keys; silver MERGEs on them.
+KEYS = {t: ("order_id" if t == "orders" else "id") for t in TABLES}
+
+# Bronze metadata columns added to every raw row.
+SOURCE_FILE, INGESTED_AT, BATCH_ID = "_source_file", "_ingested_at", "_batch_id"
+
+# Quarantine tables of every layer share this schema (record is the raw line or JSON).
+QUARANTINE_SCHEMA = StructType([
+    StructField("source_table", StringType()),
+    StructField("source_file", StringType()),
+    StructField("record", StringType()),
+    StructField("reason", StringType()),
+    StructField(INGESTED_AT, TimestampType()),
+    StructField(BATCH_ID, LongType()),
+])
+
+
+def raw_names(table: str) -> list[str]:
+    return [c for c, _ in RAW_COLUMNS[table]]
+
+
+def accepted_headers(table: str) -> list[list[str]]:
+    """Header versions we accept: the 2025 export, and the older one without geometry."""
+    full = raw_names(table)
+    without_geom = [c for c, t in RAW_COLUMNS[table] if t != "geometry"]
+    return [full] if without_geom == full else [full, without_geom]
+
+
+def raw_string_schema(columns: list[str]) -> StructType:
+    return StructType([StructField(c, StringType()) for c in columns])
+
+
+def bronze_schema(table: str) -> StructType:
+    return raw_string_schema(raw_names(table)).add(SOURCE_FILE, StringType()).add(
+        INGESTED_AT, TimestampType()).add(BATCH_ID, LongType())
+
+
+def column_type(table: str, column: str) -> str:
+    return dict(RAW_COLUMNS[table])[column]
+
+
+# --- value parsing (ANSI-safe: try_* never throws, a bad value becomes NULL) --------
+# Both real forms: 'YYYY-MM-DD HH:MM:SS UTC' and 'YYYY-MM-DD HH:MM:SS.ffffff UTC'.
+# Anything else (e.g. the Italian-locale '22/04/2021 12.16.45') is NULL, never a guess.
+_TS_RE = r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d{1,6})? UTC$"
+
+
+def parse_value(name: str, kind: str) -> Column:
+    """Typed value of raw string column `name`; NULL when empty or unparseable."""
+    c = F.col(name)
+    if kind == "timestamp":
+        # Appending an explicit offset makes the result independent of the session time zone.
+        explicit = F.concat(F.regexp_replace(c, " UTC$", ""), F.lit(" +0000"))
+        return F.when(c.rlike(_TS_RE), F.try_to_timestamp(explicit, F.lit("yyyy-MM-dd HH:mm:ss[.SSSSSS] Z")))
+    if kind == "double":
+        return F.expr(f"try_cast(`{name}` AS DOUBLE)")
+    if kind in ("id", "int"):
+        # '60' and '9.0' both occur in real exports; '9.5' is not an integer.
+        d = F.expr(f"try_cast(`{name}` AS DOUBLE)")
+        return F.when(d == F.floor(d), d.cast("long" if kind == "id" else "int"))
+    return F.when(c != "", c)  # string / geometry: empty field is NULL
+
+
+def parse_problem(name: str, kind: str) -> Column:
+    """A reason string when a non-empty raw value does not parse as `kind`, else NULL."""
+    c = F.col(name)
+    return F.when(
+        (c.isNotNull()) & (c != "") & parse_value(name, kind).isNull(),
+        F.concat(F.lit(f"unparseable {kind} in {name}: '"), F.substring(c, 1, 60), F.lit("'")),
+    )

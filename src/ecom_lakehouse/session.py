@@ -1,0 +1,54 @@
+"""The one place that makes a SparkSession.
+
+Locally it builds ``local[*]`` with Delta's SQL extension and catalog. On Databricks
+and EMR the platform owns the session (Delta is already configured there), so we
+return the active one untouched.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+
+DELTA_VERSION = "3.3.2"
+SCALA_VERSION = "2.12"
+DELTA_PACKAGE = f"io.delta:delta-spark_{SCALA_VERSION}:{DELTA_VERSION}"
+
+
+def _local_delta_jars() -> list[str]:
+    """Delta jars that `make install` put into ~/.m2, so sessions never download."""
+    repo = Path(os.environ.get("M2_REPO", Path.home() / ".m2" / "repository"))
+    jars = [
+        repo / f"io/delta/delta-spark_{SCALA_VERSION}/{DELTA_VERSION}/delta-spark_{SCALA_VERSION}-{DELTA_VERSION}.jar",
+        repo / f"io/delta/delta-storage/{DELTA_VERSION}/delta-storage-{DELTA_VERSION}.jar",
+    ]
+    return [str(j) for j in jars] if all(j.exists() for j in jars) else []
+
+
+def get_spark(env: str = "local", app_name: str = "ecom_lakehouse") -> SparkSession:
+    if env != "local":
+        return SparkSession.getActiveSession() or SparkSession.builder.appName(app_name).getOrCreate()
+
+    builder = (
+        SparkSession.builder.master(os.environ.get("ECOM_SPARK_MASTER", "local[*]"))
+        .appName(app_name)
+        .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
+        .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
+        # 2 cores and small data: a few shuffle partitions beat the default 200.
+        .config("spark.sql.shuffle.partitions", os.environ.get("ECOM_SHUFFLE_PARTITIONS", "8"))
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.databricks.delta.snapshotPartitions", "2")
+        .config("spark.sql.warehouse.dir", os.environ.get("ECOM_WAREHOUSE_DIR", "/tmp/ecom_lakehouse_warehouse"))
+    )
+    jars = _local_delta_jars()
+    if jars:
+        builder = builder.config("spark.jars", ",".join(jars))
+    else:  # no `make install` here: let Spark's resolver fetch Delta from Maven Central
+        builder = builder.config("spark.jars.packages", DELTA_PACKAGE)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark

@@ -1,0 +1,75 @@
+"""What the run prints for people: the bronze reconciliation and the key findings.
+
+Only small, already-aggregated gold tables (or aggregates of them) reach the driver.
+"""
+from __future__ import annotations
+
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from ecom_lakehouse.config import Lakehouse
+from ecom_lakehouse.gold import RESTOCK_COVER_DAYS
+
+LOCALE_HINT_SHARE = 0.5
+
+
+def print_reconciliation(results, echo=print) -> bool:
+    """rows read = rows in bronze + rows quarantined, per new file. True when all hold."""
+    all_ok = True
+    new = [f for r in results for f in r.new_files]
+    if not new:
+        echo("  reconciliation: no new files (nothing to ingest; reruns add nothing)")
+        return True
+    echo("  reconciliation (rows read = bronze + quarantined):")
+    for f in new:
+        all_ok &= f.reconciled
+        mark = "ok" if f.reconciled else "MISMATCH"
+        echo(f"    {f.table:<21} {f.rows_read:>9,} = {f.bronze_rows:>9,} + {f.quarantined:>7,}  {mark}  {f.source_file}")
+        if f.rows_read and f.quarantined / f.rows_read > LOCALE_HINT_SHARE:
+            echo(f"    ! {f.quarantined / f.rows_read:.0%} of {f.source_file} was quarantined: if it was re-saved "
+                 "with a locale (decimal commas, DD/MM/YYYY times), re-export it in the BigQuery CSV format; "
+                 "reasons are in bronze/_quarantine")
+    return all_ok
+
+
+def _fmt_money(x) -> str:
+    return f"${x:,.0f}"
+
+
+def print_summary(spark: SparkSession, lake: Lakehouse, echo=print) -> None:
+    gold = lambda name: lake.table("gold", name).read(spark)  # noqa: E731
+    cat = gold("category_performance")
+    totals = cat.agg(F.sum("revenue").alias("revenue"), F.sum("cost").alias("cost"), F.sum("units").alias("units")).first()
+    revenue, cost = totals["revenue"] or 0.0, totals["cost"] or 0.0
+    echo("")
+    echo("== Summary " + "=" * 60)
+    echo(f"Revenue {_fmt_money(revenue)} from {totals['units']:,} units (orders not cancelled or returned); "
+         f"gross margin {((revenue - cost) / revenue * 100 if revenue else 0):.1f}%")
+    echo("Top categories by revenue:")
+    for r in cat.orderBy(F.desc("revenue")).limit(5).collect():
+        echo(f"  {r['department']:<6} {r['category']:<30} {_fmt_money(r['revenue']):>12}  margin {r['gross_margin_pct']:5.1f}%  "
+             f"returns {r['return_rate']:.1%}")
+    margin = cat.orderBy(F.desc("gross_margin_pct")).first(), cat.orderBy("gross_margin_pct").first()
+    echo(f"Margin ranges from {margin[1]['gross_margin_pct']:.1f}% ({margin[1]['department']} {margin[1]['category']}) "
+         f"to {margin[0]['gross_margin_pct']:.1f}% ({margin[0]['department']} {margin[0]['category']})")
+    customers = gold("customer_features").agg(
+        F.count("*").alias("users"), F.sum(F.col("is_buyer").cast("int")).alias("buyers"),
+        F.avg(F.when(F.col("is_buyer"), F.col("frequency"))).alias("orders_per_buyer"),
+        F.avg(F.when(F.col("is_buyer"), (F.col("frequency") == 1).cast("int"))).alias("one_order_share"),
+    ).first()
+    echo(f"Customers: {customers['buyers']:,} of {customers['users']:,} users bought; "
+         f"{customers['orders_per_buyer'] or 0:.2f} valid orders per buyer, "
+         f"{(customers['one_order_share'] or 0):.0%} with exactly one")
+    alerts = gold("inventory_restock_alerts")
+    n_alerts = alerts.count()
+    echo(f"Restock alerts: {n_alerts:,} products with under {RESTOCK_COVER_DAYS} days of cover")
+    for r in alerts.orderBy("rank").limit(5).collect():
+        echo(f"  #{r['rank']:<3} product {r['product_id']:<6} {r['category'] or '':<28} on hand {r['units_on_hand']:>3}  "
+             f"sold 30d/90d {r['sold_last_30d']}/{r['sold_last_90d']}  cover {r['days_of_cover']} days ({r['severity']})")
+    f = gold("funnel").agg(*[F.sum(c).alias(c) for c in ("sessions", "anonymous_sessions", "product_view_sessions",
+                                                         "cart_sessions", "purchase_sessions")]).first()
+    if f["sessions"]:
+        echo(f"Funnel: {f['sessions']:,} sessions ({f['anonymous_sessions'] / f['sessions']:.0%} anonymous) -> "
+             f"product view {f['product_view_sessions'] / f['sessions']:.0%} -> cart {f['cart_sessions'] / f['sessions']:.0%} "
+             f"-> purchase {f['purchase_sessions'] / f['sessions']:.0%}")
+    echo("=" * 71)
