@@ -161,16 +161,25 @@ class GeneratorOptions:
 def format_timestamps(seconds: np.ndarray, rng: np.random.Generator, valid: np.ndarray | None = None,
                       as_of: int | None = None) -> np.ndarray:
     """'YYYY-MM-DD HH:MM:SS UTC' or 'YYYY-MM-DD HH:MM:SS.ffffff UTC', mixed per row as in
-    real exports; the fraction is .000000 except for recent rows. NULL -> ''."""
+    real exports; the fraction is .000000 except for recent rows. NULL -> ''.
+
+    Built as a byte matrix (n x 30) so that millions of rows format at C speed."""
     seconds = np.asarray(seconds, dtype=np.int64)
-    base = np.datetime_as_string(seconds.astype("datetime64[s]"), unit="s")
-    base = np.strings.replace(base, "T", " ")
-    fractional = rng.random(len(seconds)) < 0.6
-    micros = rng.integers(0, 1_000_000, len(seconds))
-    recent = seconds > (as_of - 120 * DAY) if as_of is not None else np.zeros(len(seconds), bool)
-    frac = np.where(recent, np.char.zfill(micros.astype(str), 6), "000000")
-    out = np.where(fractional, np.strings.add(np.strings.add(base, "."), frac), base)
-    out = np.strings.add(out.astype(object).astype(str), " UTC").astype(object)
+    n = len(seconds)
+    base = np.datetime_as_string(seconds.astype("datetime64[s]"), unit="s").astype("S19")
+    b = base.view(np.uint8).reshape(n, 19).copy()
+    b[:, 10] = ord(" ")
+    fractional = rng.random(n) < 0.6
+    micros = rng.integers(0, 1_000_000, n)
+    if as_of is not None:
+        micros = np.where(seconds > as_of - 120 * DAY, micros, 0)
+    else:
+        micros = np.zeros(n, np.int64)
+    digits = ((micros[:, None] // 10 ** np.arange(5, -1, -1)) % 10 + ord("0")).astype(np.uint8)
+    utc = np.frombuffer(b" UTC", np.uint8)
+    full = np.hstack([b, np.full((n, 1), ord("."), np.uint8), digits, np.broadcast_to(utc, (n, 4))])
+    whole = np.hstack([b, np.broadcast_to(utc, (n, 4)), np.zeros((n, 7), np.uint8)])  # NUL padding is dropped
+    out = np.where(fractional[:, None], full, whole).copy().view("S30").ravel().astype("U30").astype(object)
     if valid is not None:
         out[~valid] = ""
     return out
@@ -372,9 +381,8 @@ def _uuid4(rng, n: int) -> np.ndarray:
 
 
 def _ip_addresses(rng, n: int) -> np.ndarray:
-    octets = rng.integers(1, 255, size=(4, n)).astype(str)
-    return np.strings.add(np.strings.add(np.strings.add(np.strings.add(np.strings.add(
-        np.strings.add(octets[0], "."), octets[1]), "."), octets[2]), "."), octets[3]).astype(object)
+    octets = rng.integers(1, 255, size=(4, n)).tolist()
+    return np.array([f"{a}.{b}.{c}.{d}" for a, b, c, d in zip(*octets)], dtype=object)
 
 
 def generate_chunk(rng, n_users: int, ids: IdCounters, cat: Catalogue, taste: TasteModel | None,

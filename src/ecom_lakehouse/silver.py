@@ -19,7 +19,7 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from ecom_lakehouse.config import Lakehouse
-from ecom_lakehouse.schemas import BATCH_ID, INGESTED_AT, KEYS, RAW_COLUMNS, SOURCE_FILE, TABLES, parse_value
+from ecom_lakehouse.schemas import QUARANTINE_SCHEMA, BATCH_ID, INGESTED_AT, KEYS, RAW_COLUMNS, SOURCE_FILE, TABLES, parse_value
 
 FLAGS = "dq_flags"
 PII_COLUMNS = ("first_name", "last_name", "email", "street_address")
@@ -158,33 +158,53 @@ def merge_latest(spark: SparkSession, target, df: DataFrame, key: str) -> None:
      .execute())
 
 
+def _lineage(spark: SparkSession, lake: Lakehouse, table: str) -> str:
+    """The bronze versions a silver table is built from (itself and its FK parents)."""
+    sources = [table] + [parent for _, parent in FOREIGN_KEYS.get(table, [])]
+    return ",".join(f"{t}@{lake.table('bronze', t).version(spark)}" for t in sorted(set(sources)))
+
+
+def _built_from(spark: SparkSession, target) -> str | None:
+    if not target.exists(spark):
+        return None
+    return target.delta(spark).history(1).select("userMetadata").first()[0]
+
+
 def run(spark: SparkSession, lake: Lakehouse, echo=print) -> list[SilverResult]:
-    results, current, quarantines = [], {}, []
+    results, current = [], {}
+    quarantine_table = lake.quarantine("silver")
+    quarantine_table.ensure(spark, QUARANTINE_SCHEMA)
     for table in ORDER:
         started = time.time()
+        target = lake.table("silver", table)
+        lineage = _lineage(spark, lake, table)
+        if _built_from(spark, target) == lineage:
+            # Nothing it depends on changed since the last build: skip the MERGE.
+            current[table] = target.read(spark)
+            echo(f"  silver {table:<21} unchanged (built from bronze {lineage}): skipped")
+            continue
         bronze = lake.table("bronze", table).read(spark)
         conformed = conform(latest_per_key(typed(bronze, table), KEYS[table]), table).persist()
         try:
             valid, quarantine = split_orphans(conformed, table, current)
-            quarantine = quarantine.persist()
-            target = lake.table("silver", table)
-            merge_latest(spark, target, valid, KEYS[table])
-            n_bronze, n_dedup, q = bronze.count(), conformed.count(), quarantine.count()
+            # Quarantine first, table second: the table's commit records its lineage, so a run
+            # killed in between rebuilds both next time; replaceWhere keeps other tables' rows.
+            quarantine_table.save(quarantine.write.format("delta").mode("overwrite")
+                                  .option("replaceWhere", f"source_table = '{table}'"))
+            spark.conf.set("spark.databricks.delta.commitInfo.userMetadata", lineage)
+            try:
+                merge_latest(spark, target, valid, KEYS[table])
+            finally:
+                spark.conf.unset("spark.databricks.delta.commitInfo.userMetadata")
+            n_bronze, n_dedup = bronze.count(), conformed.count()
         finally:
             conformed.unpersist()
+        q = quarantine_table.read(spark).where(F.col("source_table") == table).count()
         current[table] = target.read(spark)
-        quarantines.append(quarantine)
         n_silver = current[table].count()
         flagged = current[table].where(F.size(FLAGS) > 0).count()
         res = SilverResult(table, n_bronze, n_silver, n_bronze - n_dedup, q, flagged, time.time() - started)
         echo(f"  silver {table:<21} bronze {n_bronze:>9,}  -> silver {n_silver:>9,}  superseded {res.superseded:>7,}  "
              f"quarantined {q:>6,}  flagged {flagged:>5,}  {res.seconds:5.1f}s")
         results.append(res)
-    # The quarantine is derived from the current bronze state: replace it atomically.
-    all_q = quarantines[0]
-    for q in quarantines[1:]:
-        all_q = all_q.unionByName(q)
-    lake.quarantine("silver").overwrite(all_q)
-    for q in quarantines:
-        q.unpersist()
     return results

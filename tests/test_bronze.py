@@ -1,0 +1,118 @@
+"""Bronze ingestion: real exports, bad input, exactly-once reruns, incremental pickup."""
+import shutil
+
+import pytest
+from pyspark.sql import functions as F
+
+from ecom_lakehouse import bronze
+from ecom_lakehouse.cli import main
+from ecom_lakehouse.config import Lakehouse
+from ecom_lakehouse.schemas import raw_names
+from tests.conftest import shared_path
+
+REAL_2025_TABLES = ("distribution_centers", "events", "inventory_items", "order_items", "products", "users")
+
+
+def _data_rows(path):
+    return sum(1 for line in path.read_text(encoding="utf-8").splitlines()[1:] if line)
+
+
+def test_real_2025_export_ingests_with_nothing_quarantined(spark, tmp_path):
+    real = shared_path("real_export_2025")
+    lake = Lakehouse(raw=str(real), root=str(tmp_path / "lh"))
+    results = bronze.run(spark, lake, REAL_2025_TABLES)
+    for res in results:
+        expected = _data_rows(real / f"{res.table}.csv")
+        assert res.total("rows_read") == expected
+        assert res.total("quarantined") == 0
+        assert lake.table("bronze", res.table).read(spark).count() == expected
+    assert lake.quarantine("bronze").read(spark).count() == 0
+    # both header versions: the 2025 users file carries user_geom, and it is kept
+    assert lake.table("bronze", "users").read(spark).where(F.col("user_geom").isNull()).count() == 0
+
+
+def test_italian_locale_export_gives_no_silently_wrong_numbers(spark, tmp_path):
+    it = shared_path("real_export_2023_it_locale")
+    lake = Lakehouse(raw=str(it), root=str(tmp_path / "lh"))
+    results = bronze.run(spark, lake, ("products", "orders", "distribution_centers"))
+    for res in results:
+        assert res.total("rows_read") == _data_rows(it / f"{res.table}.csv")
+        assert all(f.reconciled for f in res.new_files)
+    q = lake.quarantine("bronze").read(spark)
+    # every decimal-comma price and every DD/MM/YYYY timestamp is caught, with the value in the reason
+    assert q.where(F.col("reason").contains("unparseable double in cost: '")).count() > 0
+    assert q.where(F.col("reason").contains("unparseable timestamp in created_at: '")).count() > 0
+    products = lake.table("bronze", "products").read(spark)
+    assert products.where(F.col("cost").contains(",")).count() == 0  # nothing mangled got through
+
+
+def _write(path, lines):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+USERS_HEADER = ",".join(raw_names("users")[:-1])  # the older header, without user_geom
+GOOD = "1,Ann,Lee,ann@example.com,30,F,Acre,1 Main St,69980-000,null,Brasil,-8.1,-72.9,Search,2022-11-05 01:54:00 UTC"
+
+
+def test_bad_rows_are_quarantined_with_reasons_and_counts_reconcile(spark, tmp_path):
+    raw = tmp_path / "raw"
+    _write(raw / "users" / "part-1.csv", [
+        USERS_HEADER, GOOD,
+        "2,Bob,Ray,bob@example.com,41,M,Acre,2 Main St,69980-000",  # too few fields
+        '3,"Cy,Ro,cy@example.com,22,M,Acre,3 Main St,69980-000,X,Brasil,1,2,Search,2022-11-05 01:54:00 UTC',  # broken quote
+        "4,Di,Ng,di@example.com,forty,F,Acre,4 Main St,69980-000,X,Brasil,1,2,Search,2022-11-05 01:54:00 UTC",  # bad int
+        "5,Ed,Ko,ed@example.com,50,M,Acre,5 Main St,69980-000,X,Brasil,1,2,Search,05/11/2022 1.54.00",  # bad timestamp
+    ])
+    lake = Lakehouse(raw=str(raw), root=str(tmp_path / "lh"))
+    [res] = bronze.run(spark, lake, ("users",))
+    assert (res.total("rows_read"), res.total("bronze_rows"), res.total("quarantined")) == (5, 1, 4)
+    reasons = {r["record"][:1]: r["reason"] for r in lake.quarantine("bronze").read(spark).collect()}
+    assert "malformed CSV record" in reasons["2"]
+    assert "malformed CSV record" in reasons["3"]
+    assert reasons["4"] == "unparseable int in age: 'forty'"
+    assert reasons["5"] == "unparseable timestamp in created_at: '05/11/2022 1.54.00'"
+    assert {r["source_table"] for r in lake.quarantine("bronze").read(spark).collect()} == {"users"}
+
+
+def test_rerun_adds_nothing_and_a_new_file_is_ingested_once(spark, tmp_path):
+    raw = tmp_path / "raw"
+    _write(raw / "users" / "part-1.csv", [USERS_HEADER, GOOD])
+    lake = Lakehouse(raw=str(raw), root=str(tmp_path / "lh"))
+    bronze.run(spark, lake, ("users",))
+    [rerun] = bronze.run(spark, lake, ("users",))
+    assert rerun.new_files == []
+    assert lake.table("bronze", "users").read(spark).count() == 1
+    header_with_geom = ",".join(raw_names("users"))
+    _write(raw / "users" / "part-2.csv", [header_with_geom, GOOD.replace("1,Ann", "2,Ann") + ",POINT(-72.9 -8.1)"])
+    [third] = bronze.run(spark, lake, ("users",))
+    assert [f.source_file.rsplit("/", 1)[-1] for f in third.new_files] == ["part-2.csv"]
+    table = lake.table("bronze", "users").read(spark)
+    assert sorted(r["id"] for r in table.collect()) == ["1", "2"]
+    assert bronze.run(spark, lake, ("users",))[0].new_files == []
+
+
+@pytest.mark.parametrize("content, problem", [
+    (["id,first_name,nickname", "1,a,b"], "unknown columns ['nickname']"),
+    ([], "empty file"),
+    (["\x00\x01PK binary"], "not a UTF-8 CSV"),
+])
+def test_a_bad_file_stops_with_one_line_and_modifies_nothing(spark, tmp_path, capsys, content, problem):
+    raw = tmp_path / "raw"
+    _write(raw / "users" / "part-1.csv", [USERS_HEADER, GOOD])
+    root = tmp_path / "lh"
+    assert main(["bronze", "--raw", str(raw), "--lakehouse", str(root), "--tables", "users"]) == 0
+    version = Lakehouse(raw=str(raw), root=str(root)).table("bronze", "users").version(spark)
+    bad = raw / "users" / "part-2.csv"
+    bad.write_text("\n".join(content), encoding="utf-8")
+    capsys.readouterr()
+    assert main(["bronze", "--raw", str(raw), "--lakehouse", str(root), "--tables", "users"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "part-2.csv" in err[0] and problem in err[0]
+    assert Lakehouse(raw=str(raw), root=str(root)).table("bronze", "users").version(spark) == version
+
+
+def test_missing_raw_folder_says_what_to_do(tmp_path, capsys):
+    assert main(["bronze", "--raw", str(tmp_path / "nowhere"), "--lakehouse", str(tmp_path / "lh")]) == 2
+    err = capsys.readouterr().err
+    assert "not found" in err and "ecom-lakehouse generate" in err

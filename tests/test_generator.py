@@ -1,0 +1,97 @@
+import csv
+import hashlib
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from ecom_lakehouse.generator import CATALOGUE_PROFILE, GeneratorOptions, build_catalogue, generate
+from ecom_lakehouse.schemas import TABLES, raw_names
+from tests.conftest import shared_path
+
+
+def _rows(path):
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def tiny(small_raw):
+    raw, counts = small_raw
+    return raw, counts, {t: _rows(raw / f"{t}.csv") for t in TABLES}
+
+
+def test_headers_match_the_real_2025_export(small_raw):
+    raw, _ = small_raw
+    real = shared_path("real_export_2025")
+    for table in TABLES:
+        ours = (raw / f"{table}.csv").read_text(encoding="utf-8").splitlines()[0]
+        assert ours == ",".join(raw_names(table))
+        real_file = real / f"{table}.csv"
+        if real_file.exists():
+            assert ours == real_file.read_text(encoding="utf-8").splitlines()[0], table
+
+
+def test_same_seed_same_bytes_and_other_seed_differs(tmp_path):
+    digests = []
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        generate(tmp_path / name, GeneratorOptions(scale=0.002, seed=seed))
+        digests.append(hashlib.sha256(b"".join((tmp_path / name / f"{t}.csv").read_bytes() for t in TABLES)).hexdigest())
+    assert digests[0] == digests[1]
+    assert digests[0] != digests[2]
+
+
+def test_catalogue_matches_the_real_profile():
+    profile = json.loads(shared_path("catalog_profile.json").read_text())
+    cat = build_catalogue().frame
+    assert len(cat) == 29_120 == sum(p["products"] for p in profile)
+    counts = cat.groupby(["department", "category"]).size()
+    for p in profile:
+        group = cat[(cat.department == p["department"]) & (cat.category == p["category"])]
+        assert counts[(p["department"], p["category"])] == p["products"]
+        ratio = (group.cost / group.retail_price)
+        normal = group.retail_price >= 1  # the planted sub-$1 products have their own ratio
+        assert ratio[normal].between(p["cost_ratio_min"] - 1e-6, p["cost_ratio_max"] + 1e-6).all()
+        median = group.retail_price.median()
+        assert abs(np.log(median / p["price_p50"])) < 0.2, (p["category"], median, p["price_p50"])
+    assert len(CATALOGUE_PROFILE) == len(profile)
+    assert not (cat.category == "Electronics").any()
+
+
+def test_distributions_follow_the_published_generator(tiny):
+    _, counts, t = tiny
+    users = {u["id"]: u for u in t["users"]}
+    orders_per_user = Counter(o["user_id"] for o in t["orders"])
+    assert max(orders_per_user.values()) <= 4
+    assert 0.15 < 1 - len(orders_per_user) / len(users) < 0.25  # ~20% never order
+    items = Counter(i["order_id"] for i in t["order_items"])
+    assert set(items.values()) <= {1, 2, 3, 4}
+    status = Counter(o["status"] for o in t["orders"])
+    assert abs(status["Shipped"] / len(t["orders"]) - 0.30) < 0.05
+    # timestamps present exactly as the status implies (apart from the planted anomalies)
+    for o in t["orders"]:
+        assert bool(o["returned_at"]) == (o["status"] == "Returned")
+        assert bool(o["delivered_at"]) == (o["status"] in ("Complete", "Returned"))
+    products = {p["id"]: p for p in t["products"]}
+    for i in t["order_items"]:
+        p = products[i["product_id"]]
+        assert i["sale_price"] == p["retail_price"]
+        assert p["department"] == ("Men" if users[i["user_id"]]["gender"] == "M" else "Women")
+    sold = sum(1 for r in t["inventory_items"] if r["sold_at"])
+    assert sold == len(t["order_items"])
+    assert 2.5 < len(t["inventory_items"]) / len(t["order_items"]) < 2.9
+    anonymous = sum(1 for e in t["events"] if not e["user_id"])
+    assert 2.0 < anonymous / (5 * len(users)) < 2.5  # 5 ghost sessions per user, 2.25 events each
+    assert counts["events"] == len(t["events"])
+
+
+def test_export_format_quirks(tiny):
+    _, _, t = tiny
+    stamps = [o["created_at"] for o in t["orders"]]
+    assert all(s.endswith(" UTC") for s in stamps)
+    assert any("." in s for s in stamps) and any("." not in s for s in stamps)  # both forms, mixed
+    assert any(u["city"] == "null" for u in t["users"])
+    assert all(u["user_geom"].startswith("POINT(") for u in t["users"])
+    uris = {e["uri"].split("/")[1] for e in t["events"]}
+    assert uris == {"home", "department", "product", "cart", "purchase", "cancel"}

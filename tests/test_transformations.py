@@ -1,0 +1,107 @@
+"""Unit tests of the pure transformations on a few hand-made rows."""
+import datetime as dt
+
+from pyspark.sql import Row
+from pyspark.testing import assertDataFrameEqual
+
+from ecom_lakehouse import gold, silver
+from ecom_lakehouse.schemas import parse_problem, parse_value
+
+T = dt.datetime
+
+
+def test_parse_value_reads_both_real_timestamp_forms_and_rejects_locale_forms(spark):
+    df = spark.createDataFrame([("2024-06-23 23:41:55.000000 UTC",), ("2024-06-23 23:41:55 UTC",),
+                                ("22/04/2021 12.16.45",), ("",)], "t string")
+    out = df.select(parse_value("t", "timestamp").alias("t"), parse_problem("t", "timestamp").alias("p"))
+    assertDataFrameEqual(out, [Row(t=T(2024, 6, 23, 23, 41, 55), p=None), Row(t=T(2024, 6, 23, 23, 41, 55), p=None),
+                               Row(t=None, p="unparseable timestamp in t: '22/04/2021 12.16.45'"), Row(t=None, p=None)])
+
+
+def test_parse_value_numbers_accept_both_integer_forms_and_reject_decimal_commas(spark):
+    df = spark.createDataFrame([("60", "0.0199999995529651"), ("9.0", "13,92499997"), ("9.5", "")], "i string, d string")
+    out = df.select(parse_value("i", "int").alias("i"), parse_value("d", "double").alias("d"),
+                    parse_problem("d", "double").alias("p"))
+    assertDataFrameEqual(out, [Row(i=60, d=0.0199999995529651, p=None),
+                               Row(i=9, d=None, p="unparseable double in d: '13,92499997'"),
+                               Row(i=None, d=None, p=None)])
+
+
+def test_latest_per_key_keeps_the_newest_ingestion(spark):
+    df = spark.createDataFrame([
+        (1, "old", T(2024, 1, 1), 0, "a.csv"), (1, "new", T(2024, 2, 1), 1, "b.csv"), (2, "only", T(2024, 1, 1), 0, "a.csv"),
+    ], "id long, v string, _ingested_at timestamp, _batch_id long, _source_file string")
+    assertDataFrameEqual(silver.latest_per_key(df, "id").select("id", "v"), [Row(id=1, v="new"), Row(id=2, v="only")])
+
+
+def test_normalise_places(spark):
+    df = spark.createDataFrame([("null", "España"), ("Madrid", "Spain"), (None, "Brasil")], "city string, country string")
+    assertDataFrameEqual(silver.normalise_places(df), [Row(city=None, country="Spain"), Row(city="Madrid", country="Spain"),
+                                                       Row(city=None, country="Brasil")])
+
+
+def test_order_flags(spark):
+    df = spark.createDataFrame([
+        (1, "Complete", T(2024, 1, 2), T(2024, 1, 1), T(2024, 1, 3), None, 5.0),  # shipped before created
+        (2, "Shipped", T(2024, 1, 1), None, None, None, 0.5),  # shipped without a ship date; cheap
+        (3, "Returned", T(2024, 1, 1), T(2024, 1, 2), T(2024, 1, 3), T(2024, 1, 4), 10.0),  # clean
+    ], "id long, status string, created_at timestamp, shipped_at timestamp, delivered_at timestamp, "
+       "returned_at timestamp, sale_price double")
+    out = silver.order_flags(df, with_price=True).select("id", "dq_flags")
+    assertDataFrameEqual(out, [Row(id=1, dq_flags=["shipped_before_created"]),
+                               Row(id=2, dq_flags=["status_timestamp_mismatch", "sale_price_under_1"]),
+                               Row(id=3, dq_flags=[])])
+
+
+def test_split_orphans_quarantines_unknown_keys_but_not_nulls(spark):
+    users = spark.createDataFrame([(1,)], "id long")
+    events = spark.createDataFrame([(10, 1, "f"), (11, None, "f"), (12, 99, "f")],
+                                   "id long, user_id long, _source_file string").selectExpr(
+        "*", "current_timestamp() as _ingested_at", "0L as _batch_id")
+    valid, bad = silver.split_orphans(events, "events", {"users": users})
+    assertDataFrameEqual(valid.select("id"), [Row(id=10), Row(id=11)])
+    assertDataFrameEqual(bad.select("source_table", "reason"), [Row(source_table="events", reason="orphan user_id: no such users")])
+
+
+def _lines(spark):
+    return spark.createDataFrame([
+        (1, 1, 1, "Complete", 100.0, 40.0, "Men", "Jeans", T(2024, 1, 5)),
+        (2, 2, 1, "Returned", 50.0, 20.0, "Men", "Jeans", T(2024, 1, 6)),
+        (3, 3, 2, "Cancelled", 30.0, 10.0, "Women", "Dresses", T(2024, 1, 7)),
+        (4, 4, 2, "Shipped", 80.0, 60.0, "Women", "Dresses", T(2024, 1, 8)),
+    ], "id long, order_id long, user_id long, status string, sale_price double, cost double, department string, "
+       "category string, created_at timestamp").selectExpr(
+        "*", "status not in ('Cancelled', 'Returned') as valid", "status = 'Returned' as returned")
+
+
+def test_category_performance_counts_only_valid_orders(spark):
+    out = gold.category_performance(_lines(spark))
+    assertDataFrameEqual(out, [
+        Row(department="Men", category="Jeans", revenue=100.0, cost=40.0, gross_margin=60.0, gross_margin_pct=60.0, units=1, return_rate=0.5),
+        Row(department="Women", category="Dresses", revenue=80.0, cost=60.0, gross_margin=20.0, gross_margin_pct=25.0, units=1, return_rate=0.0),
+    ])
+
+
+def test_restock_rule(spark):
+    as_of = T(2024, 4, 1)
+    inv = spark.createDataFrame([
+        # product 1: 3 sold in the last 30 days, 1 on hand -> cover 10 days: critical
+        (1, T(2024, 3, 20)), (1, T(2024, 3, 25)), (1, T(2024, 3, 30)), (1, None),
+        # product 2: 2 sold 80 days ago, 5 on hand -> cover 225 days: no alert
+        (2, T(2024, 1, 12)), (2, T(2024, 1, 12)), (2, None), (2, None), (2, None), (2, None), (2, None),
+    ], "product_id long, sold_at timestamp")
+    products = spark.createDataFrame([(1, "a", "b", "Men", "Jeans", 1), (2, "c", "d", "Men", "Socks", 1)],
+                                     "id long, name string, brand string, department string, category string, distribution_center_id long")
+    out = gold.inventory_restock_alerts(inv, products, as_of).select("product_id", "units_on_hand", "days_of_cover", "severity", "rank")
+    assertDataFrameEqual(out, [Row(product_id=1, units_on_hand=1, days_of_cover=10.0, severity="critical", rank=1)])
+
+
+def test_funnel_counts_sessions_and_anonymous_ones(spark):
+    events = spark.createDataFrame([
+        ("s1", 1, "product", "Email", "Chrome"), ("s1", 1, "cart", "Email", "Chrome"), ("s1", 1, "purchase", "Email", "Chrome"),
+        ("s2", None, "product", "Email", "Chrome"), ("s2", None, "cancel", "Email", "Chrome"),
+    ], "session_id string, user_id long, event_type string, traffic_source string, browser string")
+    out = gold.funnel(events).select("sessions", "anonymous_sessions", "product_view_sessions", "cart_sessions",
+                                     "purchase_sessions", "conversion_rate")
+    assertDataFrameEqual(out, [Row(sessions=2, anonymous_sessions=1, product_view_sessions=2, cart_sessions=1,
+                                   purchase_sessions=1, conversion_rate=0.5)])
