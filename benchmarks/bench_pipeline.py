@@ -28,7 +28,12 @@ class PeakMemory:
     def _sample(self):
         me = psutil.Process()
         while not self._stop.is_set():
-            rss = me.memory_info().rss + sum(c.memory_info().rss for c in me.children(recursive=True))
+            rss = me.memory_info().rss
+            for child in me.children(recursive=True):  # the JVM; short-lived helpers may vanish
+                try:
+                    rss += child.memory_info().rss
+                except psutil.NoSuchProcess:
+                    pass
             self.peak = max(self.peak, rss)
             time.sleep(0.2)
 

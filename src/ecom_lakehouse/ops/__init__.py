@@ -1,0 +1,1 @@
+"""Operations tooling for the deployed pipeline (Databricks workspace, AWS EMR)."""

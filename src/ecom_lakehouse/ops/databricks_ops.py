@@ -1,0 +1,136 @@
+"""`ecom-lakehouse databricks …`: upload raw data, run the bundle's job, read the results.
+
+Built on databricks-sdk's WorkspaceClient: authentication comes from the usual
+environment variables (DATABRICKS_HOST, DATABRICKS_TOKEN, or OAuth M2M client id/secret)
+or a ~/.databrickscfg profile (--profile); never from this repository.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from databricks.sdk import WorkspaceClient
+from databricks.sdk.errors import NotFound
+from databricks.sdk.service.jobs import RunLifeCycleState, RunResultState
+from databricks.sdk.service.sql import StatementState
+
+from ecom_lakehouse.ops.progress import ProgressReader
+from ecom_lakehouse.schemas import TABLES
+
+JOB_NAME = "ecom_lakehouse_pipeline"
+TERMINAL = {RunLifeCycleState.TERMINATED, RunLifeCycleState.SKIPPED, RunLifeCycleState.INTERNAL_ERROR}
+
+RESULT_QUERIES = {
+    "Revenue and margin (orders not cancelled or returned)":
+        "SELECT round(sum(revenue), 2) AS revenue, round((1 - sum(cost) / sum(revenue)) * 100, 1) AS gross_margin_pct, "
+        "sum(units) AS units FROM {p}gold_category_performance",
+    "Top categories by revenue":
+        "SELECT department, category, revenue, gross_margin_pct FROM {p}gold_category_performance "
+        "ORDER BY revenue DESC LIMIT 5",
+    "Top restock alerts":
+        "SELECT rank, product_id, category, units_on_hand, days_of_cover, severity FROM {p}gold_inventory_restock_alerts "
+        "ORDER BY rank LIMIT 5",
+    "Funnel":
+        "SELECT sum(sessions) AS sessions, sum(cart_sessions) AS carts, sum(purchase_sessions) AS purchases, "
+        "round(sum(purchase_sessions) / sum(sessions), 4) AS conversion FROM {p}gold_funnel",
+}
+
+
+class OperationFailed(RuntimeError):
+    """The remote operation ended badly; the message says what and where to look."""
+
+
+def client(profile: str | None = None, host: str | None = None) -> WorkspaceClient:
+    return WorkspaceClient(profile=profile, host=host) if (profile or host) else WorkspaceClient()
+
+
+def upload_raw(w: WorkspaceClient, source_dir: str, volume: str, echo=print) -> dict[str, str]:
+    """Upload <dir>/<table>.csv to <volume>/raw/, skipping files already there with the same size."""
+    actions = {}
+    base = volume.rstrip("/") + "/raw"
+    for table in TABLES:
+        local = Path(source_dir) / f"{table}.csv"
+        if not local.exists():
+            raise OperationFailed(f"{local}: missing; `ecom-lakehouse generate --out {source_dir}` writes all 7 tables")
+        remote = f"{base}/{table}.csv"
+        size = local.stat().st_size
+        try:
+            if w.files.get_metadata(remote).content_length == size:
+                echo(f"  {table + '.csv':<24} unchanged ({size:,} bytes): skipped")
+                actions[table] = "skipped"
+                continue
+        except NotFound:
+            pass
+        with local.open("rb") as f:
+            w.files.upload(remote, ProgressReader(f, size, f"{table}.csv"), overwrite=True)
+        actions[table] = "uploaded"
+    echo(f"raw files are in {base}")
+    return actions
+
+
+def find_job(w: WorkspaceClient, name: str = JOB_NAME):
+    """The bundle's job: exact name in prod, '[dev <user>] <name>' in a dev target."""
+    matches = [j for j in w.jobs.list() if j.settings and j.settings.name
+               and (j.settings.name == name or j.settings.name.endswith(f"] {name}"))]
+    if not matches:
+        raise OperationFailed(f"no job named {name!r} in this workspace: deploy it with `databricks bundle deploy`")
+    if len(matches) > 1:
+        names = ", ".join(sorted(j.settings.name for j in matches))
+        raise OperationFailed(f"several jobs match {name!r} ({names}): pass the exact one with --job-name")
+    return matches[0]
+
+
+def run_job(w: WorkspaceClient, name: str = JOB_NAME, wait: bool = True, poll_seconds: float = 10.0,
+            echo=print) -> int:
+    job = find_job(w, name)
+    run_id = w.jobs.run_now(job_id=job.job_id).run_id
+    run = w.jobs.get_run(run_id=run_id)
+    echo(f"started {job.settings.name} (run {run_id}): {run.run_page_url}")
+    if not wait:
+        return run_id
+    seen: dict[str, str] = {}
+    while True:
+        run = w.jobs.get_run(run_id=run_id)
+        for task in run.tasks or []:
+            state = task.state.result_state or task.state.life_cycle_state if task.state else None
+            label = getattr(state, "value", str(state))
+            if seen.get(task.task_key) != label:
+                seen[task.task_key] = label
+                echo(f"  {task.task_key:<10} {label}")
+        if run.state and run.state.life_cycle_state in TERMINAL:
+            break
+        time.sleep(poll_seconds)
+    if run.state.result_state == RunResultState.SUCCESS:
+        echo(f"run {run_id} succeeded: {run.run_page_url}")
+        return run_id
+    failed = [t for t in run.tasks or [] if t.state and t.state.result_state not in (None, RunResultState.SUCCESS)]
+    details = []
+    for task in failed:
+        output = w.jobs.get_run_output(run_id=task.run_id)
+        details.append(f"{task.task_key}: {output.error or task.state.state_message or 'failed'}")
+    raise OperationFailed(f"run {run_id} {getattr(run.state.result_state, 'value', 'failed')}: "
+                          f"{'; '.join(details) or run.state.state_message} ({run.run_page_url})")
+
+
+def query_results(w: WorkspaceClient, warehouse_id: str, catalog: str, schema: str, poll_seconds: float = 2.0,
+                  echo=print) -> dict[str, list[list[str]]]:
+    """Key gold findings through the Statement Execution API on a SQL warehouse."""
+    results = {}
+    prefix = f"`{catalog}`.`{schema}`."
+    for title, sql in RESULT_QUERIES.items():
+        resp = w.statement_execution.execute_statement(statement=sql.format(p=prefix), warehouse_id=warehouse_id,
+                                                       wait_timeout="30s")
+        while resp.status.state in (StatementState.PENDING, StatementState.RUNNING):
+            time.sleep(poll_seconds)
+            resp = w.statement_execution.get_statement(resp.statement_id)
+        if resp.status.state != StatementState.SUCCEEDED:
+            message = resp.status.error.message if resp.status.error else resp.status.state.value
+            raise OperationFailed(f"query '{title}' failed: {message}")
+        columns = [c.name for c in resp.manifest.schema.columns]
+        rows = (resp.result.data_array or []) if resp.result else []
+        results[title] = rows
+        echo(f"{title}:")
+        echo("  " + " | ".join(columns))
+        for row in rows:
+            echo("  " + " | ".join("" if v is None else str(v) for v in row))
+    return results

@@ -1,0 +1,156 @@
+"""The Databricks asset bundle, validated offline; its tasks and the package cannot drift apart."""
+import glob
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ecom_lakehouse.cli import main
+from tests.conftest import SHARED
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _deep_merge(into: dict, other: dict) -> dict:
+    for key, value in other.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _deep_merge(into[key], value)
+        else:
+            into[key] = value
+    return into
+
+
+def merged_bundle() -> dict:
+    config = yaml.safe_load((ROOT / "databricks.yml").read_text())
+    for pattern in config.get("include", []):
+        for path in sorted(glob.glob(str(ROOT / pattern))):
+            _deep_merge(config, yaml.safe_load(Path(path).read_text()))
+    return config
+
+
+def bundle_schema() -> dict:
+    if shutil.which("databricks"):
+        out = subprocess.run(["databricks", "bundle", "schema"], capture_output=True, text=True, check=True)
+        return json.loads(out.stdout)
+    if os.environ.get("DATABRICKS_BUNDLE_SCHEMA"):
+        return json.loads(Path(os.environ["DATABRICKS_BUNDLE_SCHEMA"]).read_text())
+    path = SHARED / "databricks_bundle_jsonschema.json"
+    if not path.exists():
+        pytest.skip("no bundle JSON schema: no `databricks` CLI, DATABRICKS_BUNDLE_SCHEMA unset, and ../shared absent")
+    return json.loads(path.read_text())
+
+
+def _validator(schema):
+    import jsonschema
+    import regex
+
+    def go_pattern(validator, pattern, instance, _schema):
+        # The schema's patterns are Go regular expressions (\p{L}…): `regex` reads them, `re` cannot.
+        if isinstance(instance, str) and not regex.search(pattern, instance):
+            yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
+
+    cls = jsonschema.validators.extend(jsonschema.Draft7Validator, {"pattern": go_pattern})
+    return cls(schema)
+
+
+def _tasks(config):
+    for job_name, job in config["resources"]["jobs"].items():
+        for task in job["tasks"]:
+            yield job_name, job, task
+
+
+def test_merged_bundle_validates_against_the_official_schema():
+    errors = sorted(_validator(bundle_schema()).iter_errors(merged_bundle()), key=lambda e: list(e.path))
+    assert not errors, "\n".join(f"{list(e.path)}: {e.message[:200]}" for e in errors[:10])
+
+
+def test_the_schema_check_catches_an_unknown_task_field():
+    config = merged_bundle()
+    next(_tasks(config))[2]["not_a_task_field"] = 1
+    assert list(_validator(bundle_schema()).iter_errors(config))
+
+
+def test_every_variable_reference_is_declared():
+    text = (ROOT / "databricks.yml").read_text() + "".join(Path(p).read_text() for p in glob.glob(str(ROOT / "resources/*.yml")))
+    used = set(re.findall(r"\$\{var\.([A-Za-z0-9_]+)\}", text))
+    declared = set(merged_bundle()["variables"])
+    assert used and used <= declared, used - declared
+
+
+def test_targets_dev_and_prod():
+    targets = merged_bundle()["targets"]
+    assert targets["dev"]["mode"] == "development" and targets["dev"]["default"] is True
+    prod = targets["prod"]
+    assert prod["mode"] == "production" and prod["workspace"]["root_path"]
+    assert prod["run_as"]["service_principal_name"] == "${var.service_principal}" and prod["permissions"]
+
+
+def test_tasks_call_console_scripts_that_exist_and_answer_help(capsys):
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    for _, _, task in _tasks(merged_bundle()):
+        wheel = task["python_wheel_task"]
+        assert wheel["package_name"] == "ecom_lakehouse"
+        assert wheel["entry_point"] in scripts
+        command = wheel["parameters"][0]
+        with pytest.raises(SystemExit) as done:
+            main([command, "--help"])
+        assert done.value.code == 0
+        assert "--env" in capsys.readouterr().out
+
+
+def test_task_graph_runs_bronze_silver_gold_in_order():
+    job = merged_bundle()["resources"]["jobs"]["ecom_lakehouse_pipeline"]
+    deps = {t["task_key"]: [d["task_key"] for d in t.get("depends_on", [])] for t in job["tasks"]}
+    assert deps["bronze"] == [] and deps["silver"] == ["bronze"] and deps["gold"] == ["silver"]
+    bronze = next(t for t in job["tasks"] if t["task_key"] == "bronze")
+    assert bronze["max_retries"] >= 1
+    cluster = job["job_clusters"][0]["new_cluster"]
+    assert cluster["spark_version"] == "${var.spark_version}"
+    assert merged_bundle()["variables"]["spark_version"]["default"].startswith(("15.4.", "16.4."))
+    assert "autoscale" in cluster and cluster["data_security_mode"] in ("SINGLE_USER", "USER_ISOLATION")
+
+
+def _local_parameters(task, raw, root):
+    """The task's own parameters, with the Databricks-only values swapped for local ones."""
+    params = list(task["python_wheel_task"]["parameters"])
+    swap = {"--env": "local", "--raw": str(raw), "--lakehouse": str(root)}
+    out, skip = [], False
+    for i, p in enumerate(params):
+        if skip:
+            skip = False
+            continue
+        if p in ("--catalog", "--schema"):
+            skip = True
+            continue
+        out.append(p)
+        if p in swap:
+            out.append(swap[p])
+            skip = True
+    return out
+
+
+def test_each_task_runs_locally_with_the_parameters_the_bundle_passes(spark, pipeline):
+    lake, _ = pipeline  # the small lakehouse the pipeline fixture built: reruns are cheap
+    job = merged_bundle()["resources"]["jobs"]["ecom_lakehouse_pipeline"]
+    for task in job["tasks"]:  # in dependency order
+        args = _local_parameters(task, lake.raw, lake.root)
+        assert args[:3] == [task["python_wheel_task"]["parameters"][0], "--env", "local"]
+        assert main(args) == 0, args
+
+
+def test_the_wheel_builds_and_contains_the_package(tmp_path):
+    subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", str(tmp_path), str(ROOT)],
+                   check=True, capture_output=True)
+    [wheel] = list(tmp_path.glob("ecom_lakehouse-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "ecom_lakehouse/cli.py" in names and "ecom_lakehouse/bronze.py" in names
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    assert "ecom-lakehouse = ecom_lakehouse.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
