@@ -1,13 +1,15 @@
 # Two entry points for people: `make run` (main job, local) and `make test`.
 # Both install what they need first: a virtualenv with the pinned packages and
 # the Delta Lake jars from Maven Central into ~/.m2 (read by the session factory,
-# so nothing is downloaded at run or test time).
+# so nothing is downloaded at run or test time), and checkov for the Terraform checks.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DELTA_VERSION := 3.3.2
 SCALA_VERSION := 2.12
 STAMP := $(VENV)/.installed
+CHECKOV_VENV := .venv-checkov
+CHECKOV_VERSION := 3.3.30
 
 .PHONY: install run test bench wheel clean
 
@@ -18,6 +20,9 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
 	mvn -q -B dependency:get -Dartifact=io.delta:delta-spark_$(SCALA_VERSION):$(DELTA_VERSION)
+	# checkov pins an old hcl2 fork that clashes with python-hcl2: give it its own venv.
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install -q 'checkov==$(CHECKOV_VERSION)'
 	touch $@
 
 run: install

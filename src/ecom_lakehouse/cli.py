@@ -72,7 +72,73 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(run)
     _add_generator_options(run, RUN_SCALE)
     _add_databricks_commands(sub)
+    _add_emr_commands(sub)
     return parser
+
+
+def _add_emr_commands(sub) -> None:
+    emr = sub.add_parser("emr", help="run the pipeline on AWS EMR: ship code and data, submit steps",
+                         description="EMR operations with boto3. Names come from `terraform output -json` in "
+                                     "--terraform-dir, or from the options. AWS credentials come from the usual "
+                                     "chain (AWS_PROFILE, SSO, instance role).")
+    emr.add_argument("--terraform-dir", help="read bucket names, cluster id and roles from this Terraform folder's outputs")
+    emr.add_argument("--region", help="AWS region (default: the AWS profile's)")
+    for name in ("raw-bucket", "lake-bucket", "artifacts-bucket"):
+        emr.add_argument(f"--{name}", help=f"S3 bucket name (Terraform output {name.replace('-', '_')})")
+    emr.add_argument("--log-uri", help="EMR log URI, s3://<logs>/emr/ (Terraform output log_uri)")
+    ops = emr.add_subparsers(dest="operation", required=True, metavar="operation")
+    deploy = ops.add_parser("deploy-artifacts", help="build the wheel; upload it, the step entry script and the bootstrap script")
+    deploy.add_argument("--wheel", help="an already built wheel (default: build one into dist/)")
+    up = ops.add_parser("upload-raw", help="upload <DIR>/<table>.csv to the raw bucket (multipart, skips unchanged)")
+    up.add_argument("dir", help="local folder holding the 7 <table>.csv files")
+    submit = ops.add_parser("submit", help="add one spark-submit step per stage to a running cluster")
+    submit.add_argument("--cluster-id", help="j-… (Terraform output cluster_id)")
+    submit.add_argument("--wait", action="store_true", help="wait for every step; exit 1 with the stderr location on failure")
+    transient = ops.add_parser("run-transient", help="start a cluster that runs the steps and terminates")
+    transient.add_argument("--instance-type", default="m5.xlarge", help="primary and core node type (default %(default)s)")
+    transient.add_argument("--core-count", type=int, default=2, help="core nodes (default %(default)s)")
+    transient.add_argument("--wheel-uri", help="s3:// URI of the wheel (default: the newest deploy-artifacts upload)")
+
+
+def _emr(args) -> int:
+    import boto3
+
+    from ecom_lakehouse.ops import emr_ops as ops
+
+    try:
+        outputs = ops.terraform_outputs(args.terraform_dir) if args.terraform_dir else {}
+        pick = lambda opt, key: getattr(args, opt) or outputs.get(key)  # noqa: E731
+        target = ops.EmrTarget(
+            raw_bucket=pick("raw_bucket", "raw_bucket"), lake_bucket=pick("lake_bucket", "lake_bucket"),
+            artifacts_bucket=pick("artifacts_bucket", "artifacts_bucket"), log_uri=pick("log_uri", "log_uri") or "",
+            cluster_id=getattr(args, "cluster_id", None) or outputs.get("cluster_id"),
+            release_label=outputs.get("release_label", "emr-7.12.0"), service_role=outputs.get("service_role"),
+            instance_profile=outputs.get("instance_profile"), subnet_id=outputs.get("subnet_id"),
+            security_configuration=outputs.get("security_configuration"))
+        session = boto3.session.Session(region_name=args.region)
+        s3, emr = session.client("s3"), session.client("emr")
+        if args.operation == "deploy-artifacts":
+            wheel = Path(args.wheel) if args.wheel else ops.build_wheel(".", "dist")
+            for name, uri in ops.deploy_artifacts(s3, target, wheel).items():
+                print(f"{name:<10} {uri}")
+        elif args.operation == "upload-raw":
+            ops.upload_raw(s3, target, args.dir)
+        elif args.operation == "submit":
+            if not target.cluster_id:
+                raise ops.OperationFailed("no cluster: pass --cluster-id or --terraform-dir")
+            step_ids = ops.add_steps(emr, target.cluster_id, target)
+            print(f"added steps {', '.join(step_ids)} to {target.cluster_id}")
+            if args.wait:
+                ops.wait_for_steps(emr, target.cluster_id, step_ids, target)
+        else:
+            wheel_uri = args.wheel_uri or ops.latest_wheel_uri(s3, target)
+            cluster = ops.run_transient(emr, target, wheel_uri, f"s3://{target.artifacts_bucket}/{ops.BOOTSTRAP_KEY}",
+                                        args.instance_type, args.core_count)
+            print(f"started transient cluster {cluster}; it terminates after the steps")
+    except ops.OperationFailed as err:
+        print(f"ecom-lakehouse emr: {err}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _add_databricks_commands(sub) -> None:
@@ -159,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "databricks":
             return _databricks(args)
+        if args.command == "emr":
+            return _emr(args)
         lake = _lake(args)
         if args.command == "run" and args.env == "local" and _needs_sample_data(args.raw):
             print(f"no CSVs under {args.raw}: generating sample data first")

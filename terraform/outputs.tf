@@ -1,0 +1,48 @@
+# `ecom-lakehouse emr … --terraform-dir terraform` reads these with `terraform output -json`.
+output "cluster_id" {
+  value = aws_emr_cluster.this.id
+}
+
+output "raw_bucket" {
+  value = aws_s3_bucket.this["raw"].id
+}
+
+output "lake_bucket" {
+  value = aws_s3_bucket.this["lake"].id
+}
+
+output "artifacts_bucket" {
+  value = aws_s3_bucket.this["artifacts"].id
+}
+
+output "logs_bucket" {
+  value = aws_s3_bucket.this["logs"].id
+}
+
+output "log_uri" {
+  value = local.log_uri
+}
+
+output "release_label" {
+  value = var.release_label
+}
+
+output "service_role" {
+  value = aws_iam_role.emr_service.name
+}
+
+output "instance_profile" {
+  value = aws_iam_instance_profile.emr_instance.name
+}
+
+output "subnet_id" {
+  value = var.subnet_id
+}
+
+output "security_configuration" {
+  value = aws_emr_security_configuration.this.name
+}
+
+output "kms_key_arn" {
+  value = aws_kms_key.lake.arn
+}

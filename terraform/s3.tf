@@ -1,0 +1,224 @@
+# Data-lake layout:
+#   raw       s3://<raw>/<table>.csv or <table>/*.csv   (landing zone, read-only for the cluster)
+#   lake      s3://<lake>/{bronze,silver,gold,models,checkpoints,reports}/...
+#   artifacts s3://<artifacts>/{wheels,jobs,bootstrap}/...
+#   logs      s3://<logs>/{emr,s3-access}/...
+locals {
+  name = "${var.project}-${var.environment}"
+  buckets = {
+    raw       = "${local.name}-raw-${data.aws_caller_identity.current.account_id}"
+    lake      = "${local.name}-lake-${data.aws_caller_identity.current.account_id}"
+    artifacts = "${local.name}-artifacts-${data.aws_caller_identity.current.account_id}"
+    logs      = "${local.name}-logs-${data.aws_caller_identity.current.account_id}"
+  }
+  lake_prefixes = ["bronze", "silver", "gold", "models", "checkpoints", "reports"]
+  # Every bucket but the log bucket sends its access logs to the log bucket.
+  logged_buckets = { for k, v in local.buckets : k => v if k != "logs" }
+}
+
+data "aws_caller_identity" "current" {}
+
+resource "aws_kms_key" "lake" {
+  description             = "${local.name}: S3 objects, EMR local disks and EBS volumes"
+  deletion_window_in_days = 30
+  enable_key_rotation     = true
+  policy                  = data.aws_iam_policy_document.kms.json
+}
+
+resource "aws_kms_alias" "lake" {
+  name          = "alias/${local.name}"
+  target_key_id = aws_kms_key.lake.key_id
+}
+
+resource "aws_s3_bucket" "this" {
+  for_each = local.buckets
+  bucket   = each.value
+  #checkov:skip=CKV_AWS_144:Cross-region replication is a disaster-recovery choice per deployment; the lake can be rebuilt from raw
+  #checkov:skip=CKV2_AWS_62:No consumer of bucket event notifications; ingestion is scheduled, not event-driven
+  #checkov:skip=CKV_AWS_18:Access logging is aws_s3_bucket_logging.this, for every bucket but the log bucket (logging it into itself would loop); checkov does not link a filtered for_each
+}
+
+resource "aws_s3_bucket_public_access_block" "this" {
+  for_each                = local.buckets
+  bucket                  = aws_s3_bucket.this[each.key].id
+  block_public_acls       = true
+  block_public_policy     = true
+  ignore_public_acls      = true
+  restrict_public_buckets = true
+}
+
+resource "aws_s3_bucket_ownership_controls" "this" {
+  for_each = local.buckets
+  bucket   = aws_s3_bucket.this[each.key].id
+  rule {
+    object_ownership = "BucketOwnerEnforced"
+  }
+}
+
+resource "aws_s3_bucket_versioning" "this" {
+  for_each = local.buckets
+  bucket   = aws_s3_bucket.this[each.key].id
+  versioning_configuration {
+    status = "Enabled"
+  }
+}
+
+resource "aws_s3_bucket_server_side_encryption_configuration" "this" {
+  for_each = local.buckets
+  bucket   = aws_s3_bucket.this[each.key].id
+  rule {
+    apply_server_side_encryption_by_default {
+      sse_algorithm     = "aws:kms"
+      kms_master_key_id = aws_kms_key.lake.arn
+    }
+    bucket_key_enabled = true
+  }
+}
+
+resource "aws_s3_bucket_logging" "this" {
+  for_each      = local.logged_buckets
+  bucket        = aws_s3_bucket.this[each.key].id
+  target_bucket = aws_s3_bucket.this["logs"].id
+  target_prefix = "s3-access/${each.key}/"
+}
+
+data "aws_iam_policy_document" "tls_only" {
+  for_each = local.buckets
+  statement {
+    sid     = "DenyInsecureTransport"
+    effect  = "Deny"
+    actions = ["s3:*"]
+    resources = [
+      aws_s3_bucket.this[each.key].arn,
+      "${aws_s3_bucket.this[each.key].arn}/*",
+    ]
+    principals {
+      type        = "*"
+      identifiers = ["*"]
+    }
+    condition {
+      test     = "Bool"
+      variable = "aws:SecureTransport"
+      values   = ["false"]
+    }
+  }
+  dynamic "statement" {
+    # S3 server access logging writes into the log bucket as the logging service.
+    for_each = each.key == "logs" ? [1] : []
+    content {
+      sid       = "AllowS3AccessLogDelivery"
+      effect    = "Allow"
+      actions   = ["s3:PutObject"]
+      resources = ["${aws_s3_bucket.this["logs"].arn}/s3-access/*"]
+      principals {
+        type        = "Service"
+        identifiers = ["logging.s3.amazonaws.com"]
+      }
+      condition {
+        test     = "StringEquals"
+        variable = "aws:SourceAccount"
+        values   = [data.aws_caller_identity.current.account_id]
+      }
+    }
+  }
+}
+
+resource "aws_s3_bucket_policy" "this" {
+  for_each   = local.buckets
+  bucket     = aws_s3_bucket.this[each.key].id
+  policy     = data.aws_iam_policy_document.tls_only[each.key].json
+  depends_on = [aws_s3_bucket_public_access_block.this]
+}
+
+resource "aws_s3_bucket_lifecycle_configuration" "this" {
+  for_each = local.buckets
+  bucket   = aws_s3_bucket.this[each.key].id
+
+  # Every rule aborts incomplete multipart uploads after 7 days (checkov reads a
+  # configuration's rules from its dynamic blocks only when some static rule is there too).
+  rule {
+    id     = "abort-incomplete-multipart-uploads"
+    status = "Enabled"
+    filter {
+      prefix = ""
+    }
+    abort_incomplete_multipart_upload {
+      days_after_initiation = 7
+    }
+  }
+
+  dynamic "rule" {
+    for_each = each.key == "logs" ? [1] : []
+    content {
+      id     = "expire-logs"
+      status = "Enabled"
+      filter {}
+      expiration {
+        days = var.log_retention_days
+      }
+      noncurrent_version_expiration {
+        noncurrent_days = 1
+      }
+      abort_incomplete_multipart_upload {
+        days_after_initiation = 7
+      }
+    }
+  }
+
+  dynamic "rule" {
+    # Streaming checkpoints are rewritten constantly: keep few old versions.
+    for_each = each.key == "lake" ? [1] : []
+    content {
+      id     = "expire-old-checkpoint-versions"
+      status = "Enabled"
+      filter {
+        prefix = "checkpoints/"
+      }
+      noncurrent_version_expiration {
+        noncurrent_days = var.checkpoint_noncurrent_days
+      }
+      abort_incomplete_multipart_upload {
+        days_after_initiation = 7
+      }
+    }
+  }
+
+  dynamic "rule" {
+    # Delta keeps its own history (time travel); S3 versions of table files are only a safety net.
+    for_each = each.key != "logs" ? [1] : []
+    content {
+      id     = "expire-noncurrent-versions"
+      status = "Enabled"
+      filter {}
+      noncurrent_version_expiration {
+        noncurrent_days = 30
+      }
+      abort_incomplete_multipart_upload {
+        days_after_initiation = 7
+      }
+    }
+  }
+}
+
+# The cluster's code: the wheel, the spark-submit entry script and the bootstrap script.
+# `ecom-lakehouse emr deploy-artifacts` uploads newer builds to the same keys.
+resource "aws_s3_object" "wheel" {
+  bucket     = aws_s3_bucket.this["artifacts"].id
+  key        = "wheels/${basename(var.wheel_path)}"
+  source     = var.wheel_path
+  kms_key_id = aws_kms_key.lake.arn
+}
+
+resource "aws_s3_object" "bootstrap" {
+  bucket     = aws_s3_bucket.this["artifacts"].id
+  key        = "bootstrap/install_ecom_lakehouse.sh"
+  source     = "${path.module}/../src/ecom_lakehouse/ops/emr_bootstrap.sh"
+  kms_key_id = aws_kms_key.lake.arn
+}
+
+resource "aws_s3_object" "entry" {
+  bucket     = aws_s3_bucket.this["artifacts"].id
+  key        = "jobs/emr_entry.py"
+  source     = "${path.module}/../src/ecom_lakehouse/ops/emr_entry.py"
+  kms_key_id = aws_kms_key.lake.arn
+}
