@@ -1,4 +1,4 @@
-"""Times generation and each stage, against this machine's floor, at several scales.
+"""Times generation, each stage and each ML stage, against this machine's floor, at several scales.
 
 The floor is one Spark pass that just reads every raw CSV and writes it as Delta: what any
 ingestion must pay at least. Peak memory is the highest resident set size seen of the
@@ -68,6 +68,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from ecom_lakehouse import bronze, gold, silver
+    from ecom_lakehouse.ml import recommend, segmentation
     from ecom_lakehouse.config import Lakehouse
     from ecom_lakehouse.generator import GeneratorOptions, generate
     from ecom_lakehouse.session import get_spark
@@ -88,7 +89,9 @@ def main() -> None:
         lake = Lakehouse(raw=str(raw), root=str(root))
         for name, stage in (("bronze", lambda: bronze.run(spark, lake, echo=quiet)),
                             ("silver", lambda: silver.run(spark, lake, echo=quiet)),
-                            ("gold", lambda: gold.run(spark, lake, echo=quiet))):
+                            ("gold", lambda: gold.run(spark, lake, echo=quiet)),
+                            ("segment (ML)", lambda: segmentation.run(spark, lake, echo=quiet)),
+                            ("recommend (ML)", lambda: recommend.run(spark, lake, echo=quiet))):
             sec, mem, _ = timed(stage)
             rows.append((scale, name, sec, n, mem))
         if not args.workdir:

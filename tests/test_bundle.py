@@ -110,6 +110,8 @@ def test_task_graph_runs_bronze_silver_gold_in_order():
     job = merged_bundle()["resources"]["jobs"]["ecom_lakehouse_pipeline"]
     deps = {t["task_key"]: [d["task_key"] for d in t.get("depends_on", [])] for t in job["tasks"]}
     assert deps["bronze"] == [] and deps["silver"] == ["bronze"] and deps["gold"] == ["silver"]
+    assert deps["segment"] == ["gold"] and deps["recommend"] == ["gold"]  # the two models train in parallel
+    assert sorted(deps["report"]) == ["recommend", "segment"]
     bronze = next(t for t in job["tasks"] if t["task_key"] == "bronze")
     assert bronze["max_retries"] >= 1
     cluster = job["job_clusters"][0]["new_cluster"]

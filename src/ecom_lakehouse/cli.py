@@ -17,7 +17,7 @@ from ecom_lakehouse.files import InputFileError
 from ecom_lakehouse.schemas import TABLES
 from ecom_lakehouse.summary import print_reconciliation
 
-STAGES = ("bronze", "silver", "gold")
+STAGES = ("bronze", "silver", "gold", "segment", "recommend", "report")
 RUN_SCALE = 0.1
 
 
@@ -46,6 +46,13 @@ def _add_generator_options(p: argparse.ArgumentParser, scale_default: float) -> 
                         "signal to find; the faithful default has none beyond gender")
 
 
+def _add_data_mode(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-mode", choices=("faithful", "taste"), default=None,
+                   help="what the data is, for the recommender's honesty check: 'faithful' (no signal beyond "
+                        "gender: ALS must not beat random within gender) or 'taste' (generated with --taste: ALS "
+                        "must beat popularity). Default: taste if --taste was given, else faithful")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ecom-lakehouse",
@@ -62,15 +69,22 @@ def build_parser() -> argparse.ArgumentParser:
         "bronze": "ingest new raw CSV files into Delta bronze tables (exactly once; bad rows quarantined)",
         "silver": "type, deduplicate (MERGE, latest wins), conform and check rules into silver",
         "gold": "build the feature and insight tables from silver",
+        "segment": "K-means customer segments from gold customer_features (k chosen by silhouette, stable seeds)",
+        "recommend": "ALS product recommendations, evaluated against baselines on a time split",
+        "report": "write an HTML report with charts (and the PNGs) from the gold tables",
     }
     for stage, text in helps.items():
-        _add_common(sub.add_parser(stage, help=text, description=text))
+        stage_parser = sub.add_parser(stage, help=text, description=text)
+        _add_common(stage_parser)
+        if stage == "recommend":
+            _add_data_mode(stage_parser)
 
     run = sub.add_parser("run", help="the whole pipeline; generates sample data first if --raw is empty",
                          description="Run bronze -> silver -> gold and print a summary. Locally, when the raw "
                                      "folder holds no CSVs, first generates scale-0.1 sample data there.")
     _add_common(run)
     _add_generator_options(run, RUN_SCALE)
+    _add_data_mode(run)
     _add_databricks_commands(sub)
     _add_emr_commands(sub)
     return parser
@@ -211,10 +225,33 @@ def run_stage(stage: str, spark, lake: Lakehouse, args) -> object:
             raise RuntimeError("bronze reconciliation failed: rows read != bronze + quarantined")
     elif stage == "silver":
         result = silver.run(spark, lake)
-    else:
+    elif stage == "gold":
         result = gold.run(spark, lake)
+    elif stage == "segment":
+        from ecom_lakehouse.ml import segmentation
+        result = segmentation.run(spark, lake)
+    elif stage == "recommend":
+        from ecom_lakehouse.ml import recommend
+        mode = args.data_mode or ("taste" if getattr(args, "taste", False) else "faithful")
+        result = recommend.run(spark, lake, data_mode=mode)
+    else:
+        result = _report(spark, lake)
     print(f"[{stage}] done in {time.time() - started:.1f}s", flush=True)
     return result
+
+
+def _report(spark, lake: Lakehouse):
+    import tempfile
+
+    from ecom_lakehouse import report
+
+    if lake.env == "local":
+        return report.write_report(spark, lake, lake.reports_path())
+    local = Path(tempfile.mkdtemp(prefix="ecom-report-"))
+    report.write_report(spark, lake, str(local), echo=lambda *_: None)
+    report.publish(spark, local, lake.reports_path())
+    print(f"  report: {lake.reports_path()}/report.html")
+    return lake.reports_path()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -303,14 +303,18 @@ class SegmentSampler:
         return self.items[np.minimum(pos, len(self.items) - 1)]
 
 
+TASTE_GROUPS_PER_GENDER = 40
+
+
 @dataclass
 class TasteModel:
+    """Users belong to one of TASTE_GROUPS_PER_GENDER taste groups; a group has two favourite
+    categories and a favourite brand. Many users share a group, which is the latent structure
+    a collaborative recommender can find."""
     category_sampler: SegmentSampler  # segment = category code
     brand_sampler: SegmentSampler  # segment = brand code
     gender_sampler: SegmentSampler  # segment = 0 (M) / 1 (F)
-    category_code: np.ndarray
-    brand_code: np.ndarray
-    gender_categories: dict[str, np.ndarray]
+    groups: dict[str, dict[str, np.ndarray]]  # gender -> cat1 / cat2 / brand per group
 
 
 def build_taste(cat: Catalogue) -> TasteModel:
@@ -319,13 +323,19 @@ def build_taste(cat: Catalogue) -> TasteModel:
     category_code = pd.factorize(f["department"] + "/" + f["category"])[0]
     brand_code = pd.factorize(f["department"] + "/" + f["brand"])[0]
     # Popularity skew: Zipf-like weights over a random ranking of products.
-    popularity = 1.0 / (1.0 + rng.permutation(len(f))) ** 0.8
+    popularity = 1.0 / (1.0 + rng.permutation(len(f))) ** 0.5
     gender = f["department"].eq("Women").to_numpy().astype(np.int64)
-    return TasteModel(
-        SegmentSampler(category_code, popularity), SegmentSampler(brand_code, popularity),
-        SegmentSampler(gender, popularity), category_code, brand_code,
-        {g: np.unique(category_code[idx]) for g, idx in cat.by_gender.items()},
-    )
+    groups = {}
+    for g, idx in cat.by_gender.items():
+        cats = np.unique(category_code[idx])
+        anchor = idx[rng.integers(0, len(idx), TASTE_GROUPS_PER_GENDER)]  # a product whose brand the group loves
+        groups[g] = {"cat1": cats[rng.integers(0, len(cats), TASTE_GROUPS_PER_GENDER)],
+                     "cat2": cats[rng.integers(0, len(cats), TASTE_GROUPS_PER_GENDER)],
+                     "brand": brand_code[anchor]}
+    # Within a favourite brand every product is as likely: the brand, not the item's global
+    # popularity, is what a group shares.
+    return TasteModel(SegmentSampler(category_code, popularity), SegmentSampler(brand_code, np.ones(len(f))),
+                      SegmentSampler(gender, popularity), groups)
 
 
 def pick_products(rng, cat: Catalogue, taste: TasteModel | None, user_gender: np.ndarray,
@@ -345,20 +355,18 @@ def pick_products(rng, cat: Catalogue, taste: TasteModel | None, user_gender: np
     by_cat = taste.category_sampler.sample(fav_cat, u)
     by_brand = taste.brand_sampler.sample(favourites["brand"][user_index], u)
     by_pop = taste.gender_sampler.sample((genders == "F").astype(np.int64), u)
-    return np.where(mode < 0.6, by_cat, np.where(mode < 0.8, by_brand, by_pop))
+    return np.where(mode < 0.3, by_cat, np.where(mode < 0.9, by_brand, by_pop))
 
 
 def user_favourites(rng, taste: TasteModel, genders: np.ndarray) -> dict:
     n = len(genders)
-    cat1, cat2 = np.empty(n, np.int64), np.empty(n, np.int64)
-    for g, cats in taste.gender_categories.items():
+    out = {key: np.empty(n, np.int64) for key in ("cat1", "cat2", "brand")}
+    for g, group in taste.groups.items():
         mask = genders == g
-        k = mask.sum()
-        cat1[mask] = cats[rng.integers(0, len(cats), k)]
-        cat2[mask] = cats[rng.integers(0, len(cats), k)]
-    # favourite brand: the brand of a popular product of the favourite category
-    brand = taste.brand_code[taste.category_sampler.sample(cat1, rng.random(n))]
-    return {"cat1": cat1, "cat2": cat2, "brand": brand}
+        member_of = rng.integers(0, TASTE_GROUPS_PER_GENDER, mask.sum())
+        for key in out:
+            out[key][mask] = group[key][member_of]
+    return out
 
 
 # --- one chunk of users and everything they cause -------------------------------------

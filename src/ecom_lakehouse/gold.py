@@ -11,6 +11,7 @@ import time
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from ecom_lakehouse import lineage
 from ecom_lakehouse.config import Lakehouse
 
 INVALID_STATUSES = ("Cancelled", "Returned")
@@ -157,8 +158,17 @@ def sales_daily(lines: DataFrame) -> DataFrame:
     ).orderBy("date"))
 
 
+OUTPUTS = ("customer_features", "category_performance", "category_performance_monthly", "product_performance",
+           "inventory_restock_alerts", "funnel", "sales_daily")
+INPUTS = ("users", "products", "inventory_items", "order_items", "events")
+
+
 def run(spark: SparkSession, lake: Lakehouse, echo=print) -> dict[str, int]:
-    s = {t: lake.table("silver", t).read(spark) for t in ("users", "products", "inventory_items", "order_items", "events")}
+    built_from = lineage.of(spark, [lake.table("silver", t) for t in INPUTS])
+    if lineage.is_current(spark, [lake.table("gold", name) for name in OUTPUTS], built_from):
+        echo(f"  gold   unchanged (built from {built_from}): skipped")
+        return {}
+    s = {t: lake.table("silver", t).read(spark) for t in INPUTS}
     lines = sales_lines(s["order_items"], s["products"], s["inventory_items"]).persist()
     as_of = as_of_date(lines)
     outputs = {
@@ -174,7 +184,8 @@ def run(spark: SparkSession, lake: Lakehouse, echo=print) -> dict[str, int]:
     for name, build in outputs.items():
         started = time.time()
         target = lake.table("gold", name)
-        target.overwrite(build())
+        with lineage.recorded(spark, built_from):
+            target.overwrite(build())
         counts[name] = target.read(spark).count()
         echo(f"  gold   {name:<29} rows {counts[name]:>9,}  {time.time() - started:5.1f}s")
     lines.unpersist()

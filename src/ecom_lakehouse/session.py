@@ -7,6 +7,7 @@ return the active one untouched.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -30,6 +31,8 @@ def get_spark(env: str = "local", app_name: str = "ecom_lakehouse") -> SparkSess
     if env != "local":
         return SparkSession.getActiveSession() or SparkSession.builder.appName(app_name).getOrCreate()
 
+    # Python workers must run this interpreter (the one with this package installed).
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = (
         SparkSession.builder.master(os.environ.get("ECOM_SPARK_MASTER", "local[*]"))
         .appName(app_name)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from ecom_lakehouse import lineage
 from ecom_lakehouse.config import Lakehouse
 from ecom_lakehouse.schemas import QUARANTINE_SCHEMA, BATCH_ID, INGESTED_AT, KEYS, RAW_COLUMNS, SOURCE_FILE, TABLES, parse_value
 
@@ -159,15 +160,9 @@ def merge_latest(spark: SparkSession, target, df: DataFrame, key: str) -> None:
 
 
 def _lineage(spark: SparkSession, lake: Lakehouse, table: str) -> str:
-    """The bronze versions a silver table is built from (itself and its FK parents)."""
-    sources = [table] + [parent for _, parent in FOREIGN_KEYS.get(table, [])]
-    return ",".join(f"{t}@{lake.table('bronze', t).version(spark)}" for t in sorted(set(sources)))
-
-
-def _built_from(spark: SparkSession, target) -> str | None:
-    if not target.exists(spark):
-        return None
-    return target.delta(spark).history(1).select("userMetadata").first()[0]
+    """The bronze tables a silver table is built from: itself and its FK parents."""
+    sources = {table} | {parent for _, parent in FOREIGN_KEYS.get(table, [])}
+    return lineage.of(spark, [lake.table("bronze", t) for t in sources])
 
 
 def run(spark: SparkSession, lake: Lakehouse, echo=print) -> list[SilverResult]:
@@ -177,11 +172,11 @@ def run(spark: SparkSession, lake: Lakehouse, echo=print) -> list[SilverResult]:
     for table in ORDER:
         started = time.time()
         target = lake.table("silver", table)
-        lineage = _lineage(spark, lake, table)
-        if _built_from(spark, target) == lineage:
+        built_from = _lineage(spark, lake, table)
+        if lineage.is_current(spark, [target], built_from):
             # Nothing it depends on changed since the last build: skip the MERGE.
             current[table] = target.read(spark)
-            echo(f"  silver {table:<21} unchanged (built from bronze {lineage}): skipped")
+            echo(f"  silver {table:<21} unchanged (built from {built_from}): skipped")
             continue
         bronze = lake.table("bronze", table).read(spark)
         conformed = conform(latest_per_key(typed(bronze, table), KEYS[table]), table).persist()
@@ -191,11 +186,8 @@ def run(spark: SparkSession, lake: Lakehouse, echo=print) -> list[SilverResult]:
             # killed in between rebuilds both next time; replaceWhere keeps other tables' rows.
             quarantine_table.save(quarantine.write.format("delta").mode("overwrite")
                                   .option("replaceWhere", f"source_table = '{table}'"))
-            spark.conf.set("spark.databricks.delta.commitInfo.userMetadata", lineage)
-            try:
+            with lineage.recorded(spark, built_from):
                 merge_latest(spark, target, valid, KEYS[table])
-            finally:
-                spark.conf.unset("spark.databricks.delta.commitInfo.userMetadata")
             n_bronze, n_dedup = bronze.count(), conformed.count()
         finally:
             conformed.unpersist()

@@ -72,4 +72,23 @@ def print_summary(spark: SparkSession, lake: Lakehouse, echo=print) -> None:
         echo(f"Funnel: {f['sessions']:,} sessions ({f['anonymous_sessions'] / f['sessions']:.0%} anonymous) -> "
              f"product view {f['product_view_sessions'] / f['sessions']:.0%} -> cart {f['cart_sessions'] / f['sessions']:.0%} "
              f"-> purchase {f['purchase_sessions'] / f['sessions']:.0%}")
+    _print_ml(spark, lake, echo)
     echo("=" * 71)
+
+
+def _print_ml(spark: SparkSession, lake: Lakehouse, echo) -> None:
+    segments = lake.table("gold", "segment_summary")
+    if segments.exists(spark):
+        echo("Segments (share of customers -> share of revenue):")
+        for r in segments.read(spark).orderBy(F.desc("share_of_revenue")).collect():  # k <= 6 rows
+            echo(f"  {r['segment']:<30} {r['share_of_customers']:6.1%} -> {r['share_of_revenue']:6.1%}  "
+                 f"avg {r['avg_orders']:.2f} orders, ${r['avg_spend']:,.0f}, last order {r['avg_recency_days']:.0f} days ago")
+    evaluation = lake.table("gold", "recommender_evaluation")
+    if evaluation.exists(spark):
+        rows = evaluation.read(spark).where("users = 'warm' AND metric IN ('hit_rate@10', 'ndcg@10')").collect()  # small
+        table = {(r["data_mode"], r["model"], r["metric"]): r["value"] for r in rows}
+        echo("Recommender, warm test users (hit rate@10 / NDCG@10):")
+        for mode in sorted({k[0] for k in table}):
+            cells = [f"{m} {table.get((mode, m, 'hit_rate@10'), 0):.4f}/{table.get((mode, m, 'ndcg@10'), 0):.4f}"
+                     for m in ("als", "random_within_gender", "popularity_global", "popularity_within_gender")]
+            echo(f"  {mode:<9} " + "  ".join(cells))

@@ -19,7 +19,7 @@ from botocore.exceptions import ClientError, WaiterError
 
 from ecom_lakehouse.schemas import TABLES
 
-STAGES = ("bronze", "silver", "gold")
+STAGES = ("bronze", "silver", "gold", "segment", "recommend", "report")
 WHEEL_PREFIX = "wheels/"
 ENTRY_KEY = "jobs/emr_entry.py"
 BOOTSTRAP_KEY = "bootstrap/install_ecom_lakehouse.sh"

@@ -1,0 +1,38 @@
+"""What a derived table was built from, recorded in its Delta commit.
+
+Each stage knows the versions of the tables it reads; it writes them into the commit's
+`userMetadata`. A rerun whose inputs have the same versions finds them there and skips the
+work, so reruns without new data cost almost nothing and change nothing.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+from pyspark.sql import SparkSession
+
+USER_METADATA = "spark.databricks.delta.commitInfo.userMetadata"
+
+
+def of(spark: SparkSession, tables, extra: str = "") -> str:
+    parts = [f"{t.layer}.{t.name}@{t.version(spark)}" for t in sorted(tables, key=lambda t: (t.layer, t.name))]
+    return ",".join(parts + ([extra] if extra else []))
+
+
+def built_from(spark: SparkSession, table) -> str | None:
+    if not table.exists(spark):
+        return None
+    return table.delta(spark).history(1).select("userMetadata").first()[0]
+
+
+def is_current(spark: SparkSession, tables, lineage: str) -> bool:
+    return all(built_from(spark, t) == lineage for t in tables)
+
+
+@contextmanager
+def recorded(spark: SparkSession, lineage: str):
+    """Delta commits made inside carry `lineage` as their userMetadata."""
+    spark.conf.set(USER_METADATA, lineage)
+    try:
+        yield
+    finally:
+        spark.conf.unset(USER_METADATA)

@@ -1,0 +1,1 @@
+"""Spark MLlib models on the gold tables."""

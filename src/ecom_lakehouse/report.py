@@ -1,0 +1,172 @@
+"""`ecom-lakehouse report`: a self-contained HTML report (plus the PNG charts) from gold.
+
+Each chart function takes a SparkSession and the Lakehouse, reads one small aggregated gold
+table (tens of rows at most reach the driver) and returns a matplotlib Figure, or None when
+the table is not there yet; the analysis notebook draws the same figures.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import time
+from pathlib import Path
+
+import matplotlib.pyplot as plt  # headless here: matplotlib falls back to Agg; Jupyter sets inline
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from ecom_lakehouse.config import Lakehouse
+
+TOP_CATEGORIES = 15
+TOP_ALERTS = 15
+
+
+def _rows(spark, lake, name, transform=None, limit=None):
+    table = lake.table("gold", name)
+    if not table.exists(spark):
+        return None
+    df = table.read(spark)
+    df = transform(df) if transform else df
+    return (df.limit(limit) if limit else df).collect()
+
+
+def category_chart(spark: SparkSession, lake: Lakehouse):
+    rows = _rows(spark, lake, "category_performance", lambda d: d.orderBy(F.desc("revenue")), TOP_CATEGORIES)
+    if not rows:
+        return None
+    labels = [f"{r['department'][0]} · {r['category']}" for r in rows][::-1]
+    fig, ax = plt.subplots(figsize=(9, 6))
+    ax.barh(labels, [r["revenue"] for r in rows][::-1], color="#4C72B0")
+    ax.set_xlabel("revenue ($, orders not cancelled or returned)")
+    twin = ax.twiny()
+    twin.plot([r["gross_margin_pct"] for r in rows][::-1], labels, "o", color="#DD8452")
+    twin.set_xlabel("gross margin % (orange dots)")
+    ax.set_title(f"Top {len(rows)} categories: revenue and gross margin", pad=40)
+    fig.tight_layout()
+    return fig
+
+
+def segment_chart(spark: SparkSession, lake: Lakehouse):
+    rows = _rows(spark, lake, "segment_summary", lambda d: d.orderBy(F.desc("share_of_revenue")))
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 4))
+    x = range(len(rows))
+    ax.bar([i - 0.2 for i in x], [r["share_of_customers"] * 100 for r in rows], width=0.4, label="% of customers")
+    ax.bar([i + 0.2 for i in x], [r["share_of_revenue"] * 100 for r in rows], width=0.4, label="% of revenue")
+    ax.set_xticks(list(x), [r["segment"] for r in rows], rotation=15, ha="right")
+    ax.set_ylabel("%")
+    ax.set_title("Customer segments: share of customers vs share of revenue")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def restock_chart(spark: SparkSession, lake: Lakehouse):
+    rows = _rows(spark, lake, "inventory_restock_alerts", lambda d: d.orderBy("rank"), TOP_ALERTS)
+    if rows is None:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 5))
+    if not rows:
+        ax.text(0.5, 0.5, "no product is under the cover threshold", ha="center", va="center")
+        ax.set_axis_off()
+    else:
+        labels = [f"#{r['rank']} product {r['product_id']} ({r['category']})" for r in rows][::-1]
+        colours = ["#C44E52" if r["severity"] == "critical" else "#DD8452" for r in rows][::-1]
+        ax.barh(labels, [r["days_of_cover"] for r in rows][::-1], color=colours)
+        ax.set_xlabel("days of cover (unsold units / daily sales velocity)")
+    ax.set_title("Restock alerts (red: critical)")
+    fig.tight_layout()
+    return fig
+
+
+def funnel_chart(spark: SparkSession, lake: Lakehouse):
+    table = lake.table("gold", "funnel")
+    if not table.exists(spark):
+        return None
+    steps = ["sessions", "product_view_sessions", "cart_sessions", "purchase_sessions"]
+    by_source = table.read(spark).groupBy("traffic_source").agg(*[F.sum(c).alias(c) for c in steps]).collect()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    totals = [sum(r[c] for r in by_source) for c in steps]
+    left.bar(["sessions", "product view", "cart", "purchase"], totals, color="#55A868")
+    left.set_title("Session funnel (all traffic)")
+    right.bar([r["traffic_source"] for r in by_source],
+              [r["purchase_sessions"] / r["sessions"] * 100 for r in by_source], color="#8172B2")
+    right.set_ylabel("purchase sessions, % of sessions")
+    right.set_title("Conversion by traffic source")
+    fig.tight_layout()
+    return fig
+
+
+def recommender_chart(spark: SparkSession, lake: Lakehouse):
+    rows = _rows(spark, lake, "recommender_evaluation", lambda d: d.where("users = 'warm' AND metric = 'hit_rate@10'"))
+    if not rows:
+        return None
+    modes = sorted({r["data_mode"] for r in rows})
+    models = ["als", "random_within_gender", "popularity_global", "popularity_within_gender"]
+    value = {(r["data_mode"], r["model"]): r["value"] for r in rows}
+    fig, ax = plt.subplots(figsize=(8, 4))
+    width = 0.8 / len(models)
+    for j, model in enumerate(models):
+        ax.bar([i + j * width for i in range(len(modes))], [value.get((m, model), 0) for m in modes], width=width, label=model)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(modes))], [f"{m} data" for m in modes])
+    ax.set_ylabel("hit rate@10 on the test period")
+    ax.set_title("ALS against the baselines")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+CHARTS = {
+    "category_revenue_margin": ("Revenue and margin by category", category_chart),
+    "segments": ("Customer segments", segment_chart),
+    "restock_alerts": ("Restock alerts", restock_chart),
+    "funnel": ("Funnel", funnel_chart),
+    "recommender": ("Recommender against baselines", recommender_chart),
+}
+
+
+def _png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _where(lake: Lakehouse) -> str:
+    return f"{lake.catalog}.{lake.schema}" if lake.env == "databricks" else lake.root
+
+
+def publish(spark: SparkSession, local_dir: Path, target: str) -> None:
+    """Copy the report folder to the lakehouse's reports path (S3 or a volume) via Hadoop FS."""
+    jvm = spark.sparkContext._jvm
+    dest = jvm.org.apache.hadoop.fs.Path(target)
+    fs = dest.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    for f in local_dir.iterdir():
+        fs.copyFromLocalFile(False, True, jvm.org.apache.hadoop.fs.Path(str(f.resolve())),
+                             jvm.org.apache.hadoop.fs.Path(f"{target}/{f.name}"))
+
+
+def write_report(spark: SparkSession, lake: Lakehouse, out_dir: str, echo=print) -> Path:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    sections = []
+    for name, (title, chart) in CHARTS.items():
+        fig = chart(spark, lake)
+        if fig is None:
+            sections.append(f"<h2>{html.escape(title)}</h2><p>Not built yet (run the stage that makes it).</p>")
+            continue
+        png = _png(fig)
+        (out / f"{name}.png").write_bytes(png)
+        sections.append(f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' "
+                        f"src='data:image/png;base64,{base64.b64encode(png).decode()}'>")
+    page = ("<!doctype html><html><head><meta charset='utf-8'><title>ecom_lakehouse report</title>"
+            "<style>body{font-family:sans-serif;max-width:1000px;margin:auto}img{max-width:100%}</style></head><body>"
+            f"<h1>ecom_lakehouse report</h1><p>Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} from "
+            f"{html.escape(_where(lake))}. Revenue counts orders that were neither "
+            "cancelled nor returned.</p>" + "".join(sections) + "</body></html>")
+    report = out / "report.html"
+    report.write_text(page, encoding="utf-8")
+    echo(f"  report: {report.resolve()}")
+    return report
