@@ -45,8 +45,8 @@ resource "aws_emr_cluster" "this" {
   ec2_attributes {
     subnet_id                         = var.subnet_id
     instance_profile                  = aws_iam_instance_profile.emr_instance.arn
-    emr_managed_master_security_group = aws_security_group.emr_primary.id
-    emr_managed_slave_security_group  = aws_security_group.emr_core.id
+    emr_managed_master_security_group = aws_security_group.emr_node["primary"].id
+    emr_managed_slave_security_group  = aws_security_group.emr_node["core"].id
     service_access_security_group     = aws_security_group.emr_service_access.id
   }
 

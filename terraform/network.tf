@@ -1,24 +1,10 @@
 # The cluster runs in an existing VPC/subnet. EMR manages the rules of these groups for
 # its own traffic; nothing here opens ingress from the internet (use SSM, not SSH).
 
-resource "aws_security_group" "emr_primary" {
-  name                   = "${local.name}-emr-primary"
-  description            = "EMR primary node (rules managed by EMR)"
-  vpc_id                 = var.vpc_id
-  revoke_rules_on_delete = true
-
-  egress {
-    description = "HTTPS to AWS APIs and package mirrors"
-    from_port   = 443
-    to_port     = 443
-    protocol    = "tcp"
-    cidr_blocks = ["0.0.0.0/0"]
-  }
-}
-
-resource "aws_security_group" "emr_core" {
-  name                   = "${local.name}-emr-core"
-  description            = "EMR core and task nodes (rules managed by EMR)"
+resource "aws_security_group" "emr_node" {
+  for_each               = toset(["primary", "core"])
+  name                   = "${local.name}-emr-${each.key}"
+  description            = "EMR ${each.key} nodes (rules managed by EMR)"
   vpc_id                 = var.vpc_id
   revoke_rules_on_delete = true
 

@@ -15,7 +15,6 @@
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 
@@ -27,6 +26,7 @@ from pyspark.sql import functions as F
 from ecom_lakehouse import lineage
 from ecom_lakehouse.config import Lakehouse
 from ecom_lakehouse.gold import INVALID_STATUSES
+from ecom_lakehouse.ml import save_model
 
 K = 10
 TEST_FRACTION = 0.2
@@ -261,11 +261,9 @@ def run(spark: SparkSession, lake: Lakehouse, data_mode: str = "faithful", grid=
         recs_table.overwrite(als_recommendations(final, events.select("user_id").distinct(), events).select(
             "user_id", "product_id", "rank", F.round("score", 5).alias("score")))
     path = lake.model_path("als")
-    final.write().overwrite().save(path)
-    source = {"tables": [str(items), str(users)], "delta_versions": [items.version(spark), users.version(spark)],
-              "params": result.best_params, "data_mode": data_mode}
-    spark.createDataFrame([(json.dumps(source),)], "training_source string").coalesce(1).write.mode("overwrite").json(
-        f"{path}/training_source")
+    save_model(spark, final, path, {"tables": [str(items), str(users)],
+                                    "delta_versions": [items.version(spark), users.version(spark)],
+                                    "params": result.best_params, "data_mode": data_mode})
     events.unpersist()
     echo(f"  {'model':<26} {'hit@10':>8} {'prec@10':>8} {'recall@10':>9} {'NDCG@10':>8} {'MAP':>8}  users")
     for name in MODELS:

@@ -8,7 +8,6 @@ units by the rule in `name_segment`.
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 
@@ -21,6 +20,7 @@ from pyspark.sql import functions as F
 
 from ecom_lakehouse import lineage
 from ecom_lakehouse.config import Lakehouse
+from ecom_lakehouse.ml import save_model
 
 K_RANGE = range(2, 7)
 SEEDS = (1, 2, 3)
@@ -131,12 +131,6 @@ def with_names(spark: SparkSession, summary: DataFrame) -> DataFrame:
     unique = [f"{n} #{names[:i].count(n) + 1}" if names.count(n) > 1 else n for i, n in enumerate(names)]
     named = spark.createDataFrame([(r["segment_id"], n) for r, n in zip(rows, unique)], "segment_id int, segment string")
     return summary.join(named, "segment_id").orderBy(F.desc("share_of_revenue"))
-
-
-def save_model(spark: SparkSession, model: PipelineModel, path: str, source: dict) -> None:
-    model.write().overwrite().save(path)
-    spark.createDataFrame([(json.dumps(source),)], "training_source string").coalesce(1).write.mode("overwrite").json(
-        f"{path}/training_source")
 
 
 def run(spark: SparkSession, lake: Lakehouse, echo=print) -> dict:
