@@ -278,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             from ecom_lakehouse.summary import print_summary
             print_summary(spark, lake)
-            print(f"pipeline finished in {time.time() - started:.1f}s; tables under {lake.root}")
+            print(f"pipeline finished in {time.time() - started:.1f}s; tables under {lake.root}; "
+                  f"report at {lake.reports_path()}/report.html")
         return 0
     except (InputFileError, ConfigError) as err:
         print(f"ecom-lakehouse: error: {err}", file=sys.stderr)
