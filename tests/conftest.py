@@ -13,7 +13,7 @@ THELOOK = SHARED / "thelook"
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory):
     os.environ.setdefault("ECOM_WAREHOUSE_DIR", str(tmp_path_factory.mktemp("warehouse")))
-    os.environ.setdefault("ECOM_SHUFFLE_PARTITIONS", "4")
+    os.environ.setdefault("ECOM_SHUFFLE_PARTITIONS", "2")  # 2 cores, tiny data
     from ecom_lakehouse.session import get_spark
 
     session = get_spark("local", app_name="ecom_lakehouse_tests")
