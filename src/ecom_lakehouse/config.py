@@ -118,6 +118,3 @@ class Lakehouse:
 
     def reports_path(self) -> str:
         return self._under_root("reports")
-
-    def raw_source(self, table: str) -> str:
-        return "/".join([self.raw.rstrip("/"), table])

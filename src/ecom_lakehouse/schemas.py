@@ -93,10 +93,6 @@ def bronze_schema(table: str) -> StructType:
         INGESTED_AT, TimestampType()).add(BATCH_ID, LongType())
 
 
-def column_type(table: str, column: str) -> str:
-    return dict(RAW_COLUMNS[table])[column]
-
-
 # --- value parsing (ANSI-safe: try_* never throws, a bad value becomes NULL) --------
 # Both real forms: 'YYYY-MM-DD HH:MM:SS UTC' and 'YYYY-MM-DD HH:MM:SS.ffffff UTC'.
 # Anything else (e.g. the Italian-locale '22/04/2021 12.16.45') is NULL, never a guess.
