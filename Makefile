@@ -8,10 +8,11 @@ BIN := $(VENV)/bin
 DELTA_VERSION := 3.3.2
 SCALA_VERSION := 2.12
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench-installed
 CHECKOV_VENV := .venv-checkov
 CHECKOV_VERSION := 3.3.30
 
-.PHONY: install run test bench wheel clean
+.PHONY: install run test bench bench-honesty bench-implicit wheel clean
 
 install: $(STAMP)
 
@@ -31,8 +32,20 @@ run: install
 test: install
 	$(BIN)/pytest
 
+# Benchmarks (not tests): pipeline stages per scale; ALS vs its baselines on faithful and taste
+# data; Spark ALS vs the `implicit` library (installed only for this one).
 bench: install
 	$(BIN)/python benchmarks/bench_pipeline.py $(BENCH_ARGS)
+
+bench-honesty: install
+	$(BIN)/python benchmarks/recommender_honesty.py $(BENCH_ARGS)
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e '.[bench]'
+	touch $@
+
+bench-implicit: $(BENCH_STAMP)
+	$(BIN)/python benchmarks/als_vs_implicit.py $(BENCH_ARGS)
 
 wheel: install
 	$(BIN)/python -m build --wheel --outdir dist .

@@ -12,17 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pyspark.sql import functions as F
-
-
-def interactions(spark, raw: Path):
-    from ecom_lakehouse.ml import recommend
-
-    items = spark.read.option("header", True).csv(str(raw / "order_items.csv"))
-    users = spark.read.option("header", True).csv(str(raw / "users.csv"))
-    typed = items.select(F.col("user_id").cast("long"), F.col("product_id").cast("long"), "status",
-                         F.to_timestamp(F.regexp_replace("created_at", " UTC$", "")).alias("created_at"))
-    return recommend.purchases(typed, users.select(F.col("id").cast("long"), "gender"))
+import raw_data
 
 
 def main() -> None:
@@ -31,7 +21,6 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args()
 
-    from ecom_lakehouse.generator import GeneratorOptions, generate
     from ecom_lakehouse.ml import recommend
     from ecom_lakehouse.session import get_spark
 
@@ -39,12 +28,10 @@ def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory() as work:
         for mode in ("faithful", "taste"):
-            raw = Path(work) / mode
-            generate(raw, GeneratorOptions(scale=args.scale, seed=args.seed, taste=mode == "taste"))
-            products = spark.read.option("header", True).csv(str(raw / "products.csv")).select(
-                F.col("id").cast("long"), "department", "category")
+            raw = raw_data.generated(Path(work) / mode, args.scale, args.seed, taste=mode == "taste")
             started = time.time()
-            results[mode] = (recommend.evaluate(interactions(spark, raw).persist(), products, echo=lambda *_: None),
+            events, products = recommend.from_export(spark, str(raw))
+            results[mode] = (recommend.evaluate(events.persist(), products, echo=lambda *_: None),
                              time.time() - started)
     print(f"\nscale {args.scale}, seed {args.seed}; warm test users; hit rate@10 / NDCG@10 / MAP\n")
     print("| model | " + " | ".join(f"{m} data" for m in results) + " |")

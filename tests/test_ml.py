@@ -79,21 +79,12 @@ def test_faithful_data_shows_no_lift_over_random_within_gender(spark, pipeline):
     assert recs.join(bought, ["user_id", "product_id"]).count() == 0  # already-bought items are filtered out
 
 
-def _interactions(spark, raw):
-    items = spark.read.option("header", True).csv(str(raw / "order_items.csv"))
-    users = spark.read.option("header", True).csv(str(raw / "users.csv"))
-    typed = items.select(F.col("user_id").cast("long"), F.col("product_id").cast("long"), "status",
-                         F.to_timestamp(F.regexp_replace("created_at", " UTC$", "")).alias("created_at"))
-    return recommend.purchases(typed, users.select(F.col("id").cast("long"), "gender"))
-
-
 def test_taste_data_gives_als_a_clear_lift_over_popularity(spark, tmp_path):
     from ecom_lakehouse.generator import GeneratorOptions, generate
 
     generate(tmp_path, GeneratorOptions(scale=0.05, seed=3, taste=True))
-    products = spark.read.option("header", True).csv(str(tmp_path / "products.csv")).select(
-        F.col("id").cast("long"), "department", "category")
-    result = recommend.evaluate(_interactions(spark, tmp_path).persist(), products, grid=SMALL_GRID, echo=lambda *_: None)
+    events, products = recommend.from_export(spark, str(tmp_path))
+    result = recommend.evaluate(events.persist(), products, grid=SMALL_GRID, echo=lambda *_: None)
     ok, verdict = result.verdict("taste")
     assert ok, verdict
     assert result.metrics["als"]["hit_rate@10"] > result.metrics["popularity_within_gender"]["hit_rate@10"]

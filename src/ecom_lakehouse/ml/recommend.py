@@ -32,6 +32,7 @@ K = 10
 TEST_FRACTION = 0.2
 GRID = [dict(rank=r, regParam=0.1, alpha=a) for r in (8, 24) for a in (1.0, 20.0)]
 BOOTSTRAP_REPS = 200
+MAX_ITER = 10
 MODELS = ("als", "random_within_gender", "popularity_global", "popularity_within_gender")
 
 
@@ -41,6 +42,19 @@ def purchases(order_items: DataFrame, users: DataFrame) -> DataFrame:
     return (order_items.where(~F.col("status").isin(*INVALID_STATUSES))
             .join(users.select(F.col("id").alias("user_id"), "gender"), "user_id")
             .select("user_id", "product_id", "gender", "created_at"))
+
+
+def from_export(spark: SparkSession, raw: str) -> tuple[DataFrame, DataFrame]:
+    """(purchases, products) read straight from a raw thelook export folder, without building the
+    lakehouse: for benchmarks and tests of the recommender."""
+    def csv(table: str) -> DataFrame:
+        return spark.read.option("header", True).csv(f"{raw}/{table}.csv")
+
+    typed_items = csv("order_items").select(
+        F.col("user_id").cast("long"), F.col("product_id").cast("long"), "status",
+        F.to_timestamp(F.regexp_replace("created_at", " UTC$", "")).alias("created_at"))
+    events = purchases(typed_items, csv("users").select(F.col("id").cast("long"), "gender"))
+    return events, csv("products").select(F.col("id").cast("long"), "department", "category")
 
 
 def cutoff_at(events: DataFrame, quantile: float):
@@ -64,9 +78,10 @@ def _top_k_unbought(candidates: DataFrame, bought: DataFrame, k: int = K) -> Dat
     return fresh.withColumn("rank", F.row_number().over(w)).where(F.col("rank") <= k)
 
 
-def fit_als(train: DataFrame, rank: int, regParam: float, alpha: float, seed: int = 7) -> ALSModel:
-    als = ALS(userCol="user_id", itemCol="product_id", ratingCol="weight", implicitPrefs=True, rank=rank,
-              regParam=regParam, alpha=alpha, maxIter=10, seed=seed, coldStartStrategy="drop", nonnegative=True)
+def fit_als(train: DataFrame, params: dict, seed: int = 7) -> ALSModel:
+    """params: rank, regParam, alpha (a GRID point)."""
+    als = ALS(userCol="user_id", itemCol="product_id", ratingCol="weight", implicitPrefs=True, maxIter=MAX_ITER,
+              seed=seed, coldStartStrategy="drop", nonnegative=True, **params)
     return als.fit(weights(train).select(F.col("user_id").cast("int"), F.col("product_id").cast("int"), "weight"))
 
 
@@ -183,26 +198,57 @@ class Evaluation:
                        f"95% CI [{p_lo:+.4f}, {p_hi:+.4f}])")
 
 
-def evaluate(events: DataFrame, products: DataFrame, grid=GRID, echo=print) -> Evaluation:
-    """Choose hyper-parameters on a validation slice of the training period, then score every
-    model on the test period."""
-    result = Evaluation()
-    cutoff = cutoff_at(events, 1 - TEST_FRACTION)
-    train, test = (df.persist() for df in time_split(events, cutoff))
+@dataclass
+class EvaluationSplit:
+    """The global time split: test after the cut-off; a validation slice cut from the training
+    period only (for hyper-parameters); warm/cold = test users with/without training history."""
+    train: DataFrame
+    test: DataFrame
+    fit: DataFrame
+    validation: DataFrame
+    warm: DataFrame
+    cold: DataFrame
+
+    def unpersist(self) -> None:
+        self.train.unpersist()
+        self.test.unpersist()
+
+
+def evaluation_split(events: DataFrame) -> EvaluationSplit:
+    train, test = (df.persist() for df in time_split(events, cutoff_at(events, 1 - TEST_FRACTION)))
     fit_part, val = time_split(train, cutoff_at(train, 1 - TEST_FRACTION))
-    val_users = val.join(fit_part.select("user_id").distinct(), "user_id", "left_semi")
+    history = train.select("user_id").distinct()
+    return EvaluationSplit(train, test, fit_part,
+                           validation=val.join(fit_part.select("user_id").distinct(), "user_id", "left_semi"),
+                           warm=test.join(history, "user_id", "left_semi"),
+                           cold=test.join(history, "user_id", "left_anti"))
+
+
+def choose_params(split: EvaluationSplit, grid, fit=fit_als, recommend=als_recommendations, echo=print) -> dict:
+    """The grid point with the best validation NDCG@10 (CrossValidator cannot rank with ALS).
+
+    `fit(train, params)` returns a model, `recommend(model, users, bought)` its top-K frame, so
+    any recommender can be tuned on the same slice."""
     best = None
     for params in grid:
-        model = fit_als(fit_part, **params)
-        score = ranking_metrics(evaluation_frame(als_recommendations(model, val_users, fit_part), val_users))["ndcg@10"]
+        model = fit(split.fit, params)
+        frame = evaluation_frame(recommend(model, split.validation, split.fit), split.validation)
+        score = ranking_metrics(frame)["ndcg@10"]
         echo(f"  recommend validation rank={params['rank']:<3} regParam={params['regParam']:<5} alpha={params['alpha']:<5} "
              f"NDCG@10 {score:.4f}")
         if best is None or score > best[0]:
             best = (score, params)
-    result.best_params = best[1]
-    warm = test.join(train.select("user_id").distinct(), "user_id", "left_semi")
-    cold = test.join(train.select("user_id").distinct(), "user_id", "left_anti")
-    model = fit_als(train, **result.best_params)
+    return best[1]
+
+
+def evaluate(events: DataFrame, products: DataFrame, grid=GRID, echo=print) -> Evaluation:
+    """Choose hyper-parameters on a validation slice of the training period, then score every
+    model on the test period."""
+    result = Evaluation()
+    split = evaluation_split(events)
+    train, warm, cold = split.train, split.warm, split.cold
+    result.best_params = choose_params(split, grid, echo=echo)
+    model = fit_als(train, result.best_params)
     recs = {
         "als": als_recommendations(model, warm, train),
         "random_within_gender": random_recommendations(products, warm, train),
@@ -219,8 +265,7 @@ def evaluate(events: DataFrame, products: DataFrame, grid=GRID, echo=print) -> E
     result.cross_category = cross_category_rate(recs["als"], train, products)
     for frame in frames.values():
         frame.unpersist()
-    train.unpersist()
-    test.unpersist()
+    split.unpersist()
     return result
 
 
@@ -252,7 +297,7 @@ def run(spark: SparkSession, lake: Lakehouse, data_mode: str = "faithful", grid=
                                   "model string, metric string, data_mode string, users string, value double")
     target = lake.table("gold", "recommender_evaluation")
     # The published recommendations: a model fitted on all history, top 10 unbought per buyer.
-    final = fit_als(events, **result.best_params)
+    final = fit_als(events, result.best_params)
     with lineage.recorded(spark, built_from):
         if target.exists(spark):  # keep the other data mode's rows: both are reported side by side
             target.save(table.write.format("delta").mode("overwrite").option("replaceWhere", f"data_mode = '{data_mode}'"))
