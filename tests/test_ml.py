@@ -87,4 +87,7 @@ def test_taste_data_gives_als_a_clear_lift_over_popularity(spark, tmp_path):
     result = recommend.evaluate(events.persist(), products, grid=SMALL_GRID, echo=lambda *_: None)
     ok, verdict = result.verdict("taste")
     assert ok, verdict
-    assert result.metrics["als"]["hit_rate@10"] > result.metrics["popularity_within_gender"]["hit_rate@10"]
+    # The planted taste groups allow ~0.2 hit rate@10 over popularity here; ALS with non-negative
+    # factors reached only ~0.09 (found by benchmarks/als_vs_implicit.py: `implicit` doubled it).
+    margin, _, _ = result.lift_vs_popularity
+    assert margin >= 0.15, verdict
