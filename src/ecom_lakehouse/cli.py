@@ -80,8 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
             _add_data_mode(stage_parser)
 
     run = sub.add_parser("run", help="the whole pipeline; generates sample data first if --raw is empty",
-                         description="Run bronze -> silver -> gold and print a summary. Locally, when the raw "
-                                     "folder holds no CSVs, first generates scale-0.1 sample data there.")
+                         description="Run bronze -> silver -> gold -> segment -> recommend -> report and print "
+                                     "a summary. Locally, when the raw folder holds no CSVs, first generates "
+                                     "sample data there.")
     _add_common(run)
     _add_generator_options(run, RUN_SCALE)
     _add_data_mode(run)
