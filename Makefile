@@ -12,7 +12,7 @@ BENCH_STAMP := $(VENV)/.bench-installed
 CHECKOV_VENV := .venv-checkov
 CHECKOV_VERSION := 3.3.30
 
-.PHONY: install run test bench bench-honesty bench-implicit wheel clean
+.PHONY: install run test bench bench-honesty bench-implicit bench-crash wheel clean
 
 install: $(STAMP)
 
@@ -33,7 +33,7 @@ test: install
 	$(BIN)/pytest
 
 # Benchmarks (not tests): pipeline stages per scale; ALS vs its baselines on faithful and taste
-# data; Spark ALS vs the `implicit` library (installed only for this one).
+# data; Spark ALS vs the `implicit` library (installed only for this one); SIGKILL mid-stage and rerun.
 bench: install
 	$(BIN)/python benchmarks/bench_pipeline.py $(BENCH_ARGS)
 
@@ -46,6 +46,9 @@ $(BENCH_STAMP): $(STAMP)
 
 bench-implicit: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/als_vs_implicit.py $(BENCH_ARGS)
+
+bench-crash: install
+	$(BIN)/python benchmarks/crash_recovery.py $(BENCH_ARGS)
 
 wheel: install
 	$(BIN)/python -m build --wheel --outdir dist .
