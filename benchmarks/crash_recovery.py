@@ -6,15 +6,17 @@ Then, for each kill point, on a fresh lakehouse: runs the same stages as separat
 processes, SIGKILLs the running one (its Spark JVM included) the moment a given Delta table gets its
 first commit, so the kill lands between that commit and the next write (the quarantine, the
 streaming checkpoint, the next table), then reruns all three stages to the end. Every Delta table of
-bronze, silver and gold (quarantines included) must then hold exactly what the reference holds:
+bronze, silver and gold must then hold exactly what the reference holds:
 the same row count and the same order-independent fingerprint of its rows (a sum of per-row
-xxhash64), leaving out only the per-run `_ingested_at` and `_batch_id` columns.
+xxhash64), leaving out only the per-run `_ingested_at` and `_batch_id` columns. A few bad rows are
+appended to the generated order items first, so that both quarantines have rows to lose or double.
 
     python benchmarks/crash_recovery.py --scale 0.05
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import signal
 import subprocess
@@ -32,6 +34,28 @@ STAGES = ("bronze", "silver", "gold")
 KILL_POINTS = (("bronze", "bronze/inventory_items"), ("silver", "silver/inventory_items"),
                ("gold", "gold/product_performance"))
 CLI = str(Path(sys.executable).with_name("ecom-lakehouse"))
+
+
+def add_bad_rows(raw: Path) -> int:
+    """Appends order items that bronze must quarantine (field count, timestamp, number) and one
+    whose order does not exist (silver quarantines it). Returns how many."""
+    path = raw / "order_items.csv"
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    header, last = rows[0], rows[-1]
+    next_id = int(last[header.index("id")]) + 1
+
+    def variant(offset: int, **values: str) -> list[str]:
+        row = dict(zip(header, last), id=str(next_id + offset), **values)
+        return [row[c] for c in header]
+
+    bad = [last[:3],
+           variant(0, created_at="22/04/2021 12.16.45"),
+           variant(1, sale_price="13,92499997"),
+           variant(2, order_id="999999999")]
+    with open(path, "a", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerows(bad)
+    return len(bad)
 
 
 def stage_command(stage: str, raw: Path, lake: Path) -> list[str]:
@@ -98,6 +122,7 @@ def main() -> None:
     work = Path(args.keep or tempfile.mkdtemp(prefix="ecom-crash-"))
     work.mkdir(parents=True, exist_ok=True)
     raw = raw_data.generated(work / "raw", args.scale, args.seed, taste=False)
+    print(f"appended {add_bad_rows(raw)} bad order items to {raw / 'order_items.csv'}", flush=True)
     with open(work / "stages.log", "w") as log:
         clean_seconds = run_stages(raw, work / "reference", log)
         print(f"reference: bronze -> silver -> gold uninterrupted in {clean_seconds:.0f}s", flush=True)
@@ -114,7 +139,9 @@ def main() -> None:
 
     spark = get_spark("local", "ecom_lakehouse_crash_recovery")
     tables = delta_tables(work / "reference")
-    print(f"\nscale {args.scale}, seed {args.seed}; {len(tables)} Delta tables compared with the uninterrupted run\n")
+    quarantined = {layer: fingerprint(spark, work / "reference" / layer / "_quarantine")[0] for layer in ("bronze", "silver")}
+    print(f"\nscale {args.scale}, seed {args.seed}; {len(tables)} Delta tables compared with the uninterrupted run "
+          f"(its quarantines: bronze {quarantined['bronze']}, silver {quarantined['silver']} rows)\n")
     print("| killed in | right after the first commit of | rerun (bronze→gold) | tables identical to the reference |")
     print("|---|---|---:|---|")
     failed = False
