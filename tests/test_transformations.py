@@ -60,7 +60,9 @@ def test_split_orphans_quarantines_unknown_keys_but_not_nulls(spark):
         "*", "current_timestamp() as _ingested_at", "0L as _batch_id")
     valid, bad = silver.split_orphans(events, "events", {"users": users})
     assertDataFrameEqual(valid.select("id"), [Row(id=10), Row(id=11)])
-    assertDataFrameEqual(bad.select("source_table", "reason"), [Row(source_table="events", reason="orphan user_id: no such users")])
+    assertDataFrameEqual(bad.select("source_table", "source_file", "record", "reason"), [
+        Row(source_table="events", source_file="f", record='{"id":12,"user_id":99}',
+            reason="orphan user_id: no such users")])  # the record holds data only: reruns write the same row
 
 
 def _lines(spark):

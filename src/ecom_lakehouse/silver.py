@@ -126,7 +126,9 @@ def split_orphans(df: DataFrame, table: str, parents: dict[str, DataFrame]) -> t
     bad = checked.where(F.col("_reason").isNotNull())
     quarantine = bad.select(
         F.lit(table).alias("source_table"), F.col(SOURCE_FILE).alias("source_file"),
-        F.to_json(F.struct(*[c for c in df.columns if c not in PII_COLUMNS])).alias("record"),
+        # Data columns only: the file and ingestion are columns of their own, and a rerun writes the same record.
+        F.to_json(F.struct(*[c for c in df.columns if c not in PII_COLUMNS + (SOURCE_FILE, INGESTED_AT, BATCH_ID)]))
+        .alias("record"),
         F.col("_reason").alias("reason"), F.col(INGESTED_AT), F.col(BATCH_ID))
     return valid, quarantine
 
