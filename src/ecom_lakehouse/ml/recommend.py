@@ -27,6 +27,7 @@ from ecom_lakehouse import lineage
 from ecom_lakehouse.config import Lakehouse
 from ecom_lakehouse.gold import INVALID_STATUSES
 from ecom_lakehouse.ml import save_model
+from ecom_lakehouse.schemas import parse_value
 
 K = 10
 TEST_FRACTION = 0.2
@@ -50,11 +51,13 @@ def from_export(spark: SparkSession, raw: str) -> tuple[DataFrame, DataFrame]:
     def csv(table: str) -> DataFrame:
         return spark.read.option("header", True).csv(f"{raw}/{table}.csv")
 
-    typed_items = csv("order_items").select(
-        F.col("user_id").cast("long"), F.col("product_id").cast("long"), "status",
-        F.to_timestamp(F.regexp_replace("created_at", " UTC$", "")).alias("created_at"))
-    events = purchases(typed_items, csv("users").select(F.col("id").cast("long"), "gender"))
-    return events, csv("products").select(F.col("id").cast("long"), "department", "category")
+    def typed(name: str, kind: str = "id"):
+        return parse_value(name, kind).alias(name)  # silver's parsing, so both read the export alike
+
+    typed_items = csv("order_items").select(typed("user_id"), typed("product_id"), "status",
+                                            typed("created_at", "timestamp"))
+    events = purchases(typed_items, csv("users").select(typed("id"), "gender"))
+    return events, csv("products").select(typed("id"), "department", "category")
 
 
 def cutoff_at(events: DataFrame, quantile: float):
