@@ -23,7 +23,7 @@ def test_real_2025_export_ingests_with_nothing_quarantined(spark, tmp_path):
     results = bronze.run(spark, lake, REAL_2025_TABLES)
     for res in results:
         expected = _data_rows(real / f"{res.table}.csv")
-        assert res.total("rows_read") == expected
+        assert res.total("in_file") == expected
         assert res.total("quarantined") == 0
         assert lake.table("bronze", res.table).read(spark).count() == expected
     assert lake.quarantine("bronze").read(spark).count() == 0
@@ -36,8 +36,8 @@ def test_italian_locale_export_gives_no_silently_wrong_numbers(spark, tmp_path):
     lake = Lakehouse(raw=str(it), root=str(tmp_path / "lh"))
     results = bronze.run(spark, lake, ("products", "orders", "distribution_centers"))
     for res in results:
-        assert res.total("rows_read") == _data_rows(it / f"{res.table}.csv")
-        assert all(f.reconciled for f in res.new_files)
+        assert res.total("in_file") == _data_rows(it / f"{res.table}.csv")
+        assert all(c.ok for c in res.checks)
     q = lake.quarantine("bronze").read(spark)
     # every decimal-comma price and every DD/MM/YYYY timestamp is caught, with the value in the reason
     assert q.where(F.col("reason").contains("unparseable double in cost: '")).count() > 0
@@ -66,7 +66,7 @@ def test_bad_rows_are_quarantined_with_reasons_and_counts_reconcile(spark, tmp_p
     ])
     lake = Lakehouse(raw=str(raw), root=str(tmp_path / "lh"))
     [res] = bronze.run(spark, lake, ("users",))
-    assert (res.total("rows_read"), res.total("bronze_rows"), res.total("quarantined")) == (5, 1, 4)
+    assert (res.total("in_file"), res.total("in_bronze"), res.total("quarantined")) == (5, 1, 4)
     reasons = {r["record"][:1]: r["reason"] for r in lake.quarantine("bronze").read(spark).collect()}
     assert "malformed CSV record" in reasons["2"]
     assert "malformed CSV record" in reasons["3"]
@@ -81,15 +81,15 @@ def test_rerun_adds_nothing_and_a_new_file_is_ingested_once(spark, tmp_path):
     lake = Lakehouse(raw=str(raw), root=str(tmp_path / "lh"))
     bronze.run(spark, lake, ("users",))
     [rerun] = bronze.run(spark, lake, ("users",))
-    assert rerun.new_files == []
+    assert rerun.ingested == [] and rerun.checks == []
     assert lake.table("bronze", "users").read(spark).count() == 1
     header_with_geom = ",".join(raw_names("users"))
     _write(raw / "users" / "part-2.csv", [header_with_geom, GOOD.replace("1,Ann", "2,Ann") + ",POINT(-72.9 -8.1)"])
     [third] = bronze.run(spark, lake, ("users",))
-    assert [f.source_file.rsplit("/", 1)[-1] for f in third.new_files] == ["part-2.csv"]
+    assert [c.source_file.rsplit("/", 1)[-1] for c in third.checks] == ["part-2.csv"]
     table = lake.table("bronze", "users").read(spark)
     assert sorted(r["id"] for r in table.collect()) == ["1", "2"]
-    assert bronze.run(spark, lake, ("users",))[0].new_files == []
+    assert bronze.run(spark, lake, ("users",))[0].ingested == []
 
 
 @pytest.mark.parametrize("content, problem", [

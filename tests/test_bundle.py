@@ -155,4 +155,4 @@ def test_the_wheel_builds_and_contains_the_package(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "ecom_lakehouse/cli.py" in names and "ecom_lakehouse/bronze.py" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "ecom-lakehouse = ecom_lakehouse.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "ecom-lakehouse = ecom_lakehouse.cli:entry" in zipfile.ZipFile(wheel).read(entry_points).decode()

@@ -45,7 +45,7 @@ def test_rerunning_every_stage_changes_no_result(spark, pipeline):
     lake, _ = pipeline
     before = {t: lake.table("silver", t).read(spark).count() for t in TABLES}
     gold_before = lake.table("gold", "category_performance").read(spark).orderBy("department", "category").collect()
-    assert all(r.new_files == [] for r in bronze.run(spark, lake))
+    assert all(r.ingested == [] for r in bronze.run(spark, lake))
     silver.run(spark, lake)
     gold.run(spark, lake)
     assert {t: lake.table("silver", t).read(spark).count() for t in TABLES} == before

@@ -1,3 +1,3 @@
-from ecom_lakehouse.cli import main
+from ecom_lakehouse.cli import entry
 
-raise SystemExit(main())
+entry()

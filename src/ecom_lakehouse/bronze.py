@@ -4,81 +4,87 @@ Each table is a Structured Streaming file source with an ``availableNow`` trigge
 checkpoint, so a rerun reads only files it has not seen (the same on open-source Spark,
 EMR and Databricks). Each line is parsed with the columns of its own file's header (both
 the 2025 header with ``*_geom`` and the older one are accepted); a line that is not a
-well-formed record of the table, or whose values do not parse as the table's types, goes to
-``bronze/_quarantine`` with the raw line and the reason. Both writes of a micro-batch are
-idempotent Delta writes (``txnAppId``/``txnVersion``), so a run killed between them and
-restarted from the checkpoint does not write anything twice.
+well-formed record of the table, whose values do not parse as the table's types, or whose file
+has no known header, goes to ``bronze/_quarantine`` with the raw line and the reason.
+
+Every write of a micro-batch is an idempotent Delta append keyed by the stream's id (which Spark
+keeps in the checkpoint) and the batch id, so a run killed between two writes replays the batch
+without writing anything twice, and a new checkpoint never collides with an old one's keys.
+``bronze/_ingested_files`` records each file read with its size and modification time: a file
+rewritten in place stops the next run with a message instead of being silently skipped.
+After the streams, :mod:`ecom_lakehouse.reconcile` counts each new file's records with a read of
+its own and compares them with the rows the Delta tables hold for it.
 """
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from ecom_lakehouse import files
+from ecom_lakehouse import files, reconcile
 from ecom_lakehouse.config import Lakehouse
-from ecom_lakehouse.schemas import (BATCH_ID, QUARANTINE_SCHEMA, accepted_headers, bronze_schema, INGESTED_AT, KEYS, RAW_COLUMNS, SOURCE_FILE, TABLES,
-                                    parse_problem, raw_names, raw_string_schema)
+from ecom_lakehouse.schemas import (BATCH_ID, INGESTED_AT, INGESTED_FILES_SCHEMA, KEYS, QUARANTINE_SCHEMA, RAW_COLUMNS,
+                                    SOURCE_FILE, STREAM_ID, TABLES, accepted_headers, bronze_schema, parse_problem,
+                                    raw_names, raw_string_schema)
 
 CORRUPT = "_corrupt_record"
 VARIANT = "_header_variant"
+IS_HEADER = "_is_header"
 LINE = "_line"
-
-
-@dataclass
-class FileCount:
-    table: str
-    source_file: str
-    rows_read: int = 0
-    bronze_rows: int = 0
-    quarantined: int = 0
-
-    @property
-    def reconciled(self) -> bool:
-        return self.rows_read == self.bronze_rows + self.quarantined
+INGESTED_FILES = "_ingested_files"
+NO_HEADER_REASON = ("no header known for this file (it arrived after this run checked the headers); "
+                    "re-ingest it with `ecom-lakehouse bronze --reset <table>`")
 
 
 @dataclass
 class BronzeResult:
     table: str
     files_seen: int
-    new_files: list[FileCount] = field(default_factory=list)
+    stream_id: str | None = None
+    ingested: list[str] = field(default_factory=list)  # files read by this run's micro-batches
+    checks: list[reconcile.FileCheck] = field(default_factory=list)
     seconds: float = 0.0
 
     def total(self, attr: str) -> int:
-        return sum(getattr(f, attr) for f in self.new_files)
+        return sum(getattr(c, attr) for c in self.checks)
 
 
 # --- pure transformations ------------------------------------------------------------
 
-def tag_lines(lines: DataFrame, headers: dict[str, list[str]], table: str) -> DataFrame:
-    """Raw lines (value, _source_file) -> without each file's header line, with the index of
-    the file's header version in VARIANT."""
+def tag_lines(lines: DataFrame, header_by_name: dict[str, tuple[str, ...]], table: str) -> DataFrame:
+    """Raw lines (value, _source_file) -> the line without BOM or CR, the index of its file's
+    header version in VARIANT (NULL for a file whose header is not known) and IS_HEADER."""
     versions = [",".join(h) for h in accepted_headers(table)]
-    mapping = F.create_map(*[x for f, h in headers.items() for x in (F.lit(f), F.lit(versions.index(",".join(h))))])
+    mapping = F.create_map(*[x for name, h in header_by_name.items()
+                             for x in (F.lit(name), F.lit(versions.index(",".join(h))))])
     clean = F.regexp_replace(F.regexp_replace(F.col("value"), "^\ufeff", ""), "\r$", "")
     return (lines.withColumn(LINE, clean)
-            .withColumn(VARIANT, mapping[F.col(SOURCE_FILE)])
-            .where(~F.col(LINE).isin(versions)))
+            .withColumn(VARIANT, mapping[files.file_name(F.col(SOURCE_FILE))])
+            .withColumn(IS_HEADER, F.col(LINE).isin(versions)))
 
 
 def parse_lines(tagged: DataFrame, table: str) -> DataFrame:
-    """Tagged lines -> raw string columns of the table (NULL where a file lacks a column),
+    """Tagged data lines -> raw string columns of the table (NULL where a file lacks a column),
     plus a `reason` that is NULL for a good row."""
     full = raw_names(table)
-    parsed = None
+    parts = []
     for i, columns in enumerate(accepted_headers(table)):
         schema = raw_string_schema(columns).add(CORRUPT, "string")
         rec = F.from_csv(F.col(LINE), schema.simpleString(), {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT})
-        part = tagged.where(F.col(VARIANT) == i).withColumn("_rec", rec)
-        part = part.select(
+        part = tagged.where(F.col(VARIANT) == i).withColumn("_rec", rec).select(
             *[(F.col(f"_rec.{c}") if c in columns else F.lit(None).cast("string")).alias(c) for c in full],
-            F.col(f"_rec.{CORRUPT}").alias(CORRUPT), SOURCE_FILE, LINE, F.lit(len(columns)).alias("_n"),
-        )
-        parsed = part if parsed is None else parsed.unionByName(part)
-    return parsed.withColumn("reason", row_problems(table)).drop(CORRUPT, "_n")
+            F.col(f"_rec.{CORRUPT}").alias(CORRUPT), SOURCE_FILE, LINE, F.lit(len(columns)).alias("_n"))
+        parts.append(part.withColumn("reason", row_problems(table)).drop(CORRUPT, "_n"))
+    # A file the run has no header for (it arrived after the check): its lines are kept, not guessed at.
+    parts.append(tagged.where(F.col(VARIANT).isNull()).select(
+        *[F.lit(None).cast("string").alias(c) for c in full], SOURCE_FILE, LINE, F.lit(NO_HEADER_REASON).alias("reason")))
+    parsed = parts[0]
+    for part in parts[1:]:
+        parsed = parsed.unionByName(part)
+    return parsed
 
 
 def row_problems(table: str) -> Column:
@@ -97,24 +103,43 @@ def row_problems(table: str) -> Column:
     return F.when(reasons != "", reasons)
 
 
-def bronze_rows(parsed: DataFrame, table: str, batch_id: int) -> DataFrame:
+def _delivery(batch_id: int, stream_id: str) -> list[Column]:
+    return [F.current_timestamp().alias(INGESTED_AT), F.lit(batch_id).cast("long").alias(BATCH_ID),
+            F.lit(stream_id).alias(STREAM_ID)]
+
+
+def bronze_rows(parsed: DataFrame, table: str, batch_id: int, stream_id: str) -> DataFrame:
     return (parsed.where(F.col("reason").isNull())
-            .select(*raw_names(table), SOURCE_FILE,
-                    F.current_timestamp().alias(INGESTED_AT), F.lit(batch_id).cast("long").alias(BATCH_ID)))
+            .select(*raw_names(table), SOURCE_FILE, *_delivery(batch_id, stream_id)))
 
 
-def quarantine_rows(parsed: DataFrame, table: str, batch_id: int) -> DataFrame:
+def quarantine_rows(parsed: DataFrame, table: str, batch_id: int, stream_id: str) -> DataFrame:
     return (parsed.where(F.col("reason").isNotNull())
             .select(F.lit(table).alias("source_table"), F.col(SOURCE_FILE).alias("source_file"),
-                    F.col(LINE).alias("record"), "reason",
-                    F.current_timestamp().alias(INGESTED_AT), F.lit(batch_id).cast("long").alias(BATCH_ID)))
+                    F.col(LINE).alias("record"), "reason", *_delivery(batch_id, stream_id)))
 
 
 # --- the stage entry point (I/O at the edges) ----------------------------------------
 
 def _idempotent_append(df: DataFrame, table, app_id: str, version: int) -> None:
-    table.save(df.write.format("delta").mode("append")
+    table.save(df.write.format("delta").mode("append").option("mergeSchema", "true")
                .option("txnAppId", app_id).option("txnVersion", version))
+
+
+def _ingested_files_rows(spark: SparkSession, source: files.TableSource, paths: list[str],
+                         batch_id: int, stream_id: str) -> DataFrame:
+    known = {f.path: f for f in source.files}
+    rows = []
+    for path in paths:
+        f = known.get(path)
+        if f is None:  # arrived after discovery: record what it is now
+            status = files.list_csv_files(spark, files.literal_path(path))
+            size, modified = (status[0].getLen(), status[0].getModificationTime()) if status else (None, None)
+        else:
+            size, modified = f.size, f.modified_ms
+        rows.append((source.table, path, size, modified, stream_id, batch_id, None))
+    return (spark.createDataFrame(rows, INGESTED_FILES_SCHEMA)
+            .withColumn(INGESTED_AT, F.current_timestamp()))
 
 
 def start_ingest(spark: SparkSession, lake: Lakehouse, source: files.TableSource):
@@ -122,39 +147,77 @@ def start_ingest(spark: SparkSession, lake: Lakehouse, source: files.TableSource
     table = source.table
     result = BronzeResult(table, len(source.files))
     started = time.time()
-    target, quarantine = lake.table("bronze", table), lake.quarantine("bronze")
+    target, quarantine, log = lake.table("bronze", table), lake.quarantine("bronze"), lake.table("bronze", INGESTED_FILES)
+    header_by_name = source.header_by_name()
+    stream_known = threading.Event()  # the first batch may start before start() has returned
 
     def write_batch(batch: DataFrame, batch_id: int) -> None:
-        parsed = parse_lines(tag_lines(batch, source.headers, table), table).persist()
+        stream_known.wait()
+        sid = result.stream_id
+        tagged = tag_lines(batch, header_by_name, table).persist()
         try:
-            _idempotent_append(bronze_rows(parsed, table, batch_id), target, f"bronze-{table}", batch_id)
-            _idempotent_append(quarantine_rows(parsed, table, batch_id), quarantine, f"bronze-quarantine-{table}", batch_id)
-            counts = (parsed.groupBy(SOURCE_FILE)
-                      .agg(F.count("*").alias("read"), F.count_if(F.col("reason").isNull()).alias("ok"))
-                      .collect())  # one row per file
-            for r in counts:
-                result.new_files.append(FileCount(table, r[SOURCE_FILE], r["read"], r["ok"], r["read"] - r["ok"]))
+            delivered = [r[SOURCE_FILE] for r in tagged.select(SOURCE_FILE).distinct().collect()]  # file names only
+            parsed = parse_lines(tagged.where(~F.col(IS_HEADER)), table)
+            _idempotent_append(bronze_rows(parsed, table, batch_id, sid), target, f"bronze-{table}-{sid}", batch_id)
+            _idempotent_append(quarantine_rows(parsed, table, batch_id, sid), quarantine,
+                               f"bronze-quarantine-{table}-{sid}", batch_id)
+            _idempotent_append(_ingested_files_rows(spark, source, delivered, batch_id, sid), log,
+                               f"bronze-files-{table}-{sid}", batch_id)
         finally:
-            parsed.unpersist()
+            tagged.unpersist()
+        result.ingested.extend(delivered)
         result.seconds = time.time() - started
 
     query = (spark.readStream.format("text").option("pathGlobFilter", source.name_glob)
-             .load(source.directory)
-             .select("value", F.col("_metadata.file_path").alias(SOURCE_FILE))
+             .load(files.literal_path(source.directory))
+             .select("value", files.decoded_file_path(F.col("_metadata.file_path")).alias(SOURCE_FILE))
              .writeStream.foreachBatch(write_batch)
              .option("checkpointLocation", lake.checkpoint("bronze", table))
              .trigger(availableNow=True)
              .queryName(f"bronze_{table}")
              .start())
+    result.stream_id = str(query.id)  # persists across restarts from the same checkpoint
+    stream_known.set()
     return query, result
 
 
-def run(spark: SparkSession, lake: Lakehouse, tables: tuple[str, ...] = TABLES, echo=print) -> list[BronzeResult]:
-    # Check every file of every table first: a bad file stops the run before anything is written.
+def ingested_before(spark: SparkSession, lake: Lakehouse, table: str) -> dict[str, tuple[int, int]]:
+    """File -> (size, modification time) when bronze last read it (one row per file)."""
+    log = lake.table("bronze", INGESTED_FILES)
+    if not log.exists(spark):
+        return {}
+    latest = (log.read(spark).where(F.col("source_table") == table).groupBy("source_file")
+              .agg(F.max_by(F.struct("size", "modified_ms"), INGESTED_AT).alias("f")).collect())
+    return {r["source_file"]: (r["f"]["size"], r["f"]["modified_ms"]) for r in latest}
+
+
+def reset(spark: SparkSession, lake: Lakehouse, table: str, echo=print) -> None:
+    """Forget what bronze ingested for `table`, so the next run reads all its files again.
+    The checkpoint goes first: a run killed after it re-ingests as a new stream (silver dedupes),
+    whereas rows deleted under a surviving checkpoint would never come back."""
+    files.delete(spark, lake.checkpoint("bronze", table))
+    target = lake.table("bronze", table)
+    if target.exists(spark):
+        target.delta(spark).delete()
+    for side_table in (lake.quarantine("bronze"), lake.table("bronze", INGESTED_FILES)):
+        if side_table.exists(spark):
+            side_table.delta(spark).delete(F.col("source_table") == table)
+    echo(f"  bronze {table:<21} reset: checkpoint, rows, quarantined rows and file log removed; re-ingesting")
+
+
+def run(spark: SparkSession, lake: Lakehouse, tables: tuple[str, ...] = TABLES, reset_tables: tuple[str, ...] = (),
+        echo=print) -> list[BronzeResult]:
+    # Check every file of every table first: a bad or rewritten file stops the run before anything is written.
     sources = [files.discover(spark, lake.raw, t) for t in tables]
+    for source in sources:
+        if source.table not in reset_tables:
+            files.check_unchanged(source, ingested_before(spark, lake, source.table))
     lake.quarantine("bronze").ensure(spark, QUARANTINE_SCHEMA)
+    lake.table("bronze", INGESTED_FILES).ensure(spark, INGESTED_FILES_SCHEMA)
     for t in tables:
         lake.table("bronze", t).ensure(spark, bronze_schema(t))
+    for t in reset_tables:
+        reset(spark, lake, t, echo)
     # The tables are independent streams: run them side by side to use every core.
     running = [start_ingest(spark, lake, source) for source in sources]
     results = []
@@ -165,8 +228,10 @@ def run(spark: SparkSession, lake: Lakehouse, tables: tuple[str, ...] = TABLES, 
             for other, _ in running:
                 other.stop()
             raise
-        echo(f"  bronze {res.table:<21} files {res.files_seen:>3} ({len(res.new_files)} new)  "
-             f"read {res.total('rows_read'):>9,}  -> bronze {res.total('bronze_rows'):>9,}  "
-             f"quarantined {res.total('quarantined'):>7,}  {res.seconds:5.1f}s")
         results.append(res)
+    for res in results:
+        res.checks = reconcile.bronze_files(spark, lake, res.table, res.stream_id, res.ingested)
+        echo(f"  bronze {res.table:<21} files {res.files_seen:>3} ({len(res.ingested)} new)  "
+             f"records {res.total('in_file'):>9,}  -> bronze {res.total('in_bronze'):>9,}  "
+             f"quarantined {res.total('quarantined'):>7,}  {res.seconds:5.1f}s")
     return results

@@ -2,11 +2,15 @@
 
 Every stage is its own command so that Databricks tasks and EMR steps can call them one
 by one; `run` runs them all. Errors the user can fix end with one line on stderr and exit
-code 2; nothing is written when a file is rejected.
+code 2; a reconciliation that finds rows missing or doubled exits 1; nothing is written when a
+file is rejected. Any other failure also ends in one line (the exception's first line) and exit 1;
+set ECOM_DEBUG=1 to see the traceback. `entry` is the console script: it exits with the code, because
+a Databricks python_wheel_task ignores a returned one.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -14,6 +18,8 @@ from pathlib import Path
 from ecom_lakehouse import __version__
 from ecom_lakehouse.config import DEFAULTS, ENVIRONMENTS, ConfigError, Lakehouse
 from ecom_lakehouse.files import InputFileError
+from ecom_lakehouse.lock import LakehouseBusy, exclusive
+from ecom_lakehouse.reconcile import ReconciliationError
 from ecom_lakehouse.schemas import TABLES
 from ecom_lakehouse.summary import print_reconciliation
 
@@ -78,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
         _add_common(stage_parser)
         if stage == "recommend":
             _add_data_mode(stage_parser)
+        if stage == "bronze":
+            stage_parser.add_argument(
+                "--reset", nargs="+", choices=TABLES, default=[], metavar="TABLE",
+                help="re-ingest these tables from all their raw files: removes the table's streaming checkpoint, "
+                     "its bronze rows, quarantined rows and file log first (silver then MERGEs the re-read rows, "
+                     "so nothing doubles). Use after a raw file was rewritten in place")
 
     run = sub.add_parser("run", help="the whole pipeline; generates sample data first if --raw is empty",
                          description="Run bronze -> silver -> gold -> segment -> recommend -> report and print "
@@ -215,15 +227,45 @@ def _needs_sample_data(raw: str) -> bool:
     return not path.exists() or not any(path.glob("*.csv")) and not any(path.glob("*/*.csv"))
 
 
+class MissingInputError(Exception):
+    """A stage's input table does not exist yet."""
+
+
+def stage_inputs(stage: str) -> list[tuple[str, str]]:
+    """(layer, table) each stage reads; they must exist before it starts."""
+    from ecom_lakehouse import gold
+
+    return {
+        "bronze": [],
+        "silver": [("bronze", t) for t in TABLES],
+        "gold": [("silver", t) for t in gold.INPUTS],
+        "segment": [("gold", "customer_features")],
+        "recommend": [("silver", t) for t in ("order_items", "users", "products")],
+        "report": [("gold", t) for t in gold.OUTPUTS],
+    }[stage]
+
+
+def require_inputs(spark, lake: Lakehouse, stage: str) -> None:
+    for layer, name in stage_inputs(stage):
+        table = lake.table(layer, name)
+        if not table.exists(spark):
+            producer = {"bronze": "bronze", "silver": "silver", "gold": "gold"}[layer]
+            raise MissingInputError(f"{stage} needs the {layer} table {name} ({table}), which does not exist yet: "
+                                    f"run `ecom-lakehouse {producer}` with the same --lakehouse first")
+
+
 def run_stage(stage: str, spark, lake: Lakehouse, args) -> object:
     from ecom_lakehouse import bronze, gold, silver
 
     print(f"[{stage}]", flush=True)
     started = time.time()
+    require_inputs(spark, lake, stage)
     if stage == "bronze":
-        result = bronze.run(spark, lake, tuple(args.tables))
+        reset = tuple(getattr(args, "reset", ()))
+        result = bronze.run(spark, lake, tuple(dict.fromkeys([*args.tables, *reset])), reset)
         if not print_reconciliation(result):
-            raise RuntimeError("bronze reconciliation failed: rows read != bronze + quarantined")
+            raise ReconciliationError("bronze reconciliation failed: " + "; ".join(
+                str(c) for r in result for c in r.checks if not c.ok))
     elif stage == "silver":
         result = silver.run(spark, lake)
     elif stage == "gold":
@@ -255,17 +297,16 @@ def _report(spark, lake: Lakehouse):
     return lake.reports_path()
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        if args.command == "generate":
-            _generate(args.out, args.scale, args.seed, args.taste)
-            return 0
-        if args.command == "databricks":
-            return _databricks(args)
-        if args.command == "emr":
-            return _emr(args)
-        lake = _lake(args)
+def _run_commands(args) -> int:
+    if args.command == "generate":
+        _generate(args.out, args.scale, args.seed, args.taste)
+        return 0
+    if args.command == "databricks":
+        return _databricks(args)
+    if args.command == "emr":
+        return _emr(args)
+    lake = _lake(args)
+    with exclusive(lake, args.command):
         if args.command == "run" and args.env == "local" and _needs_sample_data(args.raw):
             print(f"no CSVs under {args.raw}: generating sample data first")
             _generate(args.raw, args.scale, args.seed, args.taste)
@@ -281,11 +322,40 @@ def main(argv: list[str] | None = None) -> int:
             print_summary(spark, lake)
             print(f"pipeline finished in {time.time() - started:.1f}s; tables under {lake.root}; "
                   f"report at {lake.reports_path()}/report.html")
-        return 0
-    except (InputFileError, ConfigError) as err:
+    return 0
+
+
+def _one_line(err: BaseException) -> str:
+    """The first line of an error; Spark's JVM errors carry pages of stack below it."""
+    text = str(err).strip() or type(err).__name__
+    return text.splitlines()[0].strip()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _run_commands(args)
+    except (InputFileError, ConfigError, MissingInputError, LakehouseBusy) as err:
         print(f"ecom-lakehouse: error: {err}", file=sys.stderr)
         return 2
+    except ReconciliationError as err:
+        print(f"ecom-lakehouse: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("ecom-lakehouse: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - the last resort: one line, never a traceback
+        if os.environ.get("ECOM_DEBUG"):
+            raise
+        print(f"ecom-lakehouse: error: {type(err).__name__}: {_one_line(err)} "
+              f"(set ECOM_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
+
+
+def entry() -> None:
+    """The console script. Exits with main's code: Databricks' wheel-task launcher ignores return values."""
+    sys.exit(main())
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    entry()

@@ -59,8 +59,9 @@ TABLES: tuple[str, ...] = tuple(sorted(RAW_COLUMNS))
 # Primary keys; silver MERGEs on them.
 KEYS = {t: ("order_id" if t == "orders" else "id") for t in TABLES}
 
-# Bronze metadata columns added to every raw row.
-SOURCE_FILE, INGESTED_AT, BATCH_ID = "_source_file", "_ingested_at", "_batch_id"
+# Bronze metadata columns added to every raw row. A row was delivered by micro-batch BATCH_ID of
+# the stream STREAM_ID (the id Spark keeps in the streaming checkpoint, new after a reset).
+SOURCE_FILE, INGESTED_AT, BATCH_ID, STREAM_ID = "_source_file", "_ingested_at", "_batch_id", "_stream_id"
 
 # Quarantine tables of every layer share this schema (record is the raw line or JSON).
 QUARANTINE_SCHEMA = StructType([
@@ -70,6 +71,19 @@ QUARANTINE_SCHEMA = StructType([
     StructField("reason", StringType()),
     StructField(INGESTED_AT, TimestampType()),
     StructField(BATCH_ID, LongType()),
+    StructField(STREAM_ID, StringType()),  # bronze only: which stream delivered the row
+])
+
+# bronze/_ingested_files: one row per raw file a bronze stream read, with the size and modification
+# time it had then, so a file rewritten in place is noticed instead of silently ignored.
+INGESTED_FILES_SCHEMA = StructType([
+    StructField("source_table", StringType()),
+    StructField("source_file", StringType()),
+    StructField("size", LongType()),
+    StructField("modified_ms", LongType()),
+    StructField(STREAM_ID, StringType()),
+    StructField(BATCH_ID, LongType()),
+    StructField(INGESTED_AT, TimestampType()),
 ])
 
 
@@ -90,7 +104,7 @@ def raw_string_schema(columns: list[str]) -> StructType:
 
 def bronze_schema(table: str) -> StructType:
     return raw_string_schema(raw_names(table)).add(SOURCE_FILE, StringType()).add(
-        INGESTED_AT, TimestampType()).add(BATCH_ID, LongType())
+        INGESTED_AT, TimestampType()).add(BATCH_ID, LongType()).add(STREAM_ID, StringType())
 
 
 # --- value parsing (ANSI-safe: try_* never throws, a bad value becomes NULL) --------

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from ecom_lakehouse import lineage
+from ecom_lakehouse import lineage, reconcile
 from ecom_lakehouse.config import Lakehouse
-from ecom_lakehouse.schemas import QUARANTINE_SCHEMA, BATCH_ID, INGESTED_AT, KEYS, RAW_COLUMNS, SOURCE_FILE, TABLES, parse_value
+from ecom_lakehouse.schemas import (BATCH_ID, INGESTED_AT, KEYS, QUARANTINE_SCHEMA, RAW_COLUMNS, SOURCE_FILE, STREAM_ID, TABLES,
+                                    parse_value)
 
 FLAGS = "dq_flags"
 PII_COLUMNS = ("first_name", "last_name", "email", "street_address")
@@ -129,7 +130,7 @@ def split_orphans(df: DataFrame, table: str, parents: dict[str, DataFrame]) -> t
         # Data columns only: the file and ingestion are columns of their own, and a rerun writes the same record.
         F.to_json(F.struct(*[c for c in df.columns if c not in PII_COLUMNS + (SOURCE_FILE, INGESTED_AT, BATCH_ID)]))
         .alias("record"),
-        F.col("_reason").alias("reason"), F.col(INGESTED_AT), F.col(BATCH_ID))
+        F.col("_reason").alias("reason"), F.col(INGESTED_AT), F.col(BATCH_ID), F.lit(None).cast("string").alias(STREAM_ID))
     return valid, quarantine
 
 
@@ -137,13 +138,13 @@ def split_orphans(df: DataFrame, table: str, parents: dict[str, DataFrame]) -> t
 
 @dataclass
 class SilverResult:
-    table: str
-    bronze_rows: int
-    silver_rows: int
-    superseded: int
-    quarantined: int
+    check: reconcile.TableCheck
     flagged: int
     seconds: float
+
+    @property
+    def table(self) -> str:
+        return self.check.table
 
 
 def merge_latest(spark: SparkSession, target, df: DataFrame, key: str) -> None:
@@ -190,15 +191,14 @@ def run(spark: SparkSession, lake: Lakehouse, echo=print) -> list[SilverResult]:
                                   .option("replaceWhere", f"source_table = '{table}'"))
             with lineage.recorded(spark, built_from):
                 merge_latest(spark, target, valid, KEYS[table])
-            n_bronze, n_dedup = bronze.count(), conformed.count()
         finally:
             conformed.unpersist()
-        q = quarantine_table.read(spark).where(F.col("source_table") == table).count()
         current[table] = target.read(spark)
-        n_silver = current[table].count()
-        flagged = current[table].where(F.size(FLAGS) > 0).count()
-        res = SilverResult(table, n_bronze, n_silver, n_bronze - n_dedup, q, flagged, time.time() - started)
-        echo(f"  silver {table:<21} bronze {n_bronze:>9,}  -> silver {n_silver:>9,}  superseded {res.superseded:>7,}  "
-             f"quarantined {q:>6,}  flagged {flagged:>5,}  {res.seconds:5.1f}s")
+        check = reconcile.silver_table(spark, lake, table)  # read back from the Delta tables
+        res = SilverResult(check, current[table].where(F.size(FLAGS) > 0).count(), time.time() - started)
+        echo(f"  silver {table:<21} bronze {check.bronze:>9,}  -> silver {check.silver:>9,}  superseded "
+             f"{check.superseded:>7,}  quarantined {check.quarantined:>6,}  flagged {res.flagged:>5,}  "
+             f"{res.seconds:5.1f}s{'' if check.ok else '  MISMATCH'}")
         results.append(res)
+    reconcile.raise_on_mismatch([r.check for r in results], "silver")
     return results

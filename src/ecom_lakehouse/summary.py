@@ -14,22 +14,21 @@ LOCALE_HINT_SHARE = 0.5
 
 
 def print_reconciliation(results, echo=print) -> bool:
-    """rows read = rows in bronze + rows quarantined, per new file. True when all hold."""
-    all_ok = True
-    new = [f for r in results for f in r.new_files]
-    if not new:
+    """Per new file: records counted in the file = rows read back from bronze + its quarantine.
+    True when all hold."""
+    checks = [c for r in results for c in r.checks]
+    if not checks:
         echo("  reconciliation: no new files (nothing to ingest; reruns add nothing)")
         return True
-    echo("  reconciliation (rows read = bronze + quarantined):")
-    for f in new:
-        all_ok &= f.reconciled
-        mark = "ok" if f.reconciled else "MISMATCH"
-        echo(f"    {f.table:<21} {f.rows_read:>9,} = {f.bronze_rows:>9,} + {f.quarantined:>7,}  {mark}  {f.source_file}")
-        if f.rows_read and f.quarantined / f.rows_read > LOCALE_HINT_SHARE:
-            echo(f"    ! {f.quarantined / f.rows_read:.0%} of {f.source_file} was quarantined: if it was re-saved "
+    echo("  reconciliation (records in the file, counted apart = bronze + quarantined, read back from Delta):")
+    for c in checks:
+        echo(f"    {c.table:<21} {c.in_file:>9,} = {c.in_bronze:>9,} + {c.quarantined:>7,}  "
+             f"{'ok' if c.ok else 'MISMATCH'}  {c.source_file}")
+        if c.in_file and c.quarantined / c.in_file > LOCALE_HINT_SHARE:
+            echo(f"    ! {c.quarantined / c.in_file:.0%} of {c.source_file} was quarantined: if it was re-saved "
                  "with a locale (decimal commas, DD/MM/YYYY times), re-export it in the BigQuery CSV format; "
                  "reasons are in bronze/_quarantine")
-    return all_ok
+    return all(c.ok for c in checks)
 
 
 def _fmt_money(x) -> str:

@@ -1,0 +1,220 @@
+"""Ingestion you can trust: awkward file names, checkpoint resets, rewritten files, a reconciliation
+that reads the tables back (and is shown failing), one-line errors, one process per lakehouse."""
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from pyspark.sql import Row
+from pyspark.sql import functions as F
+from pyspark.testing import assertDataFrameEqual
+
+from ecom_lakehouse import bronze, reconcile, silver
+from ecom_lakehouse.cli import entry, main
+from ecom_lakehouse.config import Lakehouse
+from ecom_lakehouse.schemas import raw_names
+from tests.test_bronze import GOOD, USERS_HEADER, _write
+
+ORDERS_HEADER = ",".join(raw_names("orders"))
+
+
+def order(order_id: int, user_id: int = 1) -> str:
+    return (f"{order_id},{user_id},Complete,F,2022-01-01 10:00:00 UTC,,2022-01-02 10:00:00 UTC,"
+            f"2022-01-03 10:00:00 UTC,1")
+
+
+def ids(spark, lake, layer="bronze", table="orders", key="order_id"):
+    return sorted(int(r[key]) for r in lake.table(layer, table).read(spark).select(key).collect())
+
+
+AWKWARD_NAMES = ["orders 2024-05-02.csv", "orders (1).csv", "p%20q.csv", "h#1.csv", "ventes été.csv",
+                 "注文.csv", "a+b.csv"]
+
+
+def test_every_row_of_awkwardly_named_files_lands(spark, tmp_path):
+    raw = tmp_path / "raw"
+    for i, name in enumerate(AWKWARD_NAMES):
+        _write(raw / "orders" / name, [ORDERS_HEADER, order(10 * i + 1), order(10 * i + 2)])
+    lake = Lakehouse(raw=str(raw), root=str(tmp_path / "lh"))
+    [res] = bronze.run(spark, lake, ("orders",))
+    assert ids(spark, lake) == sorted(10 * i + k for i in range(len(AWKWARD_NAMES)) for k in (1, 2))
+    assert all(c.ok and c.in_file == 2 for c in res.checks) and len(res.checks) == len(AWKWARD_NAMES)
+    stored = {r[0].rsplit("/", 1)[-1] for r in lake.table("bronze", "orders").read(spark).select("_source_file").distinct().collect()}
+    assert stored == set(AWKWARD_NAMES)  # decoded, as the files are named
+    assert lake.quarantine("bronze").read(spark).count() == 0
+
+
+def test_a_file_name_with_glob_characters_is_refused_before_anything_is_written(spark, tmp_path, capsys):
+    """Spark 3.5's file source reads every other file of a micro-batch twice when one name holds '['."""
+    raw = tmp_path / "raw"
+    _write(raw / "orders" / "a.csv", [ORDERS_HEADER, order(1)])
+    _write(raw / "orders" / "orders[1].csv", [ORDERS_HEADER, order(2)])
+    capsys.readouterr()
+    assert main(["bronze", "--raw", str(raw), "--lakehouse", str(tmp_path / "lh"), "--tables", "orders"]) == 2
+    assert "orders[1].csv: file names with glob characters" in _one_error_line(capsys)
+    assert not (tmp_path / "lh" / "bronze" / "orders").exists()
+
+
+def test_a_file_without_a_known_header_is_quarantined_not_dropped(spark):
+    lines = spark.createDataFrame([(ORDERS_HEADER, "file:/raw/orders/known.csv"), (order(1), "file:/raw/orders/known.csv"),
+                                   (ORDERS_HEADER, "file:/raw/orders/late.csv"), (order(2), "file:/raw/orders/late.csv")],
+                                  "value string, _source_file string")
+    tagged = bronze.tag_lines(lines, {"known.csv": tuple(raw_names("orders"))}, "orders")
+    parsed = bronze.parse_lines(tagged.where(~F.col(bronze.IS_HEADER)), "orders")
+    assertDataFrameEqual(parsed.select("order_id", "_source_file", "reason"), [
+        Row(order_id="1", _source_file="file:/raw/orders/known.csv", reason=None),
+        Row(order_id=None, _source_file="file:/raw/orders/late.csv", reason=bronze.NO_HEADER_REASON)])
+
+
+def test_a_reset_checkpoint_loses_nothing_and_reset_reingests_exactly_once(spark, tmp_path, capsys):
+    raw, root = tmp_path / "raw", tmp_path / "lh"
+    _write(raw / "orders" / "day-1.csv", [ORDERS_HEADER, order(1), order(2)])
+    lake = Lakehouse(raw=str(raw), root=str(root))
+    bronze.run(spark, lake, ("orders",))
+    shutil.rmtree(lake.checkpoint("bronze", "orders"))  # what users do to re-ingest
+    _write(raw / "orders" / "day-2.csv", [ORDERS_HEADER] + [order(i) for i in range(3, 8)])
+    [res] = bronze.run(spark, lake, ("orders",))
+    # the new file's 5 rows are there (day-1 was read again by the new stream: a re-delivery silver dedupes)
+    assert ids(spark, lake) == [1, 1, 2, 2, 3, 4, 5, 6, 7]
+    assert [(c.source_file.rsplit("/", 1)[-1], c.in_file, c.ok) for c in res.checks] == [
+        ("day-1.csv", 2, True), ("day-2.csv", 5, True)]
+    capsys.readouterr()
+    assert main(["bronze", "--raw", str(raw), "--lakehouse", str(root), "--tables", "orders", "--reset", "orders"]) == 0
+    assert ids(spark, lake) == [1, 2, 3, 4, 5, 6, 7]  # exactly the files, once
+    assert "reset" in capsys.readouterr().out
+
+
+def test_a_rewritten_file_stops_the_run_naming_it_and_reset_ingests_it(spark, tmp_path, capsys):
+    raw, root = tmp_path / "raw", tmp_path / "lh"
+    export = raw / "orders.csv"
+    _write(export, [ORDERS_HEADER, order(1)])
+    args = ["bronze", "--raw", str(raw), "--lakehouse", str(root), "--tables", "orders"]
+    assert main(args) == 0
+    lake = Lakehouse(raw=str(raw), root=str(root))
+    version = lake.table("bronze", "orders").version(spark)
+    _write(export, [ORDERS_HEADER, order(1), order(2)])  # the daily export, written over the same name
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "orders.csv: changed since bronze ingested it" in err[0] and "--reset orders" in err[0]
+    assert lake.table("bronze", "orders").version(spark) == version
+    assert main(args + ["--reset", "orders"]) == 0
+    assert ids(spark, lake) == [1, 2]
+
+
+def test_bronze_reconciliation_reads_the_tables_back_and_fails_on_a_lost_row(spark, tmp_path):
+    raw = tmp_path / "raw"
+    _write(raw / "users" / "part-1.csv", [USERS_HEADER, GOOD, GOOD.replace("1,Ann", "2,Ann"), "3,broken"])
+    lake = Lakehouse(raw=str(raw), root=str(tmp_path / "lh"))
+    [res] = bronze.run(spark, lake, ("users",))
+    [check] = res.checks
+    assert (check.in_file, check.in_bronze, check.quarantined, check.ok) == (3, 2, 1, True)
+    lake.table("bronze", "users").delta(spark).delete("id = '2'")  # the fault: a row lost after the write
+    [check] = reconcile.bronze_files(spark, lake, "users", res.stream_id, res.ingested)
+    assert (check.in_file, check.in_bronze, check.quarantined, check.ok) == (3, 1, 1, False)
+    with pytest.raises(reconcile.ReconciliationError, match="part-1.csv: 3 records in the file, 1 in bronze"):
+        reconcile.raise_on_mismatch([check], "bronze")
+
+
+def test_a_bronze_run_that_loses_a_row_exits_non_zero_naming_the_file(spark, tmp_path, capsys, monkeypatch):
+    raw = tmp_path / "raw"
+    _write(raw / "users" / "part-1.csv", [USERS_HEADER, GOOD, GOOD.replace("1,Ann", "2,Ann")])
+    real = bronze.bronze_rows
+    monkeypatch.setattr(bronze, "bronze_rows", lambda *a: real(*a).where("id != '2'"))  # a bug that drops a row
+    capsys.readouterr()
+    assert main(["bronze", "--raw", str(raw), "--lakehouse", str(tmp_path / "lh"), "--tables", "users"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "part-1.csv: 2 records in the file, 1 in bronze + 0 quarantined" in err[0]
+
+
+def test_silver_reconciliation_fails_on_a_row_missing_from_silver(spark, pipeline):
+    lake, _ = pipeline
+    assert reconcile.silver_table(spark, lake, "distribution_centers").ok
+    silver_dc = lake.table("silver", "distribution_centers")
+    before = silver_dc.version(spark)
+    try:
+        silver_dc.delta(spark).delete("id = 1")  # the fault
+        check = reconcile.silver_table(spark, lake, "distribution_centers")
+        assert not check.ok and check.silver == check.bronze - check.superseded - check.quarantined - 1
+        with pytest.raises(reconcile.ReconciliationError, match="silver distribution_centers"):
+            reconcile.raise_on_mismatch([check], "silver")
+    finally:
+        silver_dc.delta(spark).restoreToVersion(before)
+
+
+def _one_error_line(capsys) -> str:
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
+    return lines[0]
+
+
+def test_silver_without_bronze_names_the_table_and_the_command_to_run(tmp_path, capsys):
+    capsys.readouterr()
+    assert main(["silver", "--raw", str(tmp_path), "--lakehouse", str(tmp_path / "lh")]) == 2
+    line = _one_error_line(capsys)
+    assert "needs the bronze table" in line and "`ecom-lakehouse bronze`" in line
+
+
+def test_an_unwritable_lakehouse_is_one_line(tmp_path, capsys):
+    (tmp_path / "a-file").write_text("not a folder")
+    capsys.readouterr()
+    assert main(["gold", "--lakehouse", str(tmp_path / "a-file" / "lh")]) == 2
+    assert "cannot write the lakehouse there" in _one_error_line(capsys)
+
+
+def test_an_unknown_table_name_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["bronze", "--tables", "customers"])
+    assert exit_.value.code == 2 and "invalid choice: 'customers'" in capsys.readouterr().err
+
+
+def test_an_unexpected_failure_is_one_line_and_exit_1(tmp_path, capsys, monkeypatch):
+    from ecom_lakehouse import cli
+
+    def broken(*_):
+        raise RuntimeError("[DELTA_SOMETHING] the JVM said no\n\tat org.apache.spark.Something(…)\n\tat …")
+    monkeypatch.setattr(cli, "run_stage", broken)
+    capsys.readouterr()
+    assert main(["gold", "--lakehouse", str(tmp_path / "lh")]) == 1
+    assert _one_error_line(capsys) == ("ecom-lakehouse: error: RuntimeError: [DELTA_SOMETHING] the JVM said no "
+                                       "(set ECOM_DEBUG=1 for the traceback)")
+
+
+def test_the_console_script_exits_with_the_code(tmp_path, monkeypatch):
+    """Databricks' wheel-task launcher calls the entry point and ignores what it returns."""
+    monkeypatch.setattr(sys, "argv", ["ecom-lakehouse", "bronze", "--raw", str(tmp_path / "nowhere"),
+                                      "--lakehouse", str(tmp_path / "lh")])
+    with pytest.raises(SystemExit) as exit_:
+        entry()
+    assert exit_.value.code == 2
+
+
+def test_a_second_process_on_the_same_lakehouse_is_refused_and_writes_nothing(spark, tmp_path, capsys):
+    raw, root = tmp_path / "raw", tmp_path / "lh"
+    _write(raw / "orders.csv", [ORDERS_HEADER, order(1)])
+    args = ["bronze", "--raw", str(raw), "--lakehouse", str(root), "--tables", "orders"]
+    assert main(args) == 0
+    lake = Lakehouse(raw=str(raw), root=str(root))
+    version = lake.table("bronze", "orders").version(spark)
+    _write(raw / "orders.csv", [ORDERS_HEADER, order(1), order(2)])
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        from ecom_lakehouse.config import Lakehouse
+        from ecom_lakehouse.lock import exclusive
+        with exclusive(Lakehouse(root={str(root)!r}), "bronze"):
+            print("locked", flush=True)
+            sys.stdin.readline()
+    """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        capsys.readouterr()
+        assert main(args + ["--reset", "orders"]) == 2
+        line = _one_error_line(capsys)
+        assert "is in use by ecom-lakehouse bronze (pid" in line and "wait for it to finish" in line
+        assert lake.table("bronze", "orders").version(spark) == version
+    finally:
+        holder.communicate("done\n", timeout=30)
+    assert main(args + ["--reset", "orders"]) == 0  # the lock goes with the process that held it
+    assert ids(spark, lake) == [1, 2]
