@@ -1,23 +1,26 @@
-"""Kill the pipeline with SIGKILL in the middle of a stage, rerun it, and check that nothing was
-lost or written twice.
+"""Kill the pipeline with SIGKILL at random moments, rerun it, and check that nothing was lost or
+written twice.
 
-First builds a reference lakehouse from the raw files with bronze -> silver -> gold, uninterrupted.
-Then, for each kill point, on a fresh lakehouse: runs the same stages as separate `ecom-lakehouse`
-processes, SIGKILLs the running one (its Spark JVM included) the moment a given Delta table gets its
-first commit, so the kill lands between that commit and the next write (the quarantine, the
-streaming checkpoint, the next table), then reruns all three stages to the end. Every Delta table of
-bronze, silver and gold must then hold exactly what the reference holds:
-the same row count and the same order-independent fingerprint of its rows (a sum of per-row
-xxhash64), leaving out only the per-run `_ingested_at` and `_batch_id` columns. A few bad rows are
-appended to the generated order items first, so that both quarantines have rows to lose or double.
+First runs bronze -> silver -> gold uninterrupted, each stage as its own `ecom-lakehouse` process,
+timing each process and keeping a copy of the lakehouse before each stage. Then, for each of
+`--kills` trials: picks a stage and a moment within that stage's measured run time at random
+(seeded), starts the stage on a copy of the lakehouse as it was before that stage, SIGKILLs the
+whole process group (the Spark JVM included) at that moment, then reruns bronze, silver and gold to
+the end in one process. Every Delta table of bronze, silver and gold (quarantines and the file log
+included) must then hold exactly what the uninterrupted run holds: the same row count and the same
+order-independent fingerprint of its rows (a sum of per-row xxhash64), leaving out only the per-run
+columns `_ingested_at`, `_batch_id` and `_stream_id`. A few bad rows are appended to the generated
+order items first, so that both quarantines have rows to lose or double.
 
-    python benchmarks/crash_recovery.py --scale 0.05
+    python benchmarks/crash_recovery.py --scale 0.01 --kills 20
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import os
+import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,10 +33,13 @@ from pyspark.sql import functions as F
 import raw_data
 
 STAGES = ("bronze", "silver", "gold")
-# (stage being killed, table whose first commit triggers the kill)
-KILL_POINTS = (("bronze", "bronze/inventory_items"), ("silver", "silver/inventory_items"),
-               ("gold", "gold/product_performance"))
+PER_RUN_COLUMNS = ("_ingested_at", "_batch_id", "_stream_id")
 CLI = str(Path(sys.executable).with_name("ecom-lakehouse"))
+# bronze -> silver -> gold in one process, through the CLI's own entry point.
+RERUN = ("import sys\nfrom ecom_lakehouse.cli import main\n"
+         "for stage in ('bronze', 'silver', 'gold'):\n"
+         "    code = main([stage, '--raw', sys.argv[1], '--lakehouse', sys.argv[2]])\n"
+         "    if code:\n        sys.exit(code)\n")
 
 
 def add_bad_rows(raw: Path) -> int:
@@ -62,28 +68,31 @@ def stage_command(stage: str, raw: Path, lake: Path) -> list[str]:
     return [CLI, stage, "--raw", str(raw), "--lakehouse", str(lake)]
 
 
-def run_stages(raw: Path, lake: Path, log) -> float:
-    started = time.time()
+def reference_run(raw: Path, work: Path, log) -> dict[str, float]:
+    """bronze, silver, gold uninterrupted in work/reference; keeps work/before-<stage> copies.
+    Returns each stage process's seconds."""
+    lake, seconds = work / "reference", {}
     for stage in STAGES:
+        if lake.exists():
+            shutil.copytree(lake, work / f"before-{stage}")
+        started = time.time()
         subprocess.run(stage_command(stage, raw, lake), stdout=log, stderr=subprocess.STDOUT, check=True)
-    return time.time() - started
+        seconds[stage] = time.time() - started
+    return seconds
 
 
-def run_until_killed(raw: Path, lake: Path, stage: str, trigger: Path, log) -> float:
-    """Runs the stages up to `stage` and SIGKILLs that one when `trigger` (a commit file) exists.
-    Returns how long after the commit the process group died."""
-    for earlier in STAGES[:STAGES.index(stage)]:
-        subprocess.run(stage_command(earlier, raw, lake), stdout=log, stderr=subprocess.STDOUT, check=True)
+def kill_at(raw: Path, lake: Path, stage: str, delay: float, log) -> bool:
+    """Runs `stage` and SIGKILLs its process group `delay` seconds after the start.
+    False when the stage finished first (no kill happened)."""
     proc = subprocess.Popen(stage_command(stage, raw, lake), stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)  # its own process group: the JVM dies with it
-    while not trigger.exists():
-        if proc.poll() is not None:
-            raise RuntimeError(f"{stage} finished before {trigger} appeared: pick a later kill point")
-        time.sleep(0.05)
-    seen = time.time()
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    return time.time() - seen
+    try:
+        proc.wait(timeout=delay)
+        return False
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        return True
 
 
 def delta_tables(lake: Path) -> list[str]:
@@ -92,7 +101,7 @@ def delta_tables(lake: Path) -> list[str]:
 
 def fingerprint(spark, path: Path) -> tuple[int, int]:
     df = spark.read.format("delta").load(str(path))
-    columns = [c for c in df.columns if c not in ("_ingested_at", "_batch_id")]
+    columns = [c for c in df.columns if c not in PER_RUN_COLUMNS]
     row_hash = F.xxhash64(*[F.col(f"`{c}`") for c in columns]).cast("decimal(38,0)")
     count, total = df.agg(F.count("*"), F.sum(row_hash)).first()
     return int(count), int(total or 0)
@@ -114,8 +123,9 @@ def compare(spark, reference: Path, lake: Path) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scale", type=float, default=0.05, help="generator scale (default %(default)s)")
-    parser.add_argument("--seed", type=int, default=42, help="generator seed (default %(default)s)")
+    parser.add_argument("--scale", type=float, default=0.01, help="generator scale (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=42, help="generator and kill-schedule seed (default %(default)s)")
+    parser.add_argument("--kills", type=int, default=20, help="random kills (default %(default)s)")
     parser.add_argument("--keep", help="keep the lakehouses and stage logs in this folder")
     args = parser.parse_args()
 
@@ -123,36 +133,52 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     raw = raw_data.generated(work / "raw", args.scale, args.seed, taste=False)
     print(f"appended {add_bad_rows(raw)} bad order items to {raw / 'order_items.csv'}", flush=True)
-    with open(work / "stages.log", "w") as log:
-        clean_seconds = run_stages(raw, work / "reference", log)
-        print(f"reference: bronze -> silver -> gold uninterrupted in {clean_seconds:.0f}s", flush=True)
-        outcomes = []
-        for stage, table in KILL_POINTS:
-            lake = work / f"killed-in-{stage}"
-            delay = run_until_killed(raw, lake, stage, lake / table / "_delta_log" / f"{0:020d}.json", log)
-            resume_seconds = run_stages(raw, lake, log)
-            outcomes.append((stage, table, delay, resume_seconds, lake))
-            print(f"killed in {stage} {delay:.2f}s after the first commit of {table}; rerun finished in "
-                  f"{resume_seconds:.0f}s", flush=True)
 
     from ecom_lakehouse.session import get_spark
 
-    spark = get_spark("local", "ecom_lakehouse_crash_recovery")
-    tables = delta_tables(work / "reference")
-    quarantined = {layer: fingerprint(spark, work / "reference" / layer / "_quarantine")[0] for layer in ("bronze", "silver")}
+    rng = random.Random(args.seed)
+    outcomes = []
+    with open(work / "stages.log", "w") as log:
+        seconds = reference_run(raw, work, log)
+        print("reference: " + ", ".join(f"{s} {t:.0f}s" for s, t in seconds.items()) + " (one process each)", flush=True)
+        spark = get_spark("local", "ecom_lakehouse_crash_recovery")
+        reference = work / "reference"
+        tables = delta_tables(reference)
+        for trial in range(1, args.kills + 1):
+            stage = rng.choice(STAGES)
+            delay = rng.uniform(0, seconds[stage])
+            lake = work / f"trial-{trial}"
+            if (work / f"before-{stage}").exists():
+                shutil.copytree(work / f"before-{stage}", lake)
+            killed = kill_at(raw, lake, stage, delay, log)
+            started = time.time()
+            rerun = subprocess.run([sys.executable, "-c", RERUN, str(raw), str(lake)], stdout=log, stderr=subprocess.STDOUT)
+            problems = compare(spark, reference, lake) if rerun.returncode == 0 else [f"rerun exited {rerun.returncode}"]
+            outcomes.append((trial, stage, delay, killed, time.time() - started, problems))
+            print(f"trial {trial:>2}: {'killed' if killed else 'NOT killed (finished first)'} {stage} at {delay:5.1f}s; "
+                  f"rerun {time.time() - started:4.0f}s; "
+                  f"{'all ' + str(len(tables)) + ' tables equal' if not problems else '; '.join(problems)}", flush=True)
+            if not args.keep:
+                shutil.rmtree(lake, ignore_errors=True)
+
+    quarantined = {layer: fingerprint(spark, reference / layer / "_quarantine")[0] for layer in ("bronze", "silver")}
+    spark.stop()
     print(f"\nscale {args.scale}, seed {args.seed}; {len(tables)} Delta tables compared with the uninterrupted run "
           f"(its quarantines: bronze {quarantined['bronze']}, silver {quarantined['silver']} rows)\n")
-    print("| killed in | right after the first commit of | rerun (bronze→gold) | tables identical to the reference |")
-    print("|---|---|---:|---|")
-    failed = False
-    for stage, table, _, resume_seconds, lake in outcomes:
-        problems = compare(spark, work / "reference", lake)
-        failed |= bool(problems)
-        print(f"| {stage} | `{table}` | {resume_seconds:.0f}s | "
-              f"{'all ' + str(len(tables)) if not problems else '; '.join(problems)} |")
-    spark.stop()
+    print("| stage killed | kills | moments (s after the stage's start) | tables equal after the rerun |")
+    print("|---|---:|---|---|")
+    failed = any(problems for *_, problems in outcomes)
+    for stage in STAGES:
+        mine = sorted((o for o in outcomes if o[1] == stage and o[3]), key=lambda o: o[2])
+        if mine:
+            differ = [f"trial {o[0]}: {'; '.join(o[5])}" for o in mine if o[5]]
+            print(f"| {stage} (of {seconds[stage]:.0f}s) | {len(mine)} | {', '.join(f'{o[2]:.1f}' for o in mine)} | "
+                  f"{len(mine) - len(differ)} of {len(mine)}: all {len(tables)} tables equal |"
+                  + (" " + " / ".join(differ) if differ else ""))
+    not_killed = sum(1 for o in outcomes if not o[3])
+    if not_killed:
+        print(f"\n{not_killed} trial(s) finished before their kill moment (no kill).")
     if not args.keep:
-        import shutil
         shutil.rmtree(work, ignore_errors=True)
     raise SystemExit(1 if failed else 0)
 

@@ -218,3 +218,19 @@ def test_a_second_process_on_the_same_lakehouse_is_refused_and_writes_nothing(sp
         holder.communicate("done\n", timeout=30)
     assert main(args + ["--reset", "orders"]) == 0  # the lock goes with the process that held it
     assert ids(spark, lake) == [1, 2]
+
+
+@pytest.mark.parametrize("uri, path", [
+    ("s3a://lake-raw/raw/orders/orders%20(1)%23%25+x.csv", "s3a://lake-raw/raw/orders/orders (1)#%+x.csv"),
+    ("dbfs:/Volumes/main/ecom/lakehouse/raw/orders/ventes%20%C3%A9t%C3%A9.csv",
+     "dbfs:/Volumes/main/ecom/lakehouse/raw/orders/ventes été.csv"),
+    ("file:/raw/orders/注文%20x.csv", "file:/raw/orders/注文 x.csv"),
+])
+def test_stream_file_uris_decode_to_the_listed_path_on_every_platform(spark, uri, path):
+    """What a file source reports (a URI) must map back to the path Hadoop lists, whatever the scheme."""
+    from ecom_lakehouse import files
+
+    jvm_path = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(path)
+    assert jvm_path.toString() == path and files.literal_path(path) == path
+    got = spark.createDataFrame([(uri,)], "u string").select(files.decoded_file_path(F.col("u"))).first()[0]
+    assert got == path
