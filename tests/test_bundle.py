@@ -93,6 +93,74 @@ def test_targets_dev_and_prod():
     assert prod["run_as"]["service_principal_name"] == "${var.service_principal}" and prod["permissions"]
 
 
+def resolved_target(target: str, user: str) -> dict:
+    """The merged bundle with one target's variables applied and ${…} references resolved, as
+    `databricks bundle validate -t <target>` would for `user`."""
+    config = merged_bundle()
+    values = {name: spec.get("default") for name, spec in config["variables"].items()}
+    values.update(config["targets"][target].get("variables", {}))
+    known = {"workspace.current_user.userName": user, "workspace.current_user.short_name": user.split("@")[0],
+             "bundle.name": config["bundle"]["name"], "bundle.target": target}
+
+    def resolve(value):
+        if isinstance(value, dict):
+            return {k: resolve(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [resolve(v) for v in value]
+        if not isinstance(value, str):
+            return value
+        for _ in range(5):  # references to references
+            value = re.sub(r"\$\{var\.(\w+)\}", lambda m: str(values[m.group(1)]), value)
+            value = re.sub(r"\$\{resources\.schemas\.(\w+)\.name\}",
+                           lambda m: config["resources"]["schemas"][m.group(1)]["name"], value)
+            value = re.sub(r"\$\{([\w.]+)\}", lambda m: known.get(m.group(1), m.group(0)), value)
+        return value
+
+    values = {k: resolve(v) for k, v in values.items()}
+    config = resolve(config)
+    config["variables"] = values
+    return config
+
+
+def _storage_of(config) -> set[str]:
+    """Every table name, checkpoint, model path and volume a deployment of this target writes."""
+    from ecom_lakehouse.config import Lakehouse
+    from ecom_lakehouse.schemas import TABLES
+
+    params = {p["name"]: p["default"] for p in config["resources"]["jobs"]["ecom_lakehouse_pipeline"]["parameters"]}
+    lake = Lakehouse(env="databricks", raw=params["raw_path"], root=params["lakehouse_path"], catalog=params["catalog"],
+                     schema=params["schema"], gold_schema=params["gold_schema"])
+    names = {str(lake.table(layer, t)) for layer in ("bronze", "silver", "gold") for t in TABLES}
+    names |= {str(lake.quarantine(layer)) for layer in ("bronze", "silver")}
+    paths = {lake.checkpoint("bronze", t) for t in TABLES} | {lake.model_path("als"), lake.reports_path(), lake.raw}
+    volume = config["resources"]["volumes"]["lakehouse"]
+    paths.add(f"/Volumes/{volume['catalog_name']}/{volume['schema_name']}/{volume['name']}")
+    assert all(p.startswith(min(paths, key=len)) for p in paths)  # everything lives in the target's own volume
+    return names | paths
+
+
+def test_dev_and_prod_share_no_table_checkpoint_or_volume():
+    dev_alice, dev_bob = resolved_target("dev", "alice@example.com"), resolved_target("dev", "bob@example.com")
+    prod = resolved_target("prod", "ci-principal@example.com")
+    assert not _storage_of(dev_alice) & _storage_of(prod)
+    assert not _storage_of(dev_alice) & _storage_of(dev_bob)  # two developers do not collide either
+    assert prod["targets"]["prod"]["workspace"]["root_path"].startswith("/Workspace/Users/ci-principal@example.com/")
+    assert "default" not in merged_bundle()["variables"]["service_principal"]  # prod must be given one
+    assert "service_principal" not in merged_bundle()["targets"]["prod"].get("variables", {})
+
+
+def test_the_bundle_creates_the_schemas_and_volume_with_grants():
+    config = resolved_target("prod", "ci@example.com")
+    schemas, [volume] = config["resources"]["schemas"], config["resources"]["volumes"].values()
+    grants = {name: {g["principal"]: set(g["privileges"]) for g in s["grants"]} for name, s in schemas.items()}
+    assert grants["gold"]["analysts"] == {"USE_SCHEMA", "SELECT"}
+    assert "analysts" not in grants["lakehouse"]  # personal data stops at silver
+    assert {"MODIFY", "CREATE_TABLE"} <= grants["lakehouse"]["data-engineers"]
+    assert volume["schema_name"] == schemas["lakehouse"]["name"] and volume["volume_type"] == "MANAGED"
+    job = config["resources"]["jobs"]["ecom_lakehouse_pipeline"]
+    assert job["max_concurrent_runs"] == 1 and "periodic" in job["trigger"]
+
+
 def test_tasks_call_console_scripts_that_exist_and_answer_help(capsys):
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     for _, _, task in _tasks(merged_bundle()):
@@ -129,7 +197,7 @@ def _local_parameters(task, raw, root):
         if skip:
             skip = False
             continue
-        if p in ("--catalog", "--schema"):
+        if p in ("--catalog", "--schema", "--gold-schema"):
             skip = True
             continue
         out.append(p)
@@ -156,3 +224,9 @@ def test_the_wheel_builds_and_contains_the_package(tmp_path):
     assert "ecom_lakehouse/cli.py" in names and "ecom_lakehouse/bronze.py" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "ecom-lakehouse = ecom_lakehouse.cli:entry" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    # What a cluster would pip-install over its runtime: never a second Spark, Delta or py4j.
+    metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+    required = [line.split(":", 1)[1].strip() for line in metadata.splitlines()
+                if line.startswith("Requires-Dist:") and "extra ==" not in line]
+    assert not [r for r in required if re.match(r"(pyspark|delta-spark|py4j)\b", r, re.I)], required
+    assert any(line.startswith("Requires-Dist: pyspark") and "extra == \"local\"" in line for line in metadata.splitlines())

@@ -23,11 +23,15 @@ def test_upload_raw_uploads_then_skips_unchanged_files(raw_dir, capsys):
     with FakeWorkspace() as ws:
         w = _client(ws)
         assert set(ops.upload_raw(w, str(raw_dir), "/Volumes/main/shop/lake").values()) == {"uploaded"}
-        assert set(ws.files) == {f"/Volumes/main/shop/lake/raw/{t}.csv" for t in TABLES}
-        assert ws.files["/Volumes/main/shop/lake/raw/users.csv"] == (raw_dir / "users.csv").read_bytes()
+        first = {f"/Volumes/main/shop/lake/raw/{ops.delivery_name(t, raw_dir / f'{t}.csv')}" for t in TABLES}
+        assert set(ws.files) == first and all(f"/raw/{t}/{t}-" in p for t, p in zip(TABLES, sorted(first)))
+        users = f"/Volumes/main/shop/lake/raw/{ops.delivery_name('users', raw_dir / 'users.csv')}"
+        assert ws.files[users] == (raw_dir / "users.csv").read_bytes()
         (raw_dir / "users.csv").write_text("changed and longer\n")
         actions = ops.upload_raw(w, str(raw_dir), "/Volumes/main/shop/lake")
         assert actions["users"] == "uploaded" and actions["orders"] == "skipped"
+        # the new content went to a new name; the ingested file was not written over
+        assert ws.files[users] != b"changed and longer\n" and len(ws.files) == len(TABLES) + 1
         assert "100%" in capsys.readouterr().out  # the progress bar was drawn
 
 

@@ -17,6 +17,7 @@ its own and compares them with the rows the Delta tables hold for it.
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -142,6 +143,23 @@ def _ingested_files_rows(spark: SparkSession, source: files.TableSource, paths: 
             .withColumn(INGESTED_AT, F.current_timestamp()))
 
 
+RAW_STREAM_OVERRIDE = "ECOM_RAW_STREAM"
+
+
+def raw_line_stream(spark: SparkSession, lake: Lakehouse, source: files.TableSource) -> DataFrame:
+    """The one place that chooses how raw lines are streamed. On Databricks: Auto Loader
+    (`cloudFiles`, text), what Databricks users expect, with its default of ignoring rewritten files
+    (`cloudFiles.allowOverwrites` false; bronze's own check stops the run on those). Elsewhere, and in
+    the Databricks twin test (ECOM_RAW_STREAM=files, Auto Loader exists only on Databricks): Spark's
+    file source. Both keep their state in the same checkpoint folder and report `_metadata.file_path`."""
+    reader = spark.readStream
+    if lake.env == "databricks" and os.environ.get(RAW_STREAM_OVERRIDE) != "files":
+        reader = reader.format("cloudFiles").option("cloudFiles.format", "text")
+    else:
+        reader = reader.format("text")
+    return reader.option("pathGlobFilter", source.name_glob).load(files.literal_path(source.directory))
+
+
 def start_ingest(spark: SparkSession, lake: Lakehouse, source: files.TableSource):
     """Start one table's availableNow stream; returns (query, result filled as batches land)."""
     table = source.table
@@ -168,8 +186,7 @@ def start_ingest(spark: SparkSession, lake: Lakehouse, source: files.TableSource
         result.ingested.extend(delivered)
         result.seconds = time.time() - started
 
-    query = (spark.readStream.format("text").option("pathGlobFilter", source.name_glob)
-             .load(files.literal_path(source.directory))
+    query = (raw_line_stream(spark, lake, source)
              .select("value", files.decoded_file_path(F.col("_metadata.file_path")).alias(SOURCE_FILE))
              .writeStream.foreachBatch(write_batch)
              .option("checkpointLocation", lake.checkpoint("bronze", table))

@@ -38,7 +38,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="root of the Delta tables (<root>/<layer>/<table>), checkpoints and models; "
                         "s3://bucket on EMR, a volume path on Databricks (default: %(default)s)")
     p.add_argument("--catalog", help="Unity Catalog catalog (only with --env databricks)")
-    p.add_argument("--schema", help="Unity Catalog schema (only with --env databricks)")
+    p.add_argument("--schema", help="Unity Catalog schema of the bronze_ and silver_ tables (only with --env databricks)")
+    p.add_argument("--gold-schema", help="Unity Catalog schema of the gold tables, the one analysts may read "
+                                         "(only with --env databricks; default: <schema>_gold)")
     p.add_argument("--tables", nargs="+", choices=TABLES, default=list(TABLES), metavar="TABLE",
                    help="bronze only: ingest these tables (default: all 7)")
 
@@ -185,7 +187,8 @@ def _add_databricks_commands(sub) -> None:
     res = ops.add_parser("results", help="print the key gold findings via a SQL warehouse")
     res.add_argument("--warehouse-id", required=True, help="SQL warehouse id (Compute > SQL warehouses)")
     res.add_argument("--catalog", default="main", help="Unity Catalog catalog (default %(default)s)")
-    res.add_argument("--schema", default="ecom_lakehouse", help="Unity Catalog schema (default %(default)s)")
+    res.add_argument("--schema", default="ecom_lakehouse_gold",
+                     help="Unity Catalog schema of the gold tables (the bundle's gold_schema; default %(default)s)")
 
 
 def _databricks(args) -> int:
@@ -207,7 +210,8 @@ def _databricks(args) -> int:
 
 def _lake(args) -> Lakehouse:
     root = args.lakehouse
-    return Lakehouse(env=args.env, raw=args.raw, root=root, catalog=args.catalog, schema=args.schema)
+    return Lakehouse(env=args.env, raw=args.raw, root=root, catalog=args.catalog, schema=args.schema,
+                     gold_schema=args.gold_schema)
 
 
 def _generate(out: str, scale: float, seed: int, taste: bool) -> None:

@@ -2,8 +2,10 @@
 
 * ``local``: Delta tables at ``<lakehouse>/<layer>/<table>`` on this machine's disk.
 * ``emr``: the same layout under an S3 prefix (``--lakehouse s3://bucket``).
-* ``databricks``: Unity Catalog tables ``<catalog>.<schema>.<layer>_<table>``; raw files,
-  checkpoints and models live under a volume path (``--lakehouse /Volumes/c/s/v``).
+* ``databricks``: Unity Catalog tables ``<catalog>.<schema>.<layer>_<table>`` for bronze and
+  silver (personal data stops here), ``<catalog>.<gold schema>.<table>`` for gold, so analysts can
+  be granted the gold schema alone; raw files, checkpoints and models live under a volume path
+  (``--lakehouse /Volumes/c/s/v``).
 
 Job code only ever asks for ``lake.table("silver", "orders")``; nothing else knows
 where a table lives.
@@ -30,6 +32,16 @@ class ConfigError(ValueError):
     """A configuration the user has to fix (the message says how)."""
 
 
+def delta_api_name(full_name: str) -> str:
+    """The name to give DeltaTable.forName and DeltaTableBuilder.tableName.
+
+    Open-source Delta 3.3 does not parse three-part names there (ParseException at the second dot),
+    Databricks does. When the catalog is Spark's own session catalog (a twin of Unity Catalog on
+    open-source Spark) the catalog part is dropped; every other name is passed as it is."""
+    parts = full_name.split(".")
+    return ".".join(parts[1:]) if len(parts) == 3 and parts[0] == "spark_catalog" else full_name
+
+
 @dataclass(frozen=True)
 class Table:
     layer: str
@@ -52,7 +64,7 @@ class Table:
 
     def delta(self, spark: SparkSession) -> DeltaTable:
         if self.full_name:
-            return DeltaTable.forName(spark, self.full_name)
+            return DeltaTable.forName(spark, delta_api_name(self.full_name))
         return DeltaTable.forPath(spark, self.path)
 
     def version(self, spark: SparkSession) -> int | None:
@@ -63,7 +75,7 @@ class Table:
     def ensure(self, spark: SparkSession, schema) -> None:
         """Create the (empty) table if missing, so concurrent writers never race to create it."""
         builder = DeltaTable.createIfNotExists(spark).addColumns(schema)
-        builder = builder.tableName(self.full_name) if self.full_name else builder.location(self.path)
+        builder = builder.tableName(delta_api_name(self.full_name)) if self.full_name else builder.location(self.path)
         builder.execute()
 
     def save(self, writer) -> None:
@@ -85,12 +97,15 @@ class Lakehouse:
     root: str = DEFAULTS["lakehouse"]
     catalog: str | None = None
     schema: str | None = None
+    gold_schema: str | None = None  # Databricks: defaults to <schema>_gold
 
     def __post_init__(self):
         if self.env not in ENVIRONMENTS:
             raise ConfigError(f"unknown --env {self.env!r}: use one of {', '.join(ENVIRONMENTS)}")
         if self.env == "databricks" and not (self.catalog and self.schema):
             raise ConfigError("--env databricks needs --catalog and --schema (Unity Catalog names)")
+        if self.env == "databricks" and not self.gold_schema:
+            object.__setattr__(self, "gold_schema", f"{self.schema}_gold")
         if self.env == "emr" and not self.root.startswith("s3"):
             raise ConfigError(f"--env emr needs --lakehouse s3://bucket[/prefix], got {self.root!r}")
         if self.env == "local":  # Delta wants absolute locations; relative means "from here"
@@ -104,6 +119,8 @@ class Lakehouse:
         if layer not in LAYERS:
             raise ValueError(f"unknown layer {layer!r}")
         if self.env == "databricks":
+            if layer == "gold":
+                return Table(layer, name, full_name=f"{self.catalog}.{self.gold_schema}.{name}")
             return Table(layer, name, full_name=f"{self.catalog}.{self.schema}.{layer}_{name.lstrip('_')}")
         return Table(layer, name, path=self._under_root(layer, name))
 

@@ -6,6 +6,8 @@ or a ~/.databrickscfg profile (--profile); never from this repository.
 """
 from __future__ import annotations
 
+import hashlib
+
 import time
 from pathlib import Path
 
@@ -23,16 +25,16 @@ TERMINAL = {RunLifeCycleState.TERMINATED, RunLifeCycleState.SKIPPED, RunLifeCycl
 RESULT_QUERIES = {
     "Revenue and margin (orders not cancelled or returned)":
         "SELECT round(sum(revenue), 2) AS revenue, round((1 - sum(cost) / sum(revenue)) * 100, 1) AS gross_margin_pct, "
-        "sum(units) AS units FROM {p}gold_category_performance",
+        "sum(units) AS units FROM {p}category_performance",
     "Top categories by revenue":
-        "SELECT department, category, revenue, gross_margin_pct FROM {p}gold_category_performance "
+        "SELECT department, category, revenue, gross_margin_pct FROM {p}category_performance "
         "ORDER BY revenue DESC LIMIT 5",
     "Top restock alerts":
-        "SELECT rank, product_id, category, units_on_hand, days_of_cover, severity FROM {p}gold_inventory_restock_alerts "
+        "SELECT rank, product_id, category, units_on_hand, days_of_cover, severity FROM {p}inventory_restock_alerts "
         "ORDER BY rank LIMIT 5",
     "Funnel":
         "SELECT sum(sessions) AS sessions, sum(cart_sessions) AS carts, sum(purchase_sessions) AS purchases, "
-        "round(sum(purchase_sessions) / sum(sessions), 4) AS conversion FROM {p}gold_funnel",
+        "round(sum(purchase_sessions) / sum(sessions), 4) AS conversion FROM {p}funnel",
 }
 
 
@@ -44,27 +46,39 @@ def client(profile: str | None = None, host: str | None = None) -> WorkspaceClie
     return WorkspaceClient(profile=profile, host=host) if (profile or host) else WorkspaceClient()
 
 
+def delivery_name(table: str, local: Path) -> str:
+    """<table>/<table>-<sha256 prefix>.csv: new content gets a new name, so an upload never writes over a
+    file bronze already ingested (a file source never reads a path twice), and the same content is
+    recognised and skipped."""
+    digest = hashlib.sha256()
+    with local.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return f"{table}/{table}-{digest.hexdigest()[:16]}.csv"
+
+
 def upload_raw(w: WorkspaceClient, source_dir: str, volume: str, echo=print) -> dict[str, str]:
-    """Upload <dir>/<table>.csv to <volume>/raw/, skipping files already there with the same size."""
+    """Upload <dir>/<table>.csv to <volume>/raw/<table>/ under a content-derived name, skipping content
+    that is already there."""
     actions = {}
     base = volume.rstrip("/") + "/raw"
     for table in TABLES:
         local = Path(source_dir) / f"{table}.csv"
         if not local.exists():
             raise OperationFailed(f"{local}: missing; `ecom-lakehouse generate --out {source_dir}` writes all 7 tables")
-        remote = f"{base}/{table}.csv"
+        remote = f"{base}/{delivery_name(table, local)}"
         size = local.stat().st_size
         try:
-            if w.files.get_metadata(remote).content_length == size:
-                echo(f"  {table + '.csv':<24} unchanged ({size:,} bytes): skipped")
-                actions[table] = "skipped"
-                continue
+            w.files.get_metadata(remote)
+            echo(f"  {table + '.csv':<24} already delivered as {remote}: skipped")
+            actions[table] = "skipped"
+            continue
         except NotFound:
             pass
         with local.open("rb") as f:
-            w.files.upload(remote, ProgressReader(f, size, f"{table}.csv"), overwrite=True)
+            w.files.upload(remote, ProgressReader(f, size, f"{table}.csv"), overwrite=False)
         actions[table] = "uploaded"
-    echo(f"raw files are in {base}")
+    echo(f"raw files are in {base}/<table>/")
     return actions
 
 
