@@ -11,6 +11,9 @@ STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
 CHECKOV_VENV := .venv-checkov
 CHECKOV_VERSION := 3.3.30
+# The Databricks twin: what DBR 16.4 LTS provides (Spark 3.5.2 and its usual libraries), nothing of ours.
+DBR_VENV := .venv-dbr
+DBR_PACKAGES := pyspark==3.5.2 numpy==1.26.4 pandas==1.5.3 pyarrow==15.0.2 matplotlib==3.8.4 databricks-sdk==0.30.0 boto3==1.34.39
 
 .PHONY: install run test bench bench-honesty bench-implicit bench-crash wheel clean
 
@@ -24,6 +27,10 @@ $(STAMP): pyproject.toml Makefile
 	# checkov pins an old hcl2 fork that clashes with python-hcl2: give it its own venv.
 	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
 	$(CHECKOV_VENV)/bin/pip install -q 'checkov==$(CHECKOV_VERSION)'
+	test -x $(DBR_VENV)/bin/python || $(PYTHON) -m venv $(DBR_VENV)
+	$(DBR_VENV)/bin/pip install -q $(DBR_PACKAGES)
+	# Delta's Python API as the runtime has it (its jars come from ~/.m2 through the twin's spark conf).
+	$(DBR_VENV)/bin/pip install -q --no-deps delta-spark==$(DELTA_VERSION)
 	touch $@
 
 run: install

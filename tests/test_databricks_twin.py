@@ -1,0 +1,188 @@
+"""The Databricks twin: every task of the job, run the way a Databricks job cluster runs it.
+
+What is the same as on Databricks: the wheel `python -m build` makes (what `bundle deploy` uploads),
+installed with --no-deps into an environment holding only what DBR 16.4 LTS provides (pyspark 3.5.2
+and the runtime's usual libraries: `make install` builds `.venv-dbr`); each task of
+resources/ecom_lakehouse.job.yml as its own process through the console script, with the task's
+exact parameters and the job's parameter values substituted; Delta configured from outside the
+package, as the platform does; tables in a catalog that outlives each process, addressed as
+`<catalog>.<schema>.<table>`; raw files, checkpoints, models and the report in a folder playing the
+volume, delivered under the names `databricks upload-raw` gives them.
+
+What differs, each in one named place: the catalog is Spark's session catalog on a local Derby
+metastore (`spark_catalog`, for which config.delta_api_name drops the catalog part that open-source
+Delta cannot parse); bronze reads with Spark's file source instead of Auto Loader
+(ECOM_RAW_STREAM=files, bronze.raw_line_stream), which exists only on Databricks; Python is this
+machine's 3.11, not the runtime's 3.12; grants, the job scheduler and clusters are not played.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ecom_lakehouse.ops.databricks_ops import delivery_name
+from ecom_lakehouse.schemas import TABLES
+from ecom_lakehouse.session import _local_delta_jars
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNTIME = ROOT / ".venv-dbr"
+CATALOG, SCHEMA, GOLD_SCHEMA = "spark_catalog", "ecom_twin", "ecom_twin_gold"
+
+
+def _runtime_env(work: Path) -> dict[str, str]:
+    jars = _local_delta_jars()
+    if not jars:
+        pytest.skip("Delta jars are not in ~/.m2: run `make install`")
+    conf = {
+        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        "spark.sql.catalogImplementation": "hive",
+        "spark.sql.warehouse.dir": str(work / "warehouse"),
+        "spark.hadoop.javax.jdo.option.ConnectionURL": f"jdbc:derby:;databaseName={work / 'metastore_db'};create=true",
+        "spark.sql.session.timeZone": "UTC",  # the job cluster's spark_conf
+        "spark.sql.shuffle.partitions": "2",
+        "spark.ui.enabled": "false",
+    }
+    args = ["--master", "local[2]", "--jars", ",".join(jars)]
+    for key, value in conf.items():
+        args += ["--conf", f"{key}={value}"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYSPARK", "SPARK_", "ECOM_"))}
+    env.update(PYSPARK_SUBMIT_ARGS=" ".join(args + ["pyspark-shell"]), PYSPARK_PYTHON=str(RUNTIME / "bin" / "python"),
+               ECOM_RAW_STREAM="files")
+    return env
+
+
+def _run(cmd: list[str], env, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=900)
+
+
+def _job():
+    return yaml.safe_load((ROOT / "resources" / "ecom_lakehouse.job.yml").read_text())["resources"]["jobs"]["ecom_lakehouse_pipeline"]
+
+
+def _task_command(task: dict, values: dict[str, str]) -> list[str]:
+    params = task["python_wheel_task"]["parameters"]
+    for name, value in values.items():
+        params = [p.replace(f"{{{{job.parameters.{name}}}}}", value) for p in params]
+    assert not [p for p in params if "{{" in p], params
+    return [str(RUNTIME / "bin" / task["python_wheel_task"]["entry_point"]), *params]
+
+
+@pytest.fixture(scope="module")
+def twin_raw(tmp_path_factory):
+    """scale-0.004 faithful data: 400 users, enough buyers for every model."""
+    from ecom_lakehouse.generator import GeneratorOptions, generate
+
+    out = tmp_path_factory.mktemp("twin-raw")
+    return out, generate(out, GeneratorOptions(scale=0.004, seed=11))
+
+
+@pytest.fixture(scope="module")
+def twin(tmp_path_factory, twin_raw):
+    if not (RUNTIME / "bin" / "python").exists():
+        pytest.skip(f"{RUNTIME} is missing: `make install` builds the Databricks runtime twin environment")
+    work = tmp_path_factory.mktemp("dbr-twin")
+    env = _runtime_env(work)
+    built = subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", str(work / "dist"), str(ROOT)],
+                           capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr[-2000:]
+    [wheel] = (work / "dist").glob("*.whl")
+    installed = _run([str(RUNTIME / "bin" / "pip"), "install", "-q", "--no-deps", "--force-reinstall", str(wheel)], env, work)
+    assert installed.returncode == 0, installed.stderr
+    volume = work / "Volumes" / "main" / SCHEMA / "lakehouse"
+    raw, _ = twin_raw
+    for table in TABLES:  # as `databricks upload-raw` delivers them
+        target = volume / "raw" / delivery_name(table, raw / f"{table}.csv")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(raw / f"{table}.csv", target)
+    # What `bundle deploy` creates from resources/lakehouse.catalog.yml.
+    deploy = _run([str(RUNTIME / "bin" / "python"), "-c", textwrap.dedent(f"""
+        from pyspark.sql import SparkSession
+        spark = SparkSession.builder.getOrCreate()
+        for schema in ({SCHEMA!r}, {GOLD_SCHEMA!r}):
+            spark.sql(f"CREATE SCHEMA IF NOT EXISTS {CATALOG}.{{schema}}")
+    """)], env, work)
+    assert deploy.returncode == 0, deploy.stderr[-2000:]
+    values = {"catalog": CATALOG, "schema": SCHEMA, "gold_schema": GOLD_SCHEMA, "raw_path": str(volume / "raw"),
+              "lakehouse_path": str(volume)}
+    outputs = {}
+    for task in _job()["tasks"]:  # listed in dependency order
+        done = _run(_task_command(task, values), env, work)
+        outputs[task["task_key"]] = done
+        assert done.returncode == 0, f"task {task['task_key']} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return work, env, volume, values, outputs
+
+
+def _inspect(work: Path, env, names: list[str]) -> dict[str, int]:
+    """Row counts read through the catalog by a process of the runtime's own."""
+    done = _run([str(RUNTIME / "bin" / "python"), "-c", textwrap.dedent(f"""
+        import json
+        from pyspark.sql import SparkSession
+        spark = SparkSession.builder.getOrCreate()
+        print(json.dumps({{n: spark.table(n).count() for n in {names!r} if spark.catalog.tableExists(n)}}))
+    """)], env, work)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_the_runtime_environment_has_only_the_runtime_and_our_wheel(twin):
+    work, env, *_ = twin
+    done = _run([str(RUNTIME / "bin" / "python"), "-c",
+                 "import pyspark, ecom_lakehouse, importlib.metadata as m; "
+                 "required = [r for r in m.requires('ecom_lakehouse') or [] if 'extra ==' not in r]; "
+                 "print(pyspark.__version__, m.version('ecom_lakehouse'), len(required))"], env, work)
+    assert done.stdout.split() == ["3.5.2", "0.1.0", "0"]
+
+
+def test_every_task_leaves_its_tables_in_the_catalog(twin, twin_raw):
+    work, env, volume, _, outputs = twin
+    _, counts = twin_raw
+    from ecom_lakehouse.gold import OUTPUTS
+    bronze = [f"{CATALOG}.{SCHEMA}.bronze_{t}" for t in TABLES]
+    silver = [f"{CATALOG}.{SCHEMA}.silver_{t}" for t in TABLES]
+    gold = [f"{CATALOG}.{GOLD_SCHEMA}.{t}" for t in (*OUTPUTS, "customer_segments", "segment_summary",
+                                                    "product_recommendations", "recommender_evaluation")]
+    quarantines = [f"{CATALOG}.{SCHEMA}.bronze_quarantine", f"{CATALOG}.{SCHEMA}.silver_quarantine",
+                   f"{CATALOG}.{SCHEMA}.bronze_ingested_files"]
+    found = _inspect(work, env, bronze + silver + gold + quarantines)
+    assert {t: found[f"{CATALOG}.{SCHEMA}.bronze_{t}"] for t in TABLES} == counts
+    assert found[f"{CATALOG}.{SCHEMA}.bronze_quarantine"] == 0 and found[f"{CATALOG}.{SCHEMA}.bronze_ingested_files"] == 7
+    assert found[f"{CATALOG}.{SCHEMA}.silver_orders"] > 0
+    assert set(gold) <= set(found), set(gold) - set(found)
+    # every gold table has rows (restock alerts may rightly be empty on tiny data)
+    assert all(found[n] > 0 for n in gold if not n.endswith("inventory_restock_alerts")), {n: found[n] for n in gold}
+    # personal data stops at silver: nothing of it in the gold schema's tables' names or rows is checked by
+    # test_pipeline; here it is that gold lives in a schema of its own
+    assert not [n for n in found if n.startswith(f"{CATALOG}.{GOLD_SCHEMA}.") and ("bronze" in n or "silver" in n)]
+    assert "reconciliation" in outputs["bronze"].stdout and "MISMATCH" not in outputs["bronze"].stdout
+
+
+def test_checkpoints_models_and_report_live_in_the_volume(twin):
+    _, _, volume, _, _ = twin
+    assert all((volume / "checkpoints" / "bronze" / t / "commits").is_dir() for t in TABLES)
+    assert (volume / "models" / "segmentation").is_dir() and (volume / "models" / "als").is_dir()
+    assert (volume / "reports" / "report.html").stat().st_size > 10_000
+
+
+def test_a_rerun_of_bronze_adds_nothing_and_a_failing_task_fails(twin):
+    work, env, volume, values, _ = twin
+    bronze = next(t for t in _job()["tasks"] if t["task_key"] == "bronze")
+    rerun = _run(_task_command(bronze, values), env, work)
+    assert rerun.returncode == 0 and "no new files" in rerun.stdout
+    bad = volume / "raw" / "orders" / "orders-broken.csv"
+    bad.write_text("order_id,nickname\n1,x\n")
+    try:
+        failed = _run(_task_command(bronze, values), env, work)
+    finally:
+        bad.unlink()
+    # The wheel task launcher ignores return values: the process itself must exit non-zero.
+    assert failed.returncode == 2 and "orders-broken.csv: header does not match orders" in failed.stderr
+    assert "Traceback" not in failed.stderr
