@@ -13,7 +13,7 @@ CHECKOV_VENV := .venv-checkov
 CHECKOV_VERSION := 3.3.30
 # The Databricks twin: what DBR 16.4 LTS provides (Spark 3.5.2 and its usual libraries), nothing of ours.
 DBR_VENV := .venv-dbr
-DBR_PACKAGES := pyspark==3.5.2 numpy==1.26.4 pandas==1.5.3 pyarrow==15.0.2 matplotlib==3.8.4 databricks-sdk==0.30.0 boto3==1.34.39
+DBR_PACKAGES := pyspark==3.5.2 numpy==1.26.4 pandas==1.5.3 pyarrow==15.0.2 matplotlib==3.8.4 databricks-sdk==0.30.0 boto3==1.34.39 mlflow-skinny==2.21.3
 
 .PHONY: install run test bench bench-honesty bench-implicit bench-crash wheel clean
 

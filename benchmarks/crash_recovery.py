@@ -107,17 +107,18 @@ def fingerprint(spark, path: Path) -> tuple[int, int]:
     return int(count), int(total or 0)
 
 
-def compare(spark, reference: Path, lake: Path) -> list[str]:
-    """Differences between two lakehouses, one line each (empty: identical)."""
-    problems = []
-    expected, actual = delta_tables(reference), delta_tables(lake)
-    problems += [f"{t}: missing" for t in expected if t not in actual]
-    problems += [f"{t}: not in the reference" for t in actual if t not in expected]
-    for table in (t for t in expected if t in actual):
-        want, got = fingerprint(spark, reference / table), fingerprint(spark, lake / table)
+def compare(spark, reference: dict[str, tuple[int, int]], lake: Path) -> list[str]:
+    """Differences between a lakehouse and the reference fingerprints, one line each (empty: identical)."""
+    actual = delta_tables(lake)
+    problems = [f"{t}: missing" for t in reference if t not in actual]
+    problems += [f"{t}: not in the reference" for t in actual if t not in reference]
+    for table in (t for t in reference if t in actual):
+        want, got = reference[table], fingerprint(spark, lake / table)
         if want != got:
             problems.append(f"{table}: {got[0]:,} rows vs {want[0]:,} in the reference, fingerprints "
                             f"{'equal' if want[1] == got[1] else 'differ'}")
+    # Delta keeps every table's log in a driver-side cache: 20 trials x 24 tables fill a default heap.
+    spark.sparkContext._jvm.org.apache.spark.sql.delta.DeltaLog.clearCache()
     return problems
 
 
@@ -142,8 +143,8 @@ def main() -> None:
         seconds = reference_run(raw, work, log)
         print("reference: " + ", ".join(f"{s} {t:.0f}s" for s, t in seconds.items()) + " (one process each)", flush=True)
         spark = get_spark("local", "ecom_lakehouse_crash_recovery")
-        reference = work / "reference"
-        tables = delta_tables(reference)
+        tables = delta_tables(work / "reference")
+        reference = {t: fingerprint(spark, work / "reference" / t) for t in tables}
         for trial in range(1, args.kills + 1):
             stage = rng.choice(STAGES)
             delay = rng.uniform(0, seconds[stage])
@@ -161,7 +162,7 @@ def main() -> None:
             if not args.keep:
                 shutil.rmtree(lake, ignore_errors=True)
 
-    quarantined = {layer: fingerprint(spark, reference / layer / "_quarantine")[0] for layer in ("bronze", "silver")}
+    quarantined = {layer: reference[f"{layer}/_quarantine"][0] for layer in ("bronze", "silver")}
     spark.stop()
     print(f"\nscale {args.scale}, seed {args.seed}; {len(tables)} Delta tables compared with the uninterrupted run "
           f"(its quarantines: bronze {quarantined['bronze']}, silver {quarantined['silver']} rows)\n")

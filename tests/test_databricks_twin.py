@@ -56,7 +56,9 @@ def _runtime_env(work: Path) -> dict[str, str]:
         args += ["--conf", f"{key}={value}"]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYSPARK", "SPARK_", "ECOM_"))}
     env.update(PYSPARK_SUBMIT_ARGS=" ".join(args + ["pyspark-shell"]), PYSPARK_PYTHON=str(RUNTIME / "bin" / "python"),
-               ECOM_RAW_STREAM="files")
+               ECOM_RAW_STREAM="files",
+               # plays the workspace tracking server and Unity Catalog's model registry
+               MLFLOW_TRACKING_URI=(work / "mlruns").as_uri(), MLFLOW_REGISTRY_URI=(work / "mlruns").as_uri())
     return env
 
 
@@ -170,6 +172,27 @@ def test_checkpoints_models_and_report_live_in_the_volume(twin):
     assert all((volume / "checkpoints" / "bronze" / t / "commits").is_dir() for t in TABLES)
     assert (volume / "models" / "segmentation").is_dir() and (volume / "models" / "als").is_dir()
     assert (volume / "reports" / "report.html").stat().st_size > 10_000
+
+
+def test_models_are_registered_under_three_part_names_and_the_passing_one_is_champion(twin):
+    work, env, *_ = twin
+    done = _run([str(RUNTIME / "bin" / "python"), "-c", textwrap.dedent(f"""
+        import json, mlflow
+        client = mlflow.MlflowClient()
+        out = {{}}
+        for name in ("customer_segmentation", "product_recommender_als"):
+            full = "{CATALOG}.{SCHEMA}." + name
+            [version] = client.search_model_versions(f"name='{{full}}'")
+            run = client.get_run(version.run_id)
+            out[name] = [str(version.version), sorted(client.get_registered_model(full).aliases),
+                         run.data.tags.get("honesty_check"), run.data.tags["stage"]]
+        print(json.dumps(out))
+    """)], env, work)
+    assert done.returncode == 0, done.stderr[-2000:]
+    models = json.loads(done.stdout.strip().splitlines()[-1])
+    assert models["customer_segmentation"] == ["1", ["champion"], None, "segment"]
+    version, aliases, verdict, stage = models["product_recommender_als"]
+    assert (version, stage) == ("1", "recommend") and aliases == (["champion"] if verdict == "PASS" else [])
 
 
 def test_a_rerun_of_bronze_adds_nothing_and_a_failing_task_fails(twin):

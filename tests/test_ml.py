@@ -91,3 +91,31 @@ def test_taste_data_gives_als_a_clear_lift_over_popularity(spark, tmp_path):
     # factors reached only 0.057 (found by benchmarks/als_vs_implicit.py: `implicit` doubled it).
     margin, _, _ = result.lift_vs_popularity
     assert margin >= 0.15, verdict
+
+
+def test_each_ml_stage_is_an_mlflow_run_with_its_metrics_verdict_and_registered_model(spark, pipeline):
+    """Locally MLflow is an embedded store under the lakehouse: no server."""
+    import mlflow
+
+    lake, _ = pipeline
+    mlflow.set_tracking_uri(f"file:{lake.root}/mlruns")
+    client = mlflow.MlflowClient(tracking_uri=f"file:{lake.root}/mlruns", registry_uri=f"file:{lake.root}/mlruns")
+    [experiment] = [e for e in client.search_experiments() if e.name == "ecom_lakehouse"]
+    runs = {r.data.tags["stage"]: r for r in client.search_runs([experiment.experiment_id])}
+    segment, recommend_run = runs["segment"], runs["recommend"]
+    assert int(segment.data.params["chosen_k"]) >= 2 and "silhouette" in segment.data.metrics
+    assert segment.data.tags["training_table.delta_version"].isdigit()
+    assert recommend_run.data.tags["honesty_check"] in ("PASS", "FAIL")
+    assert "warm.als.hit_rate_at_10" in recommend_run.data.metrics
+    assert "warm.als.hit_rate_lift_vs_random_within_gender_ci_low" in recommend_run.data.metrics
+    assert any(k.endswith(".delta_version") for k in recommend_run.data.tags)
+    for key, name in (("segmentation", "customer_segmentation"), ("als", "product_recommender_als")):
+        run = segment if key == "segmentation" else recommend_run
+        version = client.get_model_version(name, run.data.tags[f"{key}.version"])
+        assert version.run_id == run.info.run_id
+        signature = mlflow.models.get_model_info(f"runs:/{run.info.run_id}/{key}").signature
+        assert signature.inputs and signature.outputs
+        if run.data.tags[f"{key}.champion"] == "True":
+            assert client.get_model_version_by_alias(name, "champion").version == version.version
+    als_champion = recommend_run.data.tags["honesty_check"] == "PASS"
+    assert recommend_run.data.tags["als.champion"] == str(als_champion)

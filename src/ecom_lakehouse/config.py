@@ -130,6 +130,10 @@ class Lakehouse:
     def checkpoint(self, layer: str, name: str) -> str:
         return self._under_root("checkpoints", layer, name)
 
+    def model_name(self, name: str) -> str:
+        """Registered-model name: Unity Catalog's three-part name on Databricks."""
+        return f"{self.catalog}.{self.schema}.{name}" if self.env == "databricks" else name
+
     def model_path(self, name: str) -> str:
         return self._under_root("models", name)
 

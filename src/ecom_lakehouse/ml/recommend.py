@@ -26,7 +26,7 @@ from pyspark.sql import functions as F
 from ecom_lakehouse import lineage
 from ecom_lakehouse.config import Lakehouse
 from ecom_lakehouse.gold import INVALID_STATUSES
-from ecom_lakehouse.ml import save_model
+from ecom_lakehouse.ml import save_model, tracking
 from ecom_lakehouse.schemas import parse_value
 
 K = 10
@@ -312,9 +312,17 @@ def run(spark: SparkSession, lake: Lakehouse, data_mode: str = "faithful", grid=
         recs_table.overwrite(als_recommendations(final, events.select("user_id").distinct(), events).select(
             "user_id", "product_id", "rank", F.round("score", 5).alias("score")))
     path = lake.model_path("als")
+    versions = {str(t): t.version(spark) for t in (items, users, lake.table("silver", "products"))}
     save_model(spark, final, path, {"tables": [str(items), str(users)],
                                     "delta_versions": [items.version(spark), users.version(spark)],
                                     "params": result.best_params, "data_mode": data_mode})
+    with tracking.ml_run(spark, lake, "recommend") as run:
+        run.log(params={"grid": grid, "data_mode": data_mode, **{f"best.{k}": v for k, v in result.best_params.items()}},
+                metrics={f"{users_}.{model}.{metric}": value
+                         for model, metric, _, users_, value in evaluation_rows(result, data_mode)},
+                tags={"honesty_check": "PASS" if ok else "FAIL", "honesty_check.detail": verdict,
+                      **{f"training_table.{name}.delta_version": v for name, v in versions.items()}})
+        model_version = run.log_model(final, "als", events.select("user_id", "product_id"), ["prediction"], champion=ok)
     events.unpersist()
     echo(f"  {'model':<26} {'hit@10':>8} {'prec@10':>8} {'recall@10':>9} {'NDCG@10':>8} {'MAP':>8}  users")
     for name in MODELS:
@@ -327,5 +335,7 @@ def run(spark: SparkSession, lake: Lakehouse, data_mode: str = "faithful", grid=
     echo(f"  ALS catalogue coverage {result.coverage:.1%}, cross-category rate {result.cross_category:.1%}, "
          f"params {result.best_params}")
     echo(f"  honesty check ({data_mode} data): {'PASS' if ok else 'FAIL'}: {verdict}")
-    echo(f"  model saved to {path} in {time.time() - started:.1f}s")
+    echo(f"  model saved to {path}, registered as {lake.model_name(tracking.MODELS['als'])} v{model_version}"
+         f"{' (champion)' if ok else ' (not champion: the check failed)'}, MLflow run {run.info.run_id}, "
+         f"in {time.time() - started:.1f}s")
     return result

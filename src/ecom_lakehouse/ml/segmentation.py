@@ -20,7 +20,7 @@ from pyspark.sql import functions as F
 
 from ecom_lakehouse import lineage
 from ecom_lakehouse.config import Lakehouse
-from ecom_lakehouse.ml import save_model
+from ecom_lakehouse.ml import save_model, tracking
 
 K_RANGE = range(2, 7)
 SEEDS = (1, 2, 3)
@@ -163,7 +163,16 @@ def run(spark: SparkSession, lake: Lakehouse, echo=print) -> dict:
         lake.table("gold", "segmentation_model_selection").overwrite(selection)
     save_model(spark, chosen.model, lake.model_path("segmentation"),
                {"table": str(source), "delta_version": version, "k": chosen.k})
+    with tracking.ml_run(spark, lake, "segment") as run:
+        run.log(params={"k_range": f"{K_RANGE.start}..{K_RANGE.stop - 1}", "seeds": SEEDS, "chosen_k": chosen.k,
+                        "min_stability_ari": MIN_STABILITY, "features": FEATURES},
+                metrics={**{f"k{r.k}.{m}": getattr(r, m) for r in results for m in ("silhouette", "wssse", "stability_ari")},
+                         "silhouette": chosen.silhouette, "stability_ari": chosen.stability_ari},
+                tags={"training_table": str(source), "training_table.delta_version": version})
+        model_version = run.log_model(chosen.model, "segmentation", data, ["segment_id"],
+                                      champion=chosen.stability_ari >= MIN_STABILITY)
     data.unpersist()
-    echo(f"  segments written; model saved to {lake.model_path('segmentation')} (trained on {source} v{version}) "
-         f"in {time.time() - started:.1f}s")
+    echo(f"  segments written; model saved to {lake.model_path('segmentation')} (trained on {source} v{version}) and "
+         f"registered as {lake.model_name(tracking.MODELS['segmentation'])} v{model_version} "
+         f"(MLflow run {run.info.run_id}) in {time.time() - started:.1f}s")
     return {"k": chosen.k, "silhouette": chosen.silhouette}

@@ -1,0 +1,103 @@
+"""MLflow for the ML stages: the same calls on every platform, one run per `segment` and `recommend`.
+
+Where runs and models go, decided here only:
+* MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI, when set, win (a server of your own, or the Databricks
+  twin test's file store).
+* Databricks: the workspace's tracking server, experiment `/Shared/ecom_lakehouse/<schema>`, models
+  registered in Unity Catalog as `<catalog>.<schema>.<model>`.
+* Anywhere else: an embedded file store, no server: `<lakehouse>/mlruns` when the lakehouse is on this
+  machine's disk; on S3 (EMR) a store on the driver's disk that is copied to `<lakehouse>/mlruns`
+  when the run ends.
+
+A model gets the alias `champion` only when it passed its checks; a failed one is still logged and
+registered, so it can be inspected, but nothing points to it.
+"""
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+from pyspark.sql import DataFrame, SparkSession
+
+from ecom_lakehouse.config import Lakehouse
+
+CHAMPION = "champion"
+MODELS = {"segmentation": "customer_segmentation", "als": "product_recommender_als"}
+
+
+def _on_local_disk(path: str) -> bool:
+    return "://" not in path and not path.startswith("dbfs:")
+
+
+def _configure(lake: Lakehouse) -> str | None:
+    """Sets tracking and registry URIs and the experiment; returns a local store to publish, or None."""
+    import mlflow
+
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        store = None
+    elif lake.env == "databricks":
+        mlflow.set_tracking_uri("databricks")
+        mlflow.set_registry_uri("databricks-uc")
+        store = None
+    else:
+        folder = os.path.abspath(f"{lake.root}/mlruns") if _on_local_disk(lake.root) else tempfile.mkdtemp(prefix="mlruns-")
+        mlflow.set_tracking_uri(Path(folder).as_uri())
+        store = None if _on_local_disk(lake.root) else folder
+    if os.environ.get("MLFLOW_REGISTRY_URI"):
+        mlflow.set_registry_uri(os.environ["MLFLOW_REGISTRY_URI"])
+    mlflow.set_experiment(f"/Shared/ecom_lakehouse/{lake.schema}" if lake.env == "databricks" else "ecom_lakehouse")
+    return store
+
+
+def metric_name(*parts: str) -> str:
+    """MLflow metric names allow letters, digits, _ - . / and spaces: 'hit_rate@10' -> 'hit_rate_at_10'."""
+    return re.sub(r"[^\w\-./ ]", "_", ".".join(parts).replace("@", "_at_"))
+
+
+class Run:
+    def __init__(self, lake: Lakehouse, run):
+        self.lake, self.info = lake, run.info
+
+    def log(self, params: dict | None = None, metrics: dict | None = None, tags: dict | None = None) -> None:
+        import mlflow
+
+        if params:
+            mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
+        if metrics:
+            mlflow.log_metrics({metric_name(k): float(v) for k, v in metrics.items() if v is not None})
+        if tags:
+            mlflow.set_tags({k: str(v)[:5000] for k, v in tags.items()})
+
+    def log_model(self, model, key: str, sample: DataFrame, output_columns: list[str], champion: bool) -> str:
+        """Logs and registers a Spark model with its signature (from a few rows); returns the version."""
+        import mlflow
+        from mlflow.models import infer_signature
+
+        name = self.lake.model_name(MODELS[key])
+        inputs = sample.limit(5)
+        signature = infer_signature(inputs.toPandas(), model.transform(inputs).select(*output_columns).toPandas())
+        info = mlflow.spark.log_model(model, artifact_path=key, signature=signature, registered_model_name=name,
+                                      pip_requirements=["pyspark>=3.5,<3.6"])  # no slow requirement inference
+        version = str(info.registered_model_version)
+        client = mlflow.MlflowClient()
+        if champion:
+            client.set_registered_model_alias(name, CHAMPION, version)
+        mlflow.set_tags({f"{key}.registered_model": name, f"{key}.version": version, f"{key}.champion": champion})
+        return version
+
+
+@contextmanager
+def ml_run(spark: SparkSession, lake: Lakehouse, stage: str):
+    """One MLflow run for one ML stage."""
+    import mlflow
+
+    store = _configure(lake)
+    with mlflow.start_run(run_name=stage) as active:
+        mlflow.set_tags({"stage": stage, "env": lake.env, "lakehouse": lake.root})
+        yield Run(lake, active)
+    if store:
+        from ecom_lakehouse.report import publish
+        publish(spark, Path(store), f"{lake.root.rstrip('/')}/mlruns")
