@@ -42,6 +42,20 @@ def delta_api_name(full_name: str) -> str:
     return ".".join(parts[1:]) if len(parts) == 3 and parts[0] == "spark_catalog" else full_name
 
 
+def _drop_uncommitted_log(spark: SparkSession, path: str) -> None:
+    """A process killed during a table's first commit leaves `_delta_log` holding only temporary files;
+    Delta's createIfNotExists then takes the table for existing and fails to load it, on every rerun.
+    Without a commit there is no table, so the folder is removed and the creation starts over."""
+    jvm = spark.sparkContext._jvm
+    log = jvm.org.apache.hadoop.fs.Path(f"{path.rstrip('/')}/_delta_log")
+    fs = log.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    if not fs.exists(log):
+        return
+    names = [s.getPath().getName() for s in fs.listStatus(log)]
+    if not any(n.endswith((".json", ".checkpoint.parquet")) and not n.startswith(".") for n in names):
+        fs.delete(log, True)
+
+
 @dataclass(frozen=True)
 class Table:
     layer: str
@@ -74,6 +88,8 @@ class Table:
 
     def ensure(self, spark: SparkSession, schema) -> None:
         """Create the (empty) table if missing, so concurrent writers never race to create it."""
+        if self.path:
+            _drop_uncommitted_log(spark, self.path)
         builder = DeltaTable.createIfNotExists(spark).addColumns(schema)
         builder = builder.tableName(delta_api_name(self.full_name)) if self.full_name else builder.location(self.path)
         builder.execute()
