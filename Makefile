@@ -6,6 +6,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DELTA_VERSION := 3.3.2
+# The EMR twin reads s3:// through Hadoop S3A: the hadoop-aws of pyspark 3.5.6's Hadoop (3.3.4)
+# and the AWS SDK bundle it declares come with it from Maven Central.
+HADOOP_AWS_VERSION := 3.3.4
 SCALA_VERSION := 2.12
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
@@ -15,7 +18,7 @@ CHECKOV_VERSION := 3.3.30
 DBR_VENV := .venv-dbr
 DBR_PACKAGES := pyspark==3.5.2 numpy==1.26.4 pandas==1.5.3 pyarrow==15.0.2 matplotlib==3.8.4 databricks-sdk==0.30.0 boto3==1.34.39 mlflow-skinny==2.21.3
 
-.PHONY: install run test bench bench-honesty bench-implicit bench-crash wheel clean
+.PHONY: install run test bench bench-honesty bench-implicit bench-crash wheel wheelhouse clean
 
 install: $(STAMP)
 
@@ -24,6 +27,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[local,dev]'
 	mvn -q -B dependency:get -Dartifact=io.delta:delta-spark_$(SCALA_VERSION):$(DELTA_VERSION)
+	mvn -q -B dependency:get -Dartifact=org.apache.hadoop:hadoop-aws:$(HADOOP_AWS_VERSION)
 	# checkov pins an old hcl2 fork that clashes with python-hcl2: give it its own venv.
 	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
 	$(CHECKOV_VENV)/bin/pip install -q 'checkov==$(CHECKOV_VERSION)'
@@ -59,6 +63,10 @@ bench-crash: install
 
 wheel: install
 	$(BIN)/python -m build --wheel --outdir dist .
+
+# What EMR nodes install at bootstrap, without PyPI (Terraform uploads it; see README "Run on AWS EMR").
+wheelhouse: install
+	$(BIN)/ecom-lakehouse emr build-wheelhouse --out dist/wheelhouse
 
 clean:
 	rm -rf lakehouse data reports dist build .pytest_cache

@@ -46,6 +46,32 @@ resource "aws_iam_role_policy" "emr_service_pass_role" {
   policy = data.aws_iam_policy_document.emr_service_pass_role.json
 }
 
+# EBS and local-disk encryption with the project key: EMR launches the instances, so the service role
+# must be able to use the key and hand EC2 a grant for the volumes (only a grant for an AWS resource).
+data "aws_iam_policy_document" "emr_service_kms" {
+  statement {
+    sid       = "UseProjectKeyForVolumes"
+    actions   = ["kms:GenerateDataKeyWithoutPlaintext", "kms:Decrypt", "kms:DescribeKey", "kms:ReEncryptFrom", "kms:ReEncryptTo"]
+    resources = [aws_kms_key.lake.arn]
+  }
+  statement {
+    sid       = "GrantVolumesTheKey"
+    actions   = ["kms:CreateGrant"]
+    resources = [aws_kms_key.lake.arn]
+    condition {
+      test     = "Bool"
+      variable = "kms:GrantIsForAWSResource"
+      values   = ["true"]
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "emr_service_kms" {
+  name   = "ebs-encryption-key"
+  role   = aws_iam_role.emr_service.id
+  policy = data.aws_iam_policy_document.emr_service_kms.json
+}
+
 data "aws_iam_policy_document" "ec2_assume" {
   statement {
     actions = ["sts:AssumeRole"]
@@ -84,16 +110,43 @@ data "aws_iam_policy_document" "emr_instance" {
     resources = ["${aws_s3_bucket.this["raw"].arn}/*", "${aws_s3_bucket.this["artifacts"].arn}/*"]
   }
 
+  # Each prefix as a folder: its objects, the folder key itself (S3A and EMRFS HEAD it) and EMRFS's
+  # `<prefix>_$folder$` marker. Nothing else in the lake bucket.
   statement {
     sid     = "ReadWriteLakePrefixes"
     actions = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"]
-    resources = [for prefix in local.lake_prefixes : "${aws_s3_bucket.this["lake"].arn}/${prefix}/*"]
+    resources = flatten([for prefix in local.lake_prefixes : [
+      "${aws_s3_bucket.this["lake"].arn}/${prefix}",
+      "${aws_s3_bucket.this["lake"].arn}/${prefix}/*",
+      "${aws_s3_bucket.this["lake"].arn}/${prefix}_$folder$",
+    ]])
   }
 
   statement {
     sid       = "WriteEmrLogs"
     actions   = ["s3:PutObject", "s3:GetObject"]
     resources = ["${aws_s3_bucket.this["logs"].arn}/emr/*"]
+  }
+
+  # Registering silver and gold by location in the project's Glue databases; Spark's Glue client also
+  # reads (and, when missing, creates) the `default` database at start-up.
+  statement {
+    sid     = "RegisterTablesInProjectDatabases"
+    actions = ["glue:GetDatabase", "glue:GetDatabases", "glue:GetTable", "glue:GetTables", "glue:CreateTable", "glue:UpdateTable", "glue:GetPartitions"]
+    resources = flatten([
+      "arn:aws:glue:${var.region}:${data.aws_caller_identity.current.account_id}:catalog",
+      "arn:aws:glue:${var.region}:${data.aws_caller_identity.current.account_id}:database/default",
+      [for db in values(local.catalog_databases) : [
+        "arn:aws:glue:${var.region}:${data.aws_caller_identity.current.account_id}:database/${db}",
+        "arn:aws:glue:${var.region}:${data.aws_caller_identity.current.account_id}:table/${db}/*",
+      ]],
+    ])
+  }
+
+  statement {
+    sid       = "CreateDefaultDatabase"
+    actions   = ["glue:CreateDatabase"]
+    resources = ["arn:aws:glue:${var.region}:${data.aws_caller_identity.current.account_id}:catalog", "arn:aws:glue:${var.region}:${data.aws_caller_identity.current.account_id}:database/default"]
   }
 
   statement {

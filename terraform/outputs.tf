@@ -46,3 +46,27 @@ output "security_configuration" {
 output "kms_key_arn" {
   value = aws_kms_key.lake.arn
 }
+
+output "primary_security_group" {
+  value = aws_security_group.emr_node["primary"].id
+}
+
+output "core_security_group" {
+  value = aws_security_group.emr_node["core"].id
+}
+
+output "service_access_security_group" {
+  value = aws_security_group.emr_service_access.id
+}
+
+output "silver_database" {
+  value = aws_glue_catalog_database.layer["silver"].name
+}
+
+output "gold_database" {
+  value = aws_glue_catalog_database.layer["gold"].name
+}
+
+output "wheelhouse_uri" {
+  value = local.wheelhouse_uri
+}

@@ -1,7 +1,7 @@
 # Data-lake layout:
 #   raw       s3://<raw>/<table>.csv or <table>/*.csv   (landing zone, read-only for the cluster)
-#   lake      s3://<lake>/{bronze,silver,gold,models,checkpoints,reports}/...
-#   artifacts s3://<artifacts>/{wheels,jobs,bootstrap}/...
+#   lake      s3://<lake>/{bronze,silver,gold,models,checkpoints,reports,mlruns}/...
+#   artifacts s3://<artifacts>/{builds/<sha>,wheelhouse/<sha>,bootstrap/<sha>}/...
 #   logs      s3://<logs>/{emr,s3-access}/...
 locals {
   name = "${var.project}-${var.environment}"
@@ -11,7 +11,9 @@ locals {
     artifacts = "${local.name}-artifacts-${data.aws_caller_identity.current.account_id}"
     logs      = "${local.name}-logs-${data.aws_caller_identity.current.account_id}"
   }
-  lake_prefixes = ["bronze", "silver", "gold", "models", "checkpoints", "reports"]
+  lake_prefixes = ["bronze", "silver", "gold", "models", "checkpoints", "reports", "mlruns"]
+  # Glue databases the EMR steps register silver and gold in (names: letters, digits, underscores).
+  catalog_databases = { for layer in ["silver", "gold"] : layer => "${replace(local.name, "-", "_")}_${layer}" }
   # Every bucket but the log bucket sends its access logs to the log bucket.
   logged_buckets = { for k, v in local.buckets : k => v if k != "logs" }
 }
@@ -200,25 +202,24 @@ resource "aws_s3_bucket_lifecycle_configuration" "this" {
   }
 }
 
-# The cluster's code: the wheel, the spark-submit entry script and the bootstrap script.
-# `ecom-lakehouse emr deploy-artifacts` uploads newer builds to the same keys.
-resource "aws_s3_object" "wheel" {
-  bucket     = aws_s3_bucket.this["artifacts"].id
-  key        = "wheels/${basename(var.wheel_path)}"
-  source     = var.wheel_path
-  kms_key_id = aws_kms_key.lake.arn
-}
-
+# Node set-up, content-addressed like `ecom-lakehouse emr deploy-artifacts` does it (emr_ops.bootstrap_key,
+# emr_ops.wheelhouse_key), so a cluster and the nodes managed scaling adds later all install the same set.
+# Our own code is not here: each step ships its build (see emr_ops.stage_arguments).
 resource "aws_s3_object" "bootstrap" {
-  bucket     = aws_s3_bucket.this["artifacts"].id
-  key        = "bootstrap/install_ecom_lakehouse.sh"
-  source     = "${path.module}/../src/ecom_lakehouse/ops/emr_bootstrap.sh"
-  kms_key_id = aws_kms_key.lake.arn
+  bucket      = aws_s3_bucket.this["artifacts"].id
+  key         = local.bootstrap_key
+  source      = "${local.ops_dir}/emr_bootstrap.sh"
+  source_hash = filemd5("${local.ops_dir}/emr_bootstrap.sh")
+  kms_key_id  = aws_kms_key.lake.arn
 }
 
-resource "aws_s3_object" "entry" {
-  bucket     = aws_s3_bucket.this["artifacts"].id
-  key        = "jobs/emr_entry.py"
-  source     = "${path.module}/../src/ecom_lakehouse/ops/emr_entry.py"
-  kms_key_id = aws_kms_key.lake.arn
+# The wheelhouse `make wheelhouse` (ecom-lakehouse emr build-wheelhouse) downloads: every wheel the
+# cluster's Python needs, so nodes install with `pip --no-index` and never reach PyPI.
+resource "aws_s3_object" "wheelhouse" {
+  for_each    = fileset(var.wheelhouse_dir, "*")
+  bucket      = aws_s3_bucket.this["artifacts"].id
+  key         = "${local.wheelhouse_key}${each.value}"
+  source      = "${var.wheelhouse_dir}/${each.value}"
+  source_hash = filemd5("${var.wheelhouse_dir}/${each.value}")
+  kms_key_id  = aws_kms_key.lake.arn
 }

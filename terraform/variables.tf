@@ -22,7 +22,7 @@ variable "vpc_id" {
 }
 
 variable "subnet_id" {
-  description = "Existing private subnet (with a NAT or S3 gateway endpoint) for the cluster"
+  description = "Existing private subnet for the cluster: needs an S3 gateway endpoint, and a NAT or interface endpoints for KMS, EMR, STS, Glue (see README); Terraform tags it for EMR's managed policy"
   type        = string
 }
 
@@ -45,27 +45,31 @@ variable "core_instance_type" {
 }
 
 variable "core_instance_count" {
-  description = "Core nodes at start"
+  description = "Core nodes: at start, the managed-scaling minimum, and the most core nodes there will be (extra capacity comes as task nodes, which hold no HDFS data and leave cleanly)"
   type        = number
   default     = 2
 }
 
 variable "max_capacity_units" {
-  description = "Managed scaling upper bound (instances)"
+  description = "Managed scaling upper bound in instances, core + task (EMR does not count the primary node)"
   type        = number
   default     = 6
+  validation {
+    condition     = var.max_capacity_units >= var.core_instance_count
+    error_message = "max_capacity_units counts core + task nodes: it cannot be below core_instance_count."
+  }
 }
 
 variable "idle_timeout_seconds" {
-  description = "Auto-termination after this much idle time"
+  description = "Auto-termination after this much idle time (null: the value in src/ecom_lakehouse/ops/emr_cluster.json)"
   type        = number
-  default     = 3600
+  default     = null
 }
 
-variable "wheel_path" {
-  description = "Local path of the built wheel (make wheel) uploaded to the artifacts bucket"
+variable "wheelhouse_dir" {
+  description = "Folder `make wheelhouse` fills with the wheels the nodes install (uploaded to the artifacts bucket)"
   type        = string
-  default     = "../dist/ecom_lakehouse-0.1.0-py3-none-any.whl"
+  default     = "../dist/wheelhouse"
 }
 
 variable "log_retention_days" {

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ecom_lakehouse.cli import main
+from ecom_lakehouse.cli import STEP_STAGES, main
 from tests.conftest import SHARED
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -180,6 +180,8 @@ def test_task_graph_runs_bronze_silver_gold_in_order():
     assert deps["bronze"] == [] and deps["silver"] == ["bronze"] and deps["gold"] == ["silver"]
     assert deps["segment"] == ["gold"] and deps["recommend"] == ["gold"]  # the two models train in parallel
     assert sorted(deps["report"]) == ["recommend", "segment"]
+    assert deps["maintain"] == ["report"]  # VACUUM never races a stage that writes
+    assert set(deps) == set(STEP_STAGES)  # the same stages EMR runs as steps
     bronze = next(t for t in job["tasks"] if t["task_key"] == "bronze")
     assert bronze["max_retries"] >= 1
     cluster = job["job_clusters"][0]["new_cluster"]

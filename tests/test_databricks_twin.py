@@ -48,7 +48,8 @@ def _runtime_env(work: Path) -> dict[str, str]:
         "spark.sql.warehouse.dir": str(work / "warehouse"),
         "spark.hadoop.javax.jdo.option.ConnectionURL": f"jdbc:derby:;databaseName={work / 'metastore_db'};create=true",
         "spark.sql.session.timeZone": "UTC",  # the job cluster's spark_conf
-        "spark.sql.shuffle.partitions": "2",
+        "spark.sql.shuffle.partitions": "2",  # tiny data on 2 cores, as in the local session
+        "spark.databricks.delta.snapshotPartitions": "2",
         "spark.ui.enabled": "false",
     }
     args = ["--master", "local[2]", "--jars", ",".join(jars)]

@@ -31,7 +31,9 @@ def aws(monkeypatch):
 
 TARGET = ops.EmrTarget(raw_bucket="raw-b", lake_bucket="lake-b", artifacts_bucket="art-b", log_uri="s3://logs-b/emr/",
                        service_role="svc-role", instance_profile="inst-profile", subnet_id="subnet-1",
-                       security_configuration="sec-conf")
+                       security_configuration="sec-conf", primary_security_group="sg-primary",
+                       core_security_group="sg-core", service_access_security_group="sg-service",
+                       silver_database="silver_db", gold_database="gold_db")
 
 
 def _cluster(emr):
@@ -61,23 +63,54 @@ def test_upload_raw_lands_at_the_table_keys_and_skips_unchanged(aws, tmp_path):
     assert calls == []
 
 
-def test_deploy_artifacts_uploads_wheel_entry_and_bootstrap(aws, tmp_path):
+ARTIFACTS = ops.Artifacts(wheel_uri="s3://art-b/builds/abc/ecom_lakehouse-0.1.0-py3-none-any.whl",
+                          entry_uri="s3://art-b/builds/abc/emr_entry.py", wheelhouse_uri="s3://art-b/wheelhouse/def/",
+                          bootstrap_uri="s3://art-b/bootstrap/123/install_ecom_lakehouse.sh")
+
+
+def _fake_wheelhouse(tmp_path):
+    house = tmp_path / "wheelhouse"
+    house.mkdir(parents=True)
+    (house / "numpy-1.26.4-cp311-cp311-manylinux2014_x86_64.whl").write_bytes(b"PK numpy")
+    (house / "requirements.txt").write_text("numpy==1.26.4\n")
+    return house
+
+
+def test_each_build_gets_its_own_keys_and_node_setup_is_content_addressed(aws, tmp_path):
     s3, _ = aws
     wheel = tmp_path / "ecom_lakehouse-0.1.0-py3-none-any.whl"
-    wheel.write_bytes(b"PK fake wheel")
-    uris = ops.deploy_artifacts(s3, TARGET, wheel)
-    assert uris["wheel"] == "s3://art-b/wheels/ecom_lakehouse-0.1.0-py3-none-any.whl"
-    entry = s3.get_object(Bucket="art-b", Key="jobs/emr_entry.py")["Body"].read().decode()
+    wheel.write_bytes(b"PK build one")
+    first = ops.deploy_artifacts(s3, TARGET, wheel, _fake_wheelhouse(tmp_path), echo=lambda *_: None)
+    assert first.wheel_uri.startswith("s3://art-b/builds/") and first.wheel_uri.endswith("/" + wheel.name)
+    entry = s3.get_object(Bucket="art-b", Key=first.entry_uri.split("art-b/")[1])["Body"].read().decode()
     assert "from ecom_lakehouse.cli import main" in entry
-    assert ops.latest_wheel_uri(s3, TARGET) == uris["wheel"]
+    assert first.wheelhouse_uri == f"s3://art-b/{ops.wheelhouse_key()}"
+    assert s3.head_object(Bucket="art-b", Key=ops.wheelhouse_key() + "requirements.txt")
+    wheel.write_bytes(b"PK build two")  # a new build never overwrites the one a submitted step runs
+    second = ops.deploy_artifacts(s3, TARGET, wheel, _fake_wheelhouse(tmp_path / "x"), echo=lambda *_: None)
+    assert second.wheel_uri != first.wheel_uri
+    assert s3.get_object(Bucket="art-b", Key=first.wheel_uri.split("art-b/")[1])["Body"].read() == b"PK build one"
+    assert (second.wheelhouse_uri, second.bootstrap_uri) == (first.wheelhouse_uri, first.bootstrap_uri)
 
 
-def test_steps_are_spark_submits_in_stage_order_with_delta_and_emr_env(aws):
+def test_terraform_computes_the_same_artifact_keys():
+    from tests import terraform_eval
+
+    if not terraform_eval.available():
+        pytest.skip("terraform is not installed")
+    locals_ = terraform_eval.blocks("locals")
+    ops_dir = {"local.ops_dir": f'"{ROOT / "src/ecom_lakehouse/ops"}"'}
+    for name, key in (("wheelhouse_key", ops.wheelhouse_key()), ("bootstrap_key", ops.bootstrap_key())):
+        assert terraform_eval.evaluate(terraform_eval.substitute(locals_[name], ops_dir)) == key, name
+
+
+def test_steps_are_spark_submits_in_stage_order_carrying_their_build(aws):
     _, emr = aws
     cluster_id = _cluster(emr)
-    step_ids = ops.add_steps(emr, cluster_id, TARGET)
+    step_ids = ops.add_steps(emr, cluster_id, TARGET, ARTIFACTS)
     steps = [emr.describe_step(ClusterId=cluster_id, StepId=s)["Step"] for s in step_ids]
     assert [s["Name"] for s in steps] == [f"ecom_lakehouse {st}" for st in ops.STAGES]
+    assert ops.STAGES[-1] == "maintain"
     for stage, step in zip(ops.STAGES, steps):
         assert step["ActionOnFailure"] == "CANCEL_AND_WAIT"
         assert step["Config"]["Jar"] == "command-runner.jar"
@@ -85,46 +118,101 @@ def test_steps_are_spark_submits_in_stage_order_with_delta_and_emr_env(aws):
             "spark-submit", "--deploy-mode", "cluster",
             "--conf", "spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension",
             "--conf", "spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog",
-            "s3://art-b/jobs/emr_entry.py", stage, "--env", "emr", "--raw", "s3://raw-b", "--lakehouse", "s3://lake-b"]
+            "--py-files", ARTIFACTS.wheel_uri, ARTIFACTS.entry_uri, stage, "--env", "emr", "--raw", "s3://raw-b",
+            "--lakehouse", "s3://lake-b", "--schema", "silver_db", "--gold-schema", "gold_db"]
+
+
+def test_submit_to_a_terminated_cluster_says_what_to_do(aws):
+    _, emr = aws
+    cluster_id = _cluster(emr)
+    emr.terminate_job_flows(JobFlowIds=[cluster_id])
+    with pytest.raises(ops.OperationFailed) as failure:
+        ops.add_steps(emr, cluster_id, TARGET, ARTIFACTS)
+    assert "TERMINATED" in str(failure.value) and "terraform apply" in str(failure.value)
+    assert emr.list_steps(ClusterId=cluster_id)["Steps"] == []
 
 
 def test_waiting_succeeds_when_every_step_completes(aws, capsys):
     _, emr = aws
     cluster_id = _cluster(emr)
-    step_ids = ops.add_steps(emr, cluster_id, TARGET)
+    step_ids = ops.add_steps(emr, cluster_id, TARGET, ARTIFACTS)
     _set_step_states(cluster_id, ["COMPLETED"] * len(step_ids))
     ops.wait_for_steps(emr, cluster_id, step_ids, TARGET, waiter_config=FAST)
     assert capsys.readouterr().out.count("COMPLETED") == len(ops.STAGES)
 
 
-def test_a_failed_step_names_its_stderr_location(aws):
+def test_a_failed_step_names_its_reason_and_both_log_locations(aws):
     _, emr = aws
     cluster_id = _cluster(emr)
-    step_ids = ops.add_steps(emr, cluster_id, TARGET)
+    step_ids = ops.add_steps(emr, cluster_id, TARGET, ARTIFACTS)
     _set_step_states(cluster_id, ["COMPLETED", "FAILED"] + ["CANCELLED"] * (len(step_ids) - 2))
     with pytest.raises(ops.OperationFailed) as failure:
         ops.wait_for_steps(emr, cluster_id, step_ids, TARGET, waiter_config=FAST)
     message = str(failure.value)
     assert "ecom_lakehouse silver" in message and "FAILED" in message
     assert f"s3://logs-b/emr/{cluster_id}/steps/{step_ids[1]}/stderr.gz" in message
+    assert f"s3://logs-b/emr/{cluster_id}/containers/" in message
 
 
-def test_transient_cluster_matches_the_terraform_cluster(aws):
-    import hcl2
+def test_failure_details_are_reported_when_emr_gives_them():
+    step = {"Id": "s-1", "Name": "ecom_lakehouse gold", "Status": {"State": "FAILED", "FailureDetails": {
+        "Reason": "Unknown Error.", "Message": "Exception in thread main: ...", "LogFile": "s3://logs-b/emr/j-1/steps/s-1/"}}}
+    message = ops.failure_report(TARGET, "j-1", step)
+    assert "Unknown Error. — Exception in thread main" in message and "step log: s3://logs-b/emr/j-1/steps/s-1/" in message
+
+
+def test_aws_errors_end_in_one_line(monkeypatch, tmp_path, capsys):
+    from ecom_lakehouse.cli import main
+
+    for var in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    for t in TABLES:
+        (tmp_path / f"{t}.csv").write_text("a\n")
+    code = main(["emr", "--region", REGION, "--raw-bucket", "r", "--lake-bucket", "l", "--artifacts-bucket", "a",
+                 "upload-raw", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1 and "no AWS credentials found" in err, err
+    with mock_aws():  # credentials, but a bucket that does not exist
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        code = main(["emr", "--region", REGION, "--raw-bucket", "missing", "--lake-bucket", "l",
+                     "--artifacts-bucket", "a", "upload-raw", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1 and "NoSuchBucket" in err, err
+
+
+def test_transient_cluster_is_shaped_like_the_terraform_cluster(aws):
+    from tests import terraform_eval
 
     _, emr = aws
-    cluster_id = ops.run_transient(emr, TARGET, "s3://art-b/wheels/w.whl", f"s3://art-b/{ops.BOOTSTRAP_KEY}")
+    cluster_id = ops.run_transient(emr, TARGET, ARTIFACTS)
     described = emr.describe_cluster(ClusterId=cluster_id)["Cluster"]
     assert described["ReleaseLabel"] == "emr-7.12.0"
     classifications = {c["Classification"]: c.get("Properties", {}) for c in described["Configurations"]}
     assert classifications["delta-defaults"] == {"delta.enabled": "true"}
-    assert classifications["spark-defaults"]["spark.sql.extensions"] == "io.delta.sql.DeltaSparkSessionExtension"
-    # Terraform's cluster reads the very same file, and bootstraps from the same key.
-    emr_tf = (ROOT / "terraform" / "emr.tf").read_text()
-    assert "src/ecom_lakehouse/ops/emr_configurations.json" in emr_tf
-    s3_tf = hcl2.loads((ROOT / "terraform" / "s3.tf").read_text(), serialization_options=hcl2.SerializationOptions(strip_string_quotes=True))
-    bootstrap = next(r["aws_s3_object"]["bootstrap"] for r in s3_tf["resource"] if "bootstrap" in r.get("aws_s3_object", {}))
-    assert ops.BOOTSTRAP_KEY in json.dumps(bootstrap)
+    assert set(classifications) == {c["Classification"] for c in ops.emr_configurations()}
+    assert {t["Key"]: t["Value"] for t in described["Tags"]} == {"for-use-with-amazon-emr-managed-policies": "true"}
+    attrs = described["Ec2InstanceAttributes"]
+    assert (attrs["EmrManagedMasterSecurityGroup"], attrs["EmrManagedSlaveSecurityGroup"],
+            attrs["ServiceAccessSecurityGroup"]) == ("sg-primary", "sg-core", "sg-service")
+    assert described["AutoTerminate"] is True and described["SecurityConfiguration"] == "sec-conf"
     steps = emr.list_steps(ClusterId=cluster_id)["Steps"]
     assert [s["Name"] for s in reversed(steps)] == [f"ecom_lakehouse {st}" for st in ops.STAGES]
-    assert described["AutoTerminate"] is True
+    request = ops.cluster_request(TARGET, ARTIFACTS)
+    assert request["BootstrapActions"][0]["ScriptBootstrapAction"] == {
+        "Path": ARTIFACTS.bootstrap_uri, "Args": [ARTIFACTS.wheelhouse_uri, ops.cluster_spec()["python"]]}
+    # Terraform's cluster takes every one of these from the same two files.
+    cluster_tf = terraform_eval.blocks("resource")["aws_emr_cluster"]["this"]
+    text = json.dumps(cluster_tf)
+    for reference in ("local.cluster.applications", "local.cluster.ebs.primary.size_gib", "local.cluster.ebs.core.size_gib",
+                      "local.cluster.step_concurrency_level", "local.cluster.idle_timeout_seconds", "local.cluster.python",
+                      "local.managed_policy_tags", "local.emr_configurations", "aws_emr_security_configuration.this.name",
+                      'aws_security_group.emr_node[\\"primary\\"].id', "aws_security_group.emr_service_access.id"):
+        assert reference in text, reference
+    groups = {g["InstanceRole"]: g for g in request["Instances"]["InstanceGroups"]}
+    ebs = groups["CORE"]["EbsConfiguration"]["EbsBlockDeviceConfigs"][0]["VolumeSpecification"]
+    assert ebs == {"SizeInGB": ops.cluster_spec()["ebs"]["core"]["size_gib"], "VolumeType": "gp3"}
+    assert request["AutoTerminationPolicy"] == {"IdleTimeout": ops.cluster_spec()["idle_timeout_seconds"]}

@@ -10,7 +10,7 @@ from pyspark.sql import Row
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from ecom_lakehouse import bronze, reconcile, silver
+from ecom_lakehouse import bronze, files, reconcile, silver
 from ecom_lakehouse.cli import entry, main
 from ecom_lakehouse.config import Lakehouse
 from ecom_lakehouse.schemas import raw_names
@@ -249,3 +249,11 @@ def test_a_table_whose_creation_was_killed_is_created_on_the_rerun(spark, tmp_pa
     (log / ".00000000000000000000.json.37b7b16d.tmp").write_text("{}")  # what the kill left
     table.ensure(spark, bronze_schema("orders"))
     assert table.exists(spark) and table.read(spark).count() == 0
+
+
+@pytest.mark.parametrize("raw, folder", [("s3://raw-bucket", "s3://raw-bucket/"), ("s3://raw-bucket/", "s3://raw-bucket/"),
+                                         ("s3://raw-bucket/landing", "s3://raw-bucket/landing"),
+                                         ("/Volumes/c/s/v/raw", "/Volumes/c/s/v/raw"), ("data/raw", "data/raw")])
+def test_a_bucket_given_as_the_raw_folder_is_a_path_hadoop_accepts(raw, folder):
+    # `--raw s3://bucket` is what `emr submit` passes; S3A refused `s3://bucket` (found by the EMR twin).
+    assert files.folder_path(raw) == folder

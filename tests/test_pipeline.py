@@ -67,3 +67,15 @@ def test_redelivered_rows_are_merged_latest_wins(spark, pipeline):
     users = lake.table("silver", "users").read(spark)
     assert users.count() == before
     assert users.where(F.col("id") == 1).first()["age"] == 99
+
+
+def test_publish_copies_nested_folders_file_by_file(spark, tmp_path):
+    from ecom_lakehouse.report import publish
+
+    store = tmp_path / "mlruns"
+    (store / "1" / "run" / "params").mkdir(parents=True)
+    (store / "1" / "run" / "params" / "k").write_text("5")
+    (store / "meta.yaml").write_text("name: x")
+    publish(spark, store, str(tmp_path / "lake" / "mlruns"))
+    assert (tmp_path / "lake/mlruns/1/run/params/k").read_text() == "5"
+    assert (tmp_path / "lake/mlruns/meta.yaml").read_text() == "name: x"

@@ -65,36 +65,119 @@ def test_buckets_are_private_encrypted_versioned_tls_only_with_lifecycle(tf):
     assert "checkpoints/" in s3_text and "expire-logs" in s3_text
 
 
-def test_instance_role_is_least_privilege(tf):
-    iam_text = (TF / "iam.tf").read_text()
+def _policy(tf, name):
     docs = {}
     for d in tf["data"]:
         docs.update(d.get("aws_iam_policy_document", {}))
-    statements = docs["emr_instance"]["statement"]
-    for st in statements:
-        assert '"*"' not in _text(st["resources"]), st.get("sid")
-    by_sid = {st["sid"]: st for st in statements}
+    return {st["sid"]: st for st in docs[name]["statement"]}
+
+
+def test_instance_role_is_least_privilege(tf):
+    iam_text = (TF / "iam.tf").read_text()
+    by_sid = _policy(tf, "emr_instance")
+    for sid, st in by_sid.items():
+        assert '"*"' not in _text(st["resources"]), sid
     assert "PutObject" not in _text(by_sid["ReadRawAndArtifacts"]["actions"])
-    assert "local.lake_prefixes" in _text(by_sid["ReadWriteLakePrefixes"]["resources"])
+    lake = _text(by_sid["ReadWriteLakePrefixes"]["resources"])
+    # the folder key itself, its objects and EMRFS's marker: never the whole bucket
+    assert "local.lake_prefixes" in lake and "${prefix}/*" in lake and "${prefix}_$folder$" in lake
+    assert "local.catalog_databases" in _text(by_sid["RegisterTablesInProjectDatabases"]["resources"])
     assert "AmazonEMRServicePolicy_v2" in iam_text
 
 
-def test_cluster_is_wired_to_profile_bootstrap_delta_and_security(tf):
+def test_service_role_can_use_the_key_for_encrypted_volumes(tf):
+    by_sid = _policy(tf, "emr_service_kms")
+    actions = {a for st in by_sid.values() for a in st["actions"]}
+    assert {"kms:GenerateDataKeyWithoutPlaintext", "kms:Decrypt", "kms:DescribeKey", "kms:ReEncryptFrom",
+            "kms:ReEncryptTo", "kms:CreateGrant"} <= actions
+    grant = by_sid["GrantVolumesTheKey"]
+    assert grant["actions"] == ["kms:CreateGrant"] and grant["resources"] == ["${aws_kms_key.lake.arn}"]
+    assert _text(grant["condition"]).count("kms:GrantIsForAWSResource") == 1 and '"true"' in _text(grant["condition"])
+    policy = _resources(tf, "aws_iam_role_policy")["emr_service_kms"]
+    assert "aws_iam_role.emr_service.id" in _text(policy["role"])
+    assert "aws_iam_role_policy.emr_service_kms" in _text(_resources(tf, "aws_emr_cluster")["this"]["depends_on"])
+
+
+def test_managed_policy_tag_is_on_the_cluster_the_security_groups_and_the_subnet(tf):
+    spec = json.loads((TF.parent / "src/ecom_lakehouse/ops/emr_cluster.json").read_text())
+    assert spec["tags"] == {"for-use-with-amazon-emr-managed-policies": "true"}
+    assert "local.managed_policy_tags" in _text(_resources(tf, "aws_emr_cluster")["this"]["tags"])
+    groups = _resources(tf, "aws_security_group")
+    for name in ("emr_node", "emr_service_access"):
+        assert "local.managed_policy_tags" in _text(groups[name]["tags"]), name
+    subnet_tag = _resources(tf, "aws_ec2_tag")["subnet_managed_policy"]
+    assert "var.subnet_id" in _text(subnet_tag["resource_id"]) and "local.managed_policy_tags" in _text(subnet_tag["for_each"])
+    managed = next(item["managed_policy_tags"] for item in tf["locals"] if "managed_policy_tags" in item)
+    assert "local.cluster.tags" in managed
+
+
+def test_security_group_rules_are_separate_resources_with_emr_private_subnet_ports(tf):
+    for name, group in _resources(tf, "aws_security_group").items():
+        assert "ingress" not in group and "egress" not in group, f"{name}: inline rules fight the rules EMR adds"
+    ingress = _resources(tf, "aws_vpc_security_group_ingress_rule")
+    egress = _resources(tf, "aws_vpc_security_group_egress_rule")
+    from_primary = ingress["service_access_from_primary"]
+    assert (from_primary["from_port"], from_primary["to_port"]) == (9443, 9443)
+    assert "emr_service_access" in _text(from_primary["security_group_id"])
+    assert 'emr_node[\\"primary\\"]' in _text(from_primary["referenced_security_group_id"])
+    assert ingress["primary_from_service_access"]["from_port"] == 8443
+    assert egress["service_access_to_nodes"]["from_port"] == 8443
+    assert all(r.get("cidr_ipv4") != "0.0.0.0/0" for r in ingress.values())  # nothing in from the internet
+
+
+def test_managed_scaling_counts_core_and_task_nodes_and_caps_core(tf):
+    limits = _resources(tf, "aws_emr_managed_scaling_policy")["this"]["compute_limits"]
+    limits = limits[0] if isinstance(limits, list) else limits
+    assert _text(limits["minimum_capacity_units"]) == '"${var.core_instance_count}"'  # the primary is not counted
+    assert _text(limits["maximum_core_capacity_units"]) == '"${var.core_instance_count}"'
+    assert "var.max_capacity_units" in _text(limits["maximum_capacity_units"])
+    assert "aws_emr_cluster.this.id" in _text(_resources(tf, "aws_emr_instance_group")["task"]["cluster_id"])
+
+
+def test_imdsv2_is_required_on_every_node(tf):
+    sec = _text(_resources(tf, "aws_emr_security_configuration")["this"])
+    assert "MinimumInstanceMetadataServiceVersion" in sec and "HttpPutResponseHopLimit" in sec
+    assert "MinimumInstanceMetadataServiceVersion = 2" in (TF / "emr.tf").read_text()
+
+
+def test_nodes_run_one_python_that_the_package_accepts(tf):
+    import tomllib
+
+    from packaging.specifiers import SpecifierSet
+
+    ops_dir = TF.parent / "src/ecom_lakehouse/ops"
+    python = json.loads((ops_dir / "emr_cluster.json").read_text())["python"]
+    conf = json.loads((ops_dir / "emr_configurations.json").read_text())
+    spark_env = next(c for c in conf if c["Classification"] == "spark-env")
+    exports = next(c for c in spark_env["Configurations"] if c["Classification"] == "export")["Properties"]
+    assert exports == {"PYSPARK_PYTHON": python, "PYSPARK_DRIVER_PYTHON": python}
+    requires = tomllib.loads((TF.parent / "pyproject.toml").read_text())["project"]["requires-python"]
+    assert python.rsplit("python", 1)[1] in SpecifierSet(requires)  # EMR 7's python3 (3.9) would not be
+    assert "3.9" not in SpecifierSet(requires)
+    bootstrap = (ops_dir / "emr_bootstrap.sh").read_text()
+    assert '"$PYTHON" -m pip install' in bootstrap and "--no-index" in bootstrap and "--no-deps" in bootstrap
+    assert "local.cluster.python" in _text(_resources(tf, "aws_emr_cluster")["this"]["bootstrap_action"])
+
+
+def test_cluster_is_wired_to_profile_bootstrap_delta_glue_and_security(tf):
     cluster = _resources(tf, "aws_emr_cluster")["this"]
-    text = _text(cluster)
     assert "aws_iam_instance_profile.emr_instance.arn" in _text(cluster["ec2_attributes"])
     assert "aws_emr_security_configuration.this.name" in _text(cluster["security_configuration"])
-    assert "local.bootstrap_uri" in _text(cluster["bootstrap_action"]) and "local.wheel_uri" in text
+    bootstrap = _text(cluster["bootstrap_action"])
+    assert "aws_s3_object.bootstrap.key" in bootstrap and "local.wheelhouse_uri" in bootstrap
     assert "local.emr_configurations" in _text(cluster["configurations_json"])
     assert "auto_termination_policy" in cluster and "log_uri" in cluster
+    assert "make wheelhouse" in _text(cluster["lifecycle"])  # no cluster without the wheelhouse its nodes install
     assert "emr-7." in _text(next(v for item in tf["variable"] for k, v in item.items() if k == "release_label")["default"])
-    bootstrap_uri = next(item["bootstrap_uri"] for item in tf["locals"] if "bootstrap_uri" in item)
-    assert 'aws_s3_bucket.this["artifacts"]' in bootstrap_uri and "aws_s3_object.bootstrap.key" in bootstrap_uri
     conf = json.loads((TF.parent / "src/ecom_lakehouse/ops/emr_configurations.json").read_text())
     assert {"Classification": "delta-defaults", "Properties": {"delta.enabled": "true"}} in conf
-    assert "aws_emr_managed_scaling_policy" in _text(tf["resource"])
+    glue = next(c for c in conf if c["Classification"] == "spark-hive-site")["Properties"]
+    assert glue["hive.metastore.client.factory.class"].endswith("AWSGlueDataCatalogHiveClientFactory")
+    assert "aws_glue_catalog_database" in _text(tf["resource"])
     sec = _text(_resources(tf, "aws_emr_security_configuration")["this"])
     assert "SSE-KMS" in sec and "EnableEbsEncryption" in sec
+    for name in ("bootstrap", "wheelhouse"):
+        assert "filemd5" in _text(_resources(tf, "aws_s3_object")[name]["source_hash"]), name
 
 
 def test_checkov_reports_no_failed_checks():

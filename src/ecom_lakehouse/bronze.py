@@ -157,7 +157,7 @@ def raw_line_stream(spark: SparkSession, lake: Lakehouse, source: files.TableSou
         reader = reader.format("cloudFiles").option("cloudFiles.format", "text")
     else:
         reader = reader.format("text")
-    return reader.option("pathGlobFilter", source.name_glob).load(files.literal_path(source.directory))
+    return reader.option("pathGlobFilter", source.name_glob).load(files.literal_path(files.folder_path(source.directory)))
 
 
 def start_ingest(spark: SparkSession, lake: Lakehouse, source: files.TableSource):

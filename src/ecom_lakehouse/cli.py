@@ -24,6 +24,8 @@ from ecom_lakehouse.schemas import TABLES
 from ecom_lakehouse.summary import print_reconciliation
 
 STAGES = ("bronze", "silver", "gold", "segment", "recommend", "report")
+# What the scheduled platforms run (Databricks job tasks, EMR steps): the pipeline, then maintenance.
+STEP_STAGES = (*STAGES, "maintain")
 RUN_SCALE = 0.1
 
 
@@ -38,9 +40,11 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="root of the Delta tables (<root>/<layer>/<table>), checkpoints and models; "
                         "s3://bucket on EMR, a volume path on Databricks (default: %(default)s)")
     p.add_argument("--catalog", help="Unity Catalog catalog (only with --env databricks)")
-    p.add_argument("--schema", help="Unity Catalog schema of the bronze_ and silver_ tables (only with --env databricks)")
-    p.add_argument("--gold-schema", help="Unity Catalog schema of the gold tables, the one analysts may read "
-                                         "(only with --env databricks; default: <schema>_gold)")
+    p.add_argument("--schema", help="Databricks: Unity Catalog schema of the bronze_ and silver_ tables; "
+                                    "EMR: Glue database to register the silver tables in (with --gold-schema)")
+    p.add_argument("--gold-schema", help="Databricks: Unity Catalog schema of the gold tables, the one analysts may "
+                                         "read (default: <schema>_gold); EMR: Glue database to register the gold "
+                                         "tables in, for Athena")
     p.add_argument("--tables", nargs="+", choices=TABLES, default=list(TABLES), metavar="TABLE",
                    help="bronze only: ingest these tables (default: all 7)")
 
@@ -80,12 +84,18 @@ def build_parser() -> argparse.ArgumentParser:
         "segment": "K-means customer segments from gold customer_features (k chosen by silhouette, stable seeds)",
         "recommend": "ALS product recommendations, evaluated against baselines on a time split",
         "report": "write an HTML report with charts (and the PNGs) from the gold tables",
+        "maintain": "compact small files (OPTIMIZE) and remove files no version of the last --retain-hours needs "
+                    "(VACUUM), in every table; scheduled after the pipeline on Databricks and EMR",
     }
     for stage, text in helps.items():
         stage_parser = sub.add_parser(stage, help=text, description=text)
         _add_common(stage_parser)
         if stage == "recommend":
             _add_data_mode(stage_parser)
+        if stage == "maintain":
+            stage_parser.add_argument("--retain-hours", type=int, default=168,
+                                      help="keep files any version of this many hours needs; at least 168 "
+                                           "(7 days, Delta's safety floor) (default %(default)s)")
         if stage == "bronze":
             stage_parser.add_argument(
                 "--reset", nargs="+", choices=TABLES, default=[], metavar="TABLE",
@@ -110,62 +120,102 @@ def _add_emr_commands(sub) -> None:
                          description="EMR operations with boto3. Names come from `terraform output -json` in "
                                      "--terraform-dir, or from the options. AWS credentials come from the usual "
                                      "chain (AWS_PROFILE, SSO, instance role).")
-    emr.add_argument("--terraform-dir", help="read bucket names, cluster id and roles from this Terraform folder's outputs")
+    emr.add_argument("--terraform-dir", help="read bucket names, cluster id, roles, security groups and Glue "
+                                             "databases from this Terraform folder's outputs")
     emr.add_argument("--region", help="AWS region (default: the AWS profile's)")
     for name in ("raw-bucket", "lake-bucket", "artifacts-bucket"):
         emr.add_argument(f"--{name}", help=f"S3 bucket name (Terraform output {name.replace('-', '_')})")
     emr.add_argument("--log-uri", help="EMR log URI, s3://<logs>/emr/ (Terraform output log_uri)")
     ops = emr.add_subparsers(dest="operation", required=True, metavar="operation")
-    deploy = ops.add_parser("deploy-artifacts", help="build the wheel; upload it, the step entry script and the bootstrap script")
-    deploy.add_argument("--wheel", help="an already built wheel (default: build one into dist/)")
+    house = ops.add_parser("build-wheelhouse", help="download the wheels the cluster's Python needs (no AWS calls); "
+                                                     "Terraform uploads this folder for the bootstrap")
+    house.add_argument("--out", default="dist/wheelhouse", help="folder to fill (default %(default)s)")
+    wheel_help = "an already built wheel (default: build one into dist/)"
+    deploy = ops.add_parser("deploy-artifacts", help="upload this build (wheel, step entry), the wheelhouse and the "
+                                                      "bootstrap script; submit and run-transient do this themselves")
+    deploy.add_argument("--wheel", help=wheel_help)
     up = ops.add_parser("upload-raw", help="upload <DIR>/<table>.csv to the raw bucket (multipart, skips unchanged)")
     up.add_argument("dir", help="local folder holding the 7 <table>.csv files")
-    submit = ops.add_parser("submit", help="add one spark-submit step per stage to a running cluster")
+    submit = ops.add_parser("submit", help="upload this build and add one spark-submit step per stage to the running cluster")
     submit.add_argument("--cluster-id", help="j-… (Terraform output cluster_id)")
-    submit.add_argument("--wait", action="store_true", help="wait for every step; exit 1 with the stderr location on failure")
-    transient = ops.add_parser("run-transient", help="start a cluster that runs the steps and terminates")
+    submit.add_argument("--wheel", help=wheel_help)
+    submit.add_argument("--stages", nargs="+", choices=STEP_STAGES, default=list(STEP_STAGES), metavar="STAGE",
+                        help=f"stages to run, in order (default: all of {', '.join(STEP_STAGES)})")
+    submit.add_argument("--wait", action="store_true", help="wait for every step; exit 1 naming the failure and its logs")
+    transient = ops.add_parser("run-transient", help="upload this build; start a cluster that runs the steps and terminates")
     transient.add_argument("--instance-type", default="m5.xlarge", help="primary and core node type (default %(default)s)")
     transient.add_argument("--core-count", type=int, default=2, help="core nodes (default %(default)s)")
-    transient.add_argument("--wheel-uri", help="s3:// URI of the wheel (default: the newest deploy-artifacts upload)")
+    transient.add_argument("--wheel", help=wheel_help)
+
+
+def _emr_target(args):
+    from ecom_lakehouse.ops import emr_ops as ops
+
+    outputs = ops.terraform_outputs(args.terraform_dir) if args.terraform_dir else {}
+    pick = lambda opt, key: getattr(args, opt, None) or outputs.get(key)  # noqa: E731
+    return ops.EmrTarget(
+        raw_bucket=pick("raw_bucket", "raw_bucket"), lake_bucket=pick("lake_bucket", "lake_bucket"),
+        artifacts_bucket=pick("artifacts_bucket", "artifacts_bucket"), log_uri=pick("log_uri", "log_uri") or "",
+        cluster_id=pick("cluster_id", "cluster_id"), release_label=outputs.get("release_label", "emr-7.12.0"),
+        service_role=outputs.get("service_role"), instance_profile=outputs.get("instance_profile"),
+        subnet_id=outputs.get("subnet_id"), security_configuration=outputs.get("security_configuration"),
+        primary_security_group=outputs.get("primary_security_group"),
+        core_security_group=outputs.get("core_security_group"),
+        service_access_security_group=outputs.get("service_access_security_group"),
+        silver_database=outputs.get("silver_database"), gold_database=outputs.get("gold_database"))
+
+
+def _aws_error(err: Exception) -> str:
+    """boto3's errors as one line saying what to do."""
+    from botocore.exceptions import ClientError, NoCredentialsError, NoRegionError
+
+    if isinstance(err, NoCredentialsError):
+        return "no AWS credentials found: set AWS_PROFILE (after `aws sso login`) or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
+    if isinstance(err, NoRegionError):
+        return "no AWS region: pass --region or set AWS_DEFAULT_REGION"
+    if isinstance(err, ClientError):
+        error = err.response.get("Error", {})
+        return (f"AWS refused {err.operation_name}: {error.get('Code', '?')}: {error.get('Message', '')} "
+                "(check the names from --terraform-dir and that your credentials may do this)")
+    return f"AWS call failed: {_one_line(err)}"
 
 
 def _emr(args) -> int:
     import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
 
     from ecom_lakehouse.ops import emr_ops as ops
 
     try:
-        outputs = ops.terraform_outputs(args.terraform_dir) if args.terraform_dir else {}
-        pick = lambda opt, key: getattr(args, opt) or outputs.get(key)  # noqa: E731
-        target = ops.EmrTarget(
-            raw_bucket=pick("raw_bucket", "raw_bucket"), lake_bucket=pick("lake_bucket", "lake_bucket"),
-            artifacts_bucket=pick("artifacts_bucket", "artifacts_bucket"), log_uri=pick("log_uri", "log_uri") or "",
-            cluster_id=getattr(args, "cluster_id", None) or outputs.get("cluster_id"),
-            release_label=outputs.get("release_label", "emr-7.12.0"), service_role=outputs.get("service_role"),
-            instance_profile=outputs.get("instance_profile"), subnet_id=outputs.get("subnet_id"),
-            security_configuration=outputs.get("security_configuration"))
+        if args.operation == "build-wheelhouse":
+            print(f"wheelhouse for {ops.cluster_spec()['python']}: {ops.build_wheelhouse(args.out)}")
+            return 0
+        target = _emr_target(args)
         session = boto3.session.Session(region_name=args.region)
         s3, emr = session.client("s3"), session.client("emr")
-        if args.operation == "deploy-artifacts":
-            wheel = Path(args.wheel) if args.wheel else ops.build_wheel(".", "dist")
-            for name, uri in ops.deploy_artifacts(s3, target, wheel).items():
-                print(f"{name:<10} {uri}")
-        elif args.operation == "upload-raw":
+        if args.operation == "upload-raw":
             ops.upload_raw(s3, target, args.dir)
+            return 0
+        if args.operation == "submit" and not target.cluster_id:
+            raise ops.OperationFailed("no cluster: pass --cluster-id or --terraform-dir")
+        wheel = Path(args.wheel) if args.wheel else ops.build_wheel(".", "dist")
+        artifacts = ops.deploy_artifacts(s3, target, wheel)
+        if args.operation == "deploy-artifacts":
+            for name, uri in vars(artifacts).items():
+                print(f"{name:<15} {uri}")
         elif args.operation == "submit":
-            if not target.cluster_id:
-                raise ops.OperationFailed("no cluster: pass --cluster-id or --terraform-dir")
-            step_ids = ops.add_steps(emr, target.cluster_id, target)
-            print(f"added steps {', '.join(step_ids)} to {target.cluster_id}")
+            step_ids = ops.add_steps(emr, target.cluster_id, target, artifacts, args.stages)
+            print(f"added steps {', '.join(step_ids)} to {target.cluster_id} running build {artifacts.wheel_uri}")
             if args.wait:
                 ops.wait_for_steps(emr, target.cluster_id, step_ids, target)
         else:
-            wheel_uri = args.wheel_uri or ops.latest_wheel_uri(s3, target)
-            cluster = ops.run_transient(emr, target, wheel_uri, f"s3://{target.artifacts_bucket}/{ops.BOOTSTRAP_KEY}",
-                                        args.instance_type, args.core_count)
+            cluster = ops.run_transient(emr, target, artifacts, args.instance_type, args.core_count)
             print(f"started transient cluster {cluster}; it terminates after the steps")
     except ops.OperationFailed as err:
         print(f"ecom-lakehouse emr: {err}", file=sys.stderr)
+        return 1
+    except (BotoCoreError, ClientError) as err:
+        print(f"ecom-lakehouse emr: {_aws_error(err)}", file=sys.stderr)
         return 1
     return 0
 
@@ -246,6 +296,7 @@ def stage_inputs(stage: str) -> list[tuple[str, str]]:
         "segment": [("gold", "customer_features")],
         "recommend": [("silver", t) for t in ("order_items", "users", "products")],
         "report": [("gold", t) for t in gold.OUTPUTS],
+        "maintain": [],
     }[stage]
 
 
@@ -281,8 +332,14 @@ def run_stage(stage: str, spark, lake: Lakehouse, args) -> object:
         from ecom_lakehouse.ml import recommend
         mode = args.data_mode or ("taste" if getattr(args, "taste", False) else "faithful")
         result = recommend.run(spark, lake, data_mode=mode)
-    else:
+    elif stage == "report":
         result = _report(spark, lake)
+    else:
+        from ecom_lakehouse import maintain
+        result = maintain.run(spark, lake, args.retain_hours)
+    if stage in ("silver", "gold", "segment", "recommend"):
+        for name in lake.register_tables(spark, "silver" if stage == "silver" else "gold"):
+            print(f"  registered {name}")
     print(f"[{stage}] done in {time.time() - started:.1f}s", flush=True)
     return result
 

@@ -1,7 +1,9 @@
 """The one place that maps logical table names to storage, per environment.
 
 * ``local``: Delta tables at ``<lakehouse>/<layer>/<table>`` on this machine's disk.
-* ``emr``: the same layout under an S3 prefix (``--lakehouse s3://bucket``).
+* ``emr``: the same layout under an S3 prefix (``--lakehouse s3://bucket``); with ``--schema`` and
+  ``--gold-schema`` the silver and gold tables are also registered, by location, in those Glue Data
+  Catalog databases (Athena reads them there).
 * ``databricks``: Unity Catalog tables ``<catalog>.<schema>.<layer>_<table>`` for bronze and
   silver (personal data stops here), ``<catalog>.<gold schema>.<table>`` for gold, so analysts can
   be granted the gold schema alone; raw files, checkpoints and models live under a volume path
@@ -113,7 +115,7 @@ class Lakehouse:
     root: str = DEFAULTS["lakehouse"]
     catalog: str | None = None
     schema: str | None = None
-    gold_schema: str | None = None  # Databricks: defaults to <schema>_gold
+    gold_schema: str | None = None  # Databricks: defaults to <schema>_gold; EMR: the Glue database of gold
 
     def __post_init__(self):
         if self.env not in ENVIRONMENTS:
@@ -142,6 +144,42 @@ class Lakehouse:
 
     def quarantine(self, layer: str) -> Table:
         return self.table(layer, QUARANTINE)
+
+    def existing_tables(self, spark: SparkSession, layer: str) -> list[Table]:
+        """Every Delta table of a layer that exists now (quarantine and file logs included)."""
+        if self.env == "databricks":
+            schema = self.gold_schema if layer == "gold" else self.schema
+            prefix = "" if layer == "gold" else f"{layer}_"
+            names = [t.name for t in spark.catalog.listTables(f"{self.catalog}.{schema}") if t.name.startswith(prefix)]
+            return [Table(layer, n[len(prefix):], full_name=f"{self.catalog}.{schema}.{n}") for n in sorted(names)]
+        jvm = spark.sparkContext._jvm
+        folder = jvm.org.apache.hadoop.fs.Path(self._under_root(layer))
+        fs = folder.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+        if not fs.exists(folder):
+            return []
+        names = sorted(s.getPath().getName() for s in fs.listStatus(folder) if s.isDirectory())
+        return [t for t in (self.table(layer, n) for n in names) if t.exists(spark)]
+
+    def catalog_database(self, layer: str) -> str | None:
+        """EMR: the Glue database a layer's tables are registered in (None: not registered).
+        Bronze never is; tables whose names start with `_` (quarantine, file log) neither."""
+        if self.env != "emr" or not (self.schema and self.gold_schema):
+            return None
+        return {"silver": self.schema, "gold": self.gold_schema}.get(layer)
+
+    def register_tables(self, spark: SparkSession, layer: str) -> list[str]:
+        """Register the layer's tables by location (EMR + Glue), so SQL engines find them by name."""
+        database = self.catalog_database(layer)
+        if not database:
+            return []
+        registered = []
+        for table in self.existing_tables(spark, layer):
+            if table.name.startswith("_"):
+                continue
+            name = f"{database}.{table.name}"
+            spark.sql(f"CREATE TABLE IF NOT EXISTS {name} USING DELTA LOCATION '{table.path}'")
+            registered.append(name)
+        return registered
 
     def checkpoint(self, layer: str, name: str) -> str:
         return self._under_root("checkpoints", layer, name)

@@ -68,8 +68,15 @@ def _fs(spark: SparkSession, path: str):
     return p, p.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
 
 
+def folder_path(path: str) -> str:
+    """A folder as Hadoop takes it: a bucket itself needs its slash (`s3://bucket/`), S3A refuses
+    the empty path of `s3://bucket` ("path must be absolute")."""
+    scheme, sep, rest = path.partition("://")
+    return f"{path}/" if sep and "/" not in rest else path
+
+
 def exists(spark: SparkSession, path: str) -> bool:
-    p, fs = _fs(spark, path)
+    p, fs = _fs(spark, folder_path(path))
     return fs.exists(p)
 
 

@@ -312,7 +312,8 @@ def run(spark: SparkSession, lake: Lakehouse, data_mode: str = "faithful", grid=
         recs_table.overwrite(als_recommendations(final, events.select("user_id").distinct(), events).select(
             "user_id", "product_id", "rank", F.round("score", 5).alias("score")))
     path = lake.model_path("als")
-    versions = {str(t): t.version(spark) for t in (items, users, lake.table("silver", "products"))}
+    # Tag keys by logical name: MLflow refuses keys that are not file-name safe (an s3:// location is not).
+    sources = {f"{t.layer}.{t.name}": t for t in (items, users, lake.table("silver", "products"))}
     save_model(spark, final, path, {"tables": [str(items), str(users)],
                                     "delta_versions": [items.version(spark), users.version(spark)],
                                     "params": result.best_params, "data_mode": data_mode})
@@ -321,7 +322,8 @@ def run(spark: SparkSession, lake: Lakehouse, data_mode: str = "faithful", grid=
                 metrics={f"{users_}.{model}.{metric}": value
                          for model, metric, _, users_, value in evaluation_rows(result, data_mode)},
                 tags={"honesty_check": "PASS" if ok else "FAIL", "honesty_check.detail": verdict,
-                      **{f"training_table.{name}.delta_version": v for name, v in versions.items()}})
+                      **{f"training_table.{name}": str(t) for name, t in sources.items()},
+                      **{f"training_table.{name}.delta_version": t.version(spark) for name, t in sources.items()}})
         model_version = run.log_model(final, "als", events.select("user_id", "product_id"), ["prediction"], champion=ok)
     events.unpersist()
     echo(f"  {'model':<26} {'hit@10':>8} {'prec@10':>8} {'recall@10':>9} {'NDCG@10':>8} {'MAP':>8}  users")

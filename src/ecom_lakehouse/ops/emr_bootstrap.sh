@@ -1,10 +1,15 @@
 #!/bin/bash
-# EMR bootstrap action: install this project's wheel on every node.
-# Argument 1: s3:// URI of the wheel (uploaded by `ecom-lakehouse emr deploy-artifacts` or Terraform).
-# Spark and its Python bindings come with EMR; only our package and its light dependencies are added.
+# EMR bootstrap action: install what the steps need beyond EMR's Spark and Delta, on every node
+# (nodes that managed scaling adds later run it too). No PyPI: only the wheelhouse that
+# `ecom-lakehouse emr deploy-artifacts` (or Terraform) put in the artifacts bucket.
+# Our own code is not installed here: each step ships the exact build it was submitted with.
+# Argument 1: s3:// URI of the wheelhouse folder (wheels + requirements.txt).
+# Argument 2: the Python the steps run on: the spark-env PYSPARK_PYTHON of emr_configurations.json.
 set -euo pipefail
-WHEEL_URI="$1"
-DELTA_SPARK_VERSION="${2:-3.3.2}"
-aws s3 cp "$WHEEL_URI" /tmp/
-sudo python3 -m pip install --quiet --no-deps "/tmp/$(basename "$WHEEL_URI")" "delta-spark==${DELTA_SPARK_VERSION}"
-sudo python3 -m pip install --quiet "numpy<2" "pandas<2.3" "pyarrow<19" matplotlib boto3
+WHEELHOUSE_URI="${1%/}/"
+PYTHON="$2"
+LOCAL="$(mktemp -d)"
+aws s3 cp --recursive --only-show-errors "$WHEELHOUSE_URI" "$LOCAL/"
+# --no-deps: the file pins the whole closure; pyspark is EMR's own (on the Python path spark-submit sets).
+sudo "$PYTHON" -m pip install --quiet --no-index --no-deps --find-links "$LOCAL" -r "$LOCAL/requirements.txt"
+rm -rf "$LOCAL"

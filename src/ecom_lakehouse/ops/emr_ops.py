@@ -1,8 +1,14 @@
 """`ecom-lakehouse emr …`: ship the code, upload the data and run the stages as EMR steps.
 
-Bucket names, the cluster id and the roles come from Terraform's outputs
+Bucket names, the cluster id, roles and security groups come from Terraform's outputs
 (`terraform output -json` in --terraform-dir) or from explicit options. AWS credentials come
 from the usual boto3 chain (AWS_PROFILE, SSO, instance role): never from this repository.
+
+How code reaches the cluster:
+* the bootstrap action installs the *dependencies* on every node (also nodes managed scaling adds
+  later) from a wheelhouse in the artifacts bucket, with `pip --no-index`: no node needs PyPI;
+* every step carries *our code*: `--py-files s3://<artifacts>/builds/<sha256>/<wheel>`, uploaded by
+  the same command that adds the step, so a step runs exactly the build it was submitted with.
 """
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ import hashlib
 import json
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -17,18 +24,21 @@ from pathlib import Path
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError, WaiterError
 
+from ecom_lakehouse.cli import STEP_STAGES
 from ecom_lakehouse.schemas import TABLES
 
-STAGES = ("bronze", "silver", "gold", "segment", "recommend", "report")
-WHEEL_PREFIX = "wheels/"
-ENTRY_KEY = "jobs/emr_entry.py"
-BOOTSTRAP_KEY = "bootstrap/install_ecom_lakehouse.sh"
+STAGES = STEP_STAGES
+BUILD_PREFIX = "builds/"
+WHEELHOUSE_PREFIX = "wheelhouse/"
+BOOTSTRAP_PREFIX = "bootstrap/"
 DELTA_CONF = (
     "spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension",
     "spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog",
 )
+USABLE_STATES = ("STARTING", "BOOTSTRAPPING", "RUNNING", "WAITING")
 # Multipart above 64 MiB, in 64 MiB parts: large event files upload in parallel parts.
 TRANSFER = TransferConfig(multipart_threshold=64 * 2**20, multipart_chunksize=64 * 2**20)
+_PACKAGE = resources.files("ecom_lakehouse.ops")
 
 
 class OperationFailed(RuntimeError):
@@ -47,10 +57,20 @@ class EmrTarget:
     instance_profile: str | None = None
     subnet_id: str | None = None
     security_configuration: str | None = None
+    primary_security_group: str | None = None
+    core_security_group: str | None = None
+    service_access_security_group: str | None = None
+    silver_database: str | None = None  # Glue Data Catalog databases the tables are registered in
+    gold_database: str | None = None
 
-    @property
-    def entry_uri(self) -> str:
-        return f"s3://{self.artifacts_bucket}/{ENTRY_KEY}"
+
+@dataclass(frozen=True)
+class Artifacts:
+    """Where one build and the node set-up it needs live in the artifacts bucket."""
+    wheel_uri: str
+    entry_uri: str
+    wheelhouse_uri: str
+    bootstrap_uri: str
 
 
 def terraform_outputs(terraform_dir: str) -> dict[str, str]:
@@ -63,11 +83,20 @@ def terraform_outputs(terraform_dir: str) -> dict[str, str]:
 
 
 def emr_configurations() -> list[dict]:
-    """The Spark/Delta classifications Terraform also gives the long-running cluster."""
-    return json.loads(resources.files("ecom_lakehouse.ops").joinpath("emr_configurations.json").read_text())
+    """The Spark/Delta/Python/Glue classifications; Terraform gives the long-running cluster the same file."""
+    return json.loads(_PACKAGE.joinpath("emr_configurations.json").read_text())
 
 
-def _sha256(path: Path) -> str:
+def cluster_spec() -> dict:
+    """Applications, node Python, EBS, tags, step concurrency, idle timeout: read by Terraform too."""
+    return json.loads(_PACKAGE.joinpath("emr_cluster.json").read_text())
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:12]
+
+
+def _file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(2**20), b""):
@@ -75,9 +104,22 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def wheelhouse_key() -> str:
+    """wheelhouse/<first 12 hex of the requirements file's SHA-256>/: Terraform computes the same."""
+    return f"{WHEELHOUSE_PREFIX}{_digest(_PACKAGE.joinpath('emr_requirements.txt').read_bytes())}/"
+
+
+def bootstrap_key() -> str:
+    return f"{BOOTSTRAP_PREFIX}{_digest(_PACKAGE.joinpath('emr_bootstrap.sh').read_bytes())}/install_ecom_lakehouse.sh"
+
+
+def build_key(wheel: Path) -> str:
+    return f"{BUILD_PREFIX}{_file_sha256(wheel)[:12]}/"
+
+
 def upload_if_changed(s3, local: Path, bucket: str, key: str, echo=print) -> bool:
     """Upload unless an object with the same size and SHA-256 is already there."""
-    size, sha = local.stat().st_size, _sha256(local)
+    size, sha = local.stat().st_size, _file_sha256(local)
     try:
         head = s3.head_object(Bucket=bucket, Key=key)
         if head["ContentLength"] == size and head.get("Metadata", {}).get("sha256") == sha:
@@ -98,23 +140,49 @@ def build_wheel(project_dir: str, out_dir: str) -> Path:
     return wheels[-1]
 
 
-def deploy_artifacts(s3, target: EmrTarget, wheel: Path, echo=print) -> dict[str, str]:
-    """Wheel, spark-submit entry script and bootstrap script to the artifacts bucket."""
-    package = resources.files("ecom_lakehouse.ops")
-    keys = {"wheel": WHEEL_PREFIX + wheel.name, "entry": ENTRY_KEY, "bootstrap": BOOTSTRAP_KEY}
-    with resources.as_file(package.joinpath("emr_entry.py")) as entry, \
-            resources.as_file(package.joinpath("emr_bootstrap.sh")) as bootstrap:
-        for local, key in ((wheel, keys["wheel"]), (entry, keys["entry"]), (bootstrap, keys["bootstrap"])):
-            upload_if_changed(s3, Path(local), target.artifacts_bucket, key, echo)
-    return {name: f"s3://{target.artifacts_bucket}/{key}" for name, key in keys.items()}
+def cluster_python_version() -> str:
+    """'3.11' from the node Python '/usr/bin/python3.11'."""
+    return cluster_spec()["python"].rsplit("python", 1)[1]
 
 
-def latest_wheel_uri(s3, target: EmrTarget) -> str:
-    objects = s3.list_objects_v2(Bucket=target.artifacts_bucket, Prefix=WHEEL_PREFIX).get("Contents", [])
-    if not objects:
-        raise OperationFailed(f"no wheel under s3://{target.artifacts_bucket}/{WHEEL_PREFIX}: run `ecom-lakehouse emr deploy-artifacts`")
-    newest = max(objects, key=lambda o: o["LastModified"])
-    return f"s3://{target.artifacts_bucket}/{newest['Key']}"
+def build_wheelhouse(out_dir: str) -> Path:
+    """Download every pinned requirement as a binary wheel for the cluster's Python and platform
+    (EMR 7 runs Amazon Linux 2023 on x86_64: manylinux wheels), plus the requirements file."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with resources.as_file(_PACKAGE.joinpath("emr_requirements.txt")) as requirements:
+        done = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+             "--platform", "manylinux2014_x86_64", "--platform", "manylinux_2_28_x86_64",
+             "--python-version", cluster_python_version(), "--implementation", "cp",
+             "-r", str(requirements), "-d", str(out)], capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise OperationFailed(f"pip download of the EMR wheelhouse failed: {_last_line(done.stderr)}")
+        (out / "requirements.txt").write_bytes(Path(requirements).read_bytes())
+    return out
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "no output"
+
+
+def deploy_artifacts(s3, target: EmrTarget, wheel: Path, wheelhouse: Path | None = None, echo=print) -> Artifacts:
+    """This build (wheel + step entry script) under builds/<sha>/, and the node set-up (bootstrap
+    script, wheelhouse) under content-addressed keys. Unchanged objects are not sent again."""
+    bucket = target.artifacts_bucket
+    build = build_key(wheel)
+    with tempfile.TemporaryDirectory() as tmp:
+        wheelhouse = wheelhouse or build_wheelhouse(tmp)
+        uploads = [(wheel, build + wheel.name)]
+        uploads += [(f, wheelhouse_key() + f.name) for f in sorted(wheelhouse.iterdir()) if f.is_file()]
+        with resources.as_file(_PACKAGE.joinpath("emr_entry.py")) as entry, \
+                resources.as_file(_PACKAGE.joinpath("emr_bootstrap.sh")) as bootstrap:
+            uploads += [(Path(entry), build + "emr_entry.py"), (Path(bootstrap), bootstrap_key())]
+            for local, key in uploads:
+                upload_if_changed(s3, local, bucket, key, echo)
+    return Artifacts(wheel_uri=f"s3://{bucket}/{build}{wheel.name}", entry_uri=f"s3://{bucket}/{build}emr_entry.py",
+                     wheelhouse_uri=f"s3://{bucket}/{wheelhouse_key()}", bootstrap_uri=f"s3://{bucket}/{bootstrap_key()}")
 
 
 def upload_raw(s3, target: EmrTarget, source_dir: str, echo=print) -> None:
@@ -125,26 +193,56 @@ def upload_raw(s3, target: EmrTarget, source_dir: str, echo=print) -> None:
         upload_if_changed(s3, local, target.raw_bucket, f"{table}.csv", echo)
 
 
-def stage_steps(target: EmrTarget, stages=STAGES) -> list[dict]:
+def stage_arguments(target: EmrTarget, artifacts: Artifacts, stage: str) -> list[str]:
+    """The spark-submit command of one step: the build travels with it (--py-files)."""
+    args = ["spark-submit", "--deploy-mode", "cluster"]
+    for conf in DELTA_CONF:
+        args += ["--conf", conf]
+    args += ["--py-files", artifacts.wheel_uri, artifacts.entry_uri, stage, "--env", "emr",
+             "--raw", f"s3://{target.raw_bucket}", "--lakehouse", f"s3://{target.lake_bucket}"]
+    if target.silver_database and target.gold_database:
+        args += ["--schema", target.silver_database, "--gold-schema", target.gold_database]
+    return args
+
+
+def stage_steps(target: EmrTarget, artifacts: Artifacts, stages=STAGES, on_failure: str = "CANCEL_AND_WAIT") -> list[dict]:
     """One spark-submit step per stage, in order; a failure cancels the rest."""
-    steps = []
-    for stage in stages:
-        args = ["spark-submit", "--deploy-mode", "cluster"]
-        for conf in DELTA_CONF:
-            args += ["--conf", conf]
-        args += [target.entry_uri, stage, "--env", "emr", "--raw", f"s3://{target.raw_bucket}",
-                 "--lakehouse", f"s3://{target.lake_bucket}"]
-        steps.append({"Name": f"ecom_lakehouse {stage}", "ActionOnFailure": "CANCEL_AND_WAIT",
-                      "HadoopJarStep": {"Jar": "command-runner.jar", "Args": args}})
-    return steps
+    return [{"Name": f"ecom_lakehouse {stage}", "ActionOnFailure": on_failure,
+             "HadoopJarStep": {"Jar": "command-runner.jar", "Args": stage_arguments(target, artifacts, stage)}}
+            for stage in stages]
 
 
-def add_steps(emr, cluster_id: str, target: EmrTarget, stages=STAGES) -> list[str]:
-    return emr.add_job_flow_steps(JobFlowId=cluster_id, Steps=stage_steps(target, stages))["StepIds"]
+def require_usable_cluster(emr, cluster_id: str) -> None:
+    """A terminated cluster (auto-termination after its idle hour) takes no steps: say what to do."""
+    cluster = emr.describe_cluster(ClusterId=cluster_id)["Cluster"]
+    state = cluster["Status"]["State"]
+    if state not in USABLE_STATES:
+        reason = cluster["Status"].get("StateChangeReason", {}).get("Message", "")
+        raise OperationFailed(
+            f"cluster {cluster_id} is {state}{' (' + reason + ')' if reason else ''}: it cannot take steps; "
+            "`terraform apply` in terraform/ starts a new one (then `terraform output cluster_id`), "
+            "or use `ecom-lakehouse emr run-transient`")
+
+
+def add_steps(emr, cluster_id: str, target: EmrTarget, artifacts: Artifacts, stages=STAGES) -> list[str]:
+    require_usable_cluster(emr, cluster_id)
+    return emr.add_job_flow_steps(JobFlowId=cluster_id, Steps=stage_steps(target, artifacts, stages))["StepIds"]
 
 
 def step_log_uri(target: EmrTarget, cluster_id: str, step_id: str) -> str:
     return f"{target.log_uri.rstrip('/')}/{cluster_id}/steps/{step_id}/stderr.gz"
+
+
+def failure_report(target: EmrTarget, cluster_id: str, step: dict) -> str:
+    """What failed and where its traceback is. In cluster deploy mode the driver runs in a YARN
+    container: the Python traceback is in that container's stderr, not in the step's."""
+    state = step["Status"]["State"]
+    details = step["Status"].get("FailureDetails", {})
+    what = " — ".join(x for x in (details.get("Reason"), details.get("Message")) if x)
+    logs = details.get("LogFile") or step_log_uri(target, cluster_id, step["Id"])
+    containers = f"{target.log_uri.rstrip('/')}/{cluster_id}/containers/"
+    return (f"step {step['Name']} ({step['Id']}) {state}{': ' + what if what else ''}; step log: {logs}; "
+            f"driver traceback: stderr.gz of the first container of the step's application under {containers}")
 
 
 def wait_for_steps(emr, cluster_id: str, step_ids: list[str], target: EmrTarget, waiter_config=None,
@@ -156,39 +254,50 @@ def wait_for_steps(emr, cluster_id: str, step_ids: list[str], target: EmrTarget,
             waiter.wait(ClusterId=cluster_id, StepId=step_id, WaiterConfig=waiter_config or {"Delay": 30, "MaxAttempts": 240})
         except WaiterError:
             step = emr.describe_step(ClusterId=cluster_id, StepId=step_id)["Step"]
-            state = step["Status"]["State"]
-            reason = step["Status"].get("FailureDetails", {}).get("Reason", "")
-            raise OperationFailed(f"step {step['Name']} ({step_id}) {state}{': ' + reason if reason else ''}; "
-                                  f"stderr: {step_log_uri(target, cluster_id, step_id)}") from None
+            raise OperationFailed(failure_report(target, cluster_id, step)) from None
         step = emr.describe_step(ClusterId=cluster_id, StepId=step_id)["Step"]
         echo(f"  {step['Name']:<24} {step['Status']['State']}")
 
 
-def run_transient(emr, target: EmrTarget, wheel_uri: str, bootstrap_uri: str, instance_type: str = "m5.xlarge",
-                  core_count: int = 2, stages=STAGES) -> str:
-    """A cluster that runs the steps and terminates: same Delta configuration and bootstrap
-    as the Terraform cluster."""
+def cluster_request(target: EmrTarget, artifacts: Artifacts, instance_type: str = "m5.xlarge", core_count: int = 2,
+                    stages=STAGES) -> dict:
+    """run_job_flow arguments for a transient cluster shaped like Terraform's: same classifications,
+    applications, bootstrap, EBS, tags, security groups, security configuration, idle timeout."""
     if not (target.service_role and target.instance_profile):
         raise OperationFailed("run-transient needs the EMR service role and instance profile (Terraform outputs "
                               "service_role, instance_profile) — pass --terraform-dir or the options")
-    instances = {
-        "InstanceGroups": [
-            {"Name": "primary", "InstanceRole": "MASTER", "InstanceType": instance_type, "InstanceCount": 1},
-            {"Name": "core", "InstanceRole": "CORE", "InstanceType": instance_type, "InstanceCount": core_count},
-        ],
-        "KeepJobFlowAliveWhenNoSteps": False,
-        "TerminationProtected": False,
-    }
-    if target.subnet_id:
-        instances["Ec2SubnetId"] = target.subnet_id
+    spec = cluster_spec()
+
+    def group(name: str, role: str, count: int) -> dict:
+        ebs = spec["ebs"][name]
+        return {"Name": name, "InstanceRole": role, "InstanceType": instance_type, "InstanceCount": count,
+                "EbsConfiguration": {"EbsBlockDeviceConfigs": [{"VolumeSpecification": {
+                    "SizeInGB": ebs["size_gib"], "VolumeType": ebs["type"]}, "VolumesPerInstance": 1}]}}
+
+    instances = {"InstanceGroups": [group("primary", "MASTER", 1), group("core", "CORE", core_count)],
+                 "KeepJobFlowAliveWhenNoSteps": False, "TerminationProtected": False}
+    for key, value in (("Ec2SubnetId", target.subnet_id), ("EmrManagedMasterSecurityGroup", target.primary_security_group),
+                       ("EmrManagedSlaveSecurityGroup", target.core_security_group),
+                       ("ServiceAccessSecurityGroup", target.service_access_security_group)):
+        if value:
+            instances[key] = value
     request = dict(
         Name="ecom_lakehouse-transient", ReleaseLabel=target.release_label, LogUri=target.log_uri,
-        Applications=[{"Name": "Spark"}, {"Name": "Hadoop"}], Configurations=emr_configurations(),
-        Instances=instances, Steps=stage_steps(target, stages),
-        BootstrapActions=[{"Name": "install-ecom-lakehouse",
-                           "ScriptBootstrapAction": {"Path": bootstrap_uri, "Args": [wheel_uri]}}],
+        Applications=[{"Name": a} for a in spec["applications"]], Configurations=emr_configurations(),
+        Instances=instances, Steps=stage_steps(target, artifacts, stages),
+        BootstrapActions=[{"Name": "install-ecom-lakehouse", "ScriptBootstrapAction": {
+            "Path": artifacts.bootstrap_uri, "Args": [artifacts.wheelhouse_uri, spec["python"]]}}],
         ServiceRole=target.service_role, JobFlowRole=target.instance_profile, VisibleToAllUsers=True,
+        Tags=[{"Key": k, "Value": v} for k, v in spec["tags"].items()],
+        StepConcurrencyLevel=spec["step_concurrency_level"],
+        AutoTerminationPolicy={"IdleTimeout": spec["idle_timeout_seconds"]},
     )
     if target.security_configuration:
         request["SecurityConfiguration"] = target.security_configuration
-    return emr.run_job_flow(**request)["JobFlowId"]
+    return request
+
+
+def run_transient(emr, target: EmrTarget, artifacts: Artifacts, instance_type: str = "m5.xlarge",
+                  core_count: int = 2, stages=STAGES) -> str:
+    """A cluster that runs the steps and terminates."""
+    return emr.run_job_flow(**cluster_request(target, artifacts, instance_type, core_count, stages))["JobFlowId"]
