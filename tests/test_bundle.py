@@ -190,34 +190,6 @@ def test_task_graph_runs_bronze_silver_gold_in_order():
     assert "autoscale" in cluster and cluster["data_security_mode"] in ("SINGLE_USER", "USER_ISOLATION")
 
 
-def _local_parameters(task, raw, root):
-    """The task's own parameters, with the Databricks-only values swapped for local ones."""
-    params = list(task["python_wheel_task"]["parameters"])
-    swap = {"--env": "local", "--raw": str(raw), "--lakehouse": str(root)}
-    out, skip = [], False
-    for i, p in enumerate(params):
-        if skip:
-            skip = False
-            continue
-        if p in ("--catalog", "--schema", "--gold-schema"):
-            skip = True
-            continue
-        out.append(p)
-        if p in swap:
-            out.append(swap[p])
-            skip = True
-    return out
-
-
-def test_each_task_runs_locally_with_the_parameters_the_bundle_passes(spark, pipeline):
-    lake, _ = pipeline  # the small lakehouse the pipeline fixture built: reruns are cheap
-    job = merged_bundle()["resources"]["jobs"]["ecom_lakehouse_pipeline"]
-    for task in job["tasks"]:  # in dependency order
-        args = _local_parameters(task, lake.raw, lake.root)
-        assert args[:3] == [task["python_wheel_task"]["parameters"][0], "--env", "local"]
-        assert main(args) == 0, args
-
-
 def test_the_wheel_builds_and_contains_the_package(tmp_path):
     subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", str(tmp_path), str(ROOT)],
                    check=True, capture_output=True)

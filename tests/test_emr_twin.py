@@ -148,7 +148,7 @@ def node_environment(node_python: Path) -> dict[str, str]:
     spark_env = next(c for c in ops.emr_configurations() if c["Classification"] == "spark-env")
     exports = next(c for c in spark_env["Configurations"] if c["Classification"] == "export")["Properties"]
     cluster_python = ops.cluster_spec()["python"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PYSPARK", "SPARK", "ECOM_", "VIRTUAL_ENV"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PYSPARK", "SPARK", "ECOM_", "MLFLOW_", "VIRTUAL_ENV"))}
     env.update({k: str(node_python) if v == cluster_python else v for k, v in exports.items()})
     env.update({"SPARK_HOME": str(SPARK_HOME), "PYTHONPATH": "", "ECOM_DEBUG": "1"})  # a failing step shows its traceback
     return env

@@ -1,6 +1,7 @@
 """ML: metric code against hand-computed values, the segmentation pipeline's shape, the
 leakage check on faithful data and the lift on taste data, all at small scale."""
 import math
+import os
 
 import pytest
 from pyspark.sql import functions as F
@@ -8,6 +9,19 @@ from pyspark.sql import functions as F
 from ecom_lakehouse.ml import recommend, segmentation
 
 SMALL_GRID = [dict(rank=10, regParam=0.1, alpha=20.0)]
+MLFLOW_URIS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
+@pytest.fixture
+def mlflow_environment():
+    """mlflow.set_tracking_uri writes MLFLOW_TRACKING_URI into the environment: put it back after a test."""
+    saved = {key: os.environ.get(key) for key in MLFLOW_URIS}
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 def test_adjusted_rand_index_against_hand_computed_values():
@@ -93,7 +107,8 @@ def test_taste_data_gives_als_a_clear_lift_over_popularity(spark, tmp_path):
     assert margin >= 0.15, verdict
 
 
-def test_each_ml_stage_is_an_mlflow_run_with_its_metrics_verdict_and_registered_model(spark, pipeline):
+def test_each_ml_stage_is_an_mlflow_run_with_its_metrics_verdict_and_registered_model(spark, pipeline,
+                                                                                   mlflow_environment):
     """Locally MLflow is an embedded store under the lakehouse: no server."""
     import mlflow
 
@@ -119,3 +134,18 @@ def test_each_ml_stage_is_an_mlflow_run_with_its_metrics_verdict_and_registered_
             assert client.get_model_version_by_alias(name, "champion").version == version.version
     als_champion = recommend_run.data.tags["honesty_check"] == "PASS"
     assert recommend_run.data.tags["als.champion"] == str(als_champion)
+
+
+def test_each_lakehouse_keeps_its_own_mlflow_runs_within_one_process(spark, tmp_path, mlflow_environment):
+    """mlflow.set_tracking_uri also sets MLFLOW_TRACKING_URI, which was then taken for the user's
+    choice: a second lakehouse's runs went to the first one's store (found through the EMR twin)."""
+    from ecom_lakehouse.config import Lakehouse
+    from ecom_lakehouse.ml import tracking
+
+    for key in MLFLOW_URIS:  # the user chose no store
+        os.environ.pop(key, None)
+    for name in ("first", "second"):
+        with tracking.ml_run(spark, Lakehouse(root=str(tmp_path / name)), "probe"):
+            pass
+        assert any((tmp_path / name / "mlruns").rglob("meta.yaml")), name
+    assert "MLFLOW_TRACKING_URI" not in os.environ

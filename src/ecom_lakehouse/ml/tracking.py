@@ -94,10 +94,20 @@ def ml_run(spark: SparkSession, lake: Lakehouse, stage: str):
     """One MLflow run for one ML stage."""
     import mlflow
 
-    store = _configure(lake)
-    with mlflow.start_run(run_name=stage) as active:
-        mlflow.set_tags({"stage": stage, "env": lake.env, "lakehouse": lake.root})
-        yield Run(lake, active)
+    # mlflow.set_tracking_uri also writes MLFLOW_TRACKING_URI into the environment, where _configure
+    # would take it for the user's choice on the next run in this process (another lakehouse's store).
+    user_uris = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    try:
+        store = _configure(lake)
+        with mlflow.start_run(run_name=stage) as active:
+            mlflow.set_tags({"stage": stage, "env": lake.env, "lakehouse": lake.root})
+            yield Run(lake, active)
+    finally:
+        for key, value in user_uris.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     if store:
         from ecom_lakehouse.report import publish
         publish(spark, Path(store), f"{lake.root.rstrip('/')}/mlruns")
