@@ -152,7 +152,7 @@ def test_every_task_leaves_its_tables_in_the_catalog(twin, twin_raw):
     bronze = [f"{CATALOG}.{SCHEMA}.bronze_{t}" for t in TABLES]
     silver = [f"{CATALOG}.{SCHEMA}.silver_{t}" for t in TABLES]
     gold = [f"{CATALOG}.{GOLD_SCHEMA}.{t}" for t in (*OUTPUTS, "customer_segments", "segment_summary",
-                                                    "product_recommendations", "recommender_evaluation")]
+                                                    "served_recommendations", "recommender_evaluation", "model_verdicts")]
     quarantines = [f"{CATALOG}.{SCHEMA}.bronze_quarantine", f"{CATALOG}.{SCHEMA}.silver_quarantine",
                    f"{CATALOG}.{SCHEMA}.bronze_ingested_files"]
     found = _inspect(work, env, bronze + silver + gold + quarantines)

@@ -258,7 +258,7 @@ def test_every_step_runs_on_s3_under_the_instance_role_and_leaves_the_lake_compl
         assert bronze == emr_run["generated"][table], table
         assert 0 < delta_row_count(s3, lake, f"silver/{table}") <= bronze, table
     assert delta_row_count(s3, lake, "bronze/_quarantine") == 0
-    for table in (*gold.OUTPUTS, "customer_segments", "segment_summary", "product_recommendations",
+    for table in (*gold.OUTPUTS, "customer_segments", "segment_summary", "served_recommendations", "model_verdicts",
                   "recommender_evaluation"):
         # restock alerts may rightly be empty on a few hundred users' data; every other table may not
         assert delta_row_count(s3, lake, f"gold/{table}") >= (table != "inventory_restock_alerts"), table

@@ -2,8 +2,8 @@
 
 Every stage is its own command so that Databricks tasks and EMR steps can call them one
 by one; `run` runs them all. Errors the user can fix end with one line on stderr and exit
-code 2; a reconciliation that finds rows missing or doubled exits 1; nothing is written when a
-file is rejected. Any other failure also ends in one line (the exception's first line) and exit 1;
+code 2; a reconciliation that finds rows missing or doubled exits 1, and so does a model check
+that stops publication (leakage); nothing is written when a file is rejected. Any other failure also ends in one line (the exception's first line) and exit 1;
 set ECOM_DEBUG=1 to see the traceback. `entry` is the console script: it exits with the code, because
 a Databricks python_wheel_task ignores a returned one.
 """
@@ -19,6 +19,7 @@ from ecom_lakehouse import __version__
 from ecom_lakehouse.config import DEFAULTS, ENVIRONMENTS, ConfigError, Lakehouse
 from ecom_lakehouse.files import InputFileError
 from ecom_lakehouse.lock import LakehouseBusy, exclusive
+from ecom_lakehouse.ml import ModelCheckFailed
 from ecom_lakehouse.reconcile import ReconciliationError
 from ecom_lakehouse.schemas import TABLES
 from ecom_lakehouse.summary import print_reconciliation
@@ -60,9 +61,11 @@ def _add_generator_options(p: argparse.ArgumentParser, scale_default: float) -> 
 
 def _add_data_mode(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-mode", choices=("faithful", "taste"), default=None,
-                   help="what the data is, for the recommender's honesty check: 'faithful' (no signal beyond "
-                        "gender: ALS must not beat random within gender) or 'taste' (generated with --taste: ALS "
-                        "must beat popularity). Default: taste if --taste was given, else faithful")
+                   help="what the data is, for the recommender's checks: 'faithful' (no signal beyond gender: "
+                        "ALS hitting more often than chance is leakage, and the run stops without publishing) or "
+                        "'taste' (generated with --taste: no leakage check). Either way ALS serves only if it beats "
+                        "the best baseline, else that baseline serves. Default: taste if --taste was given, else "
+                        "faithful")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
         "silver": "type, deduplicate (MERGE, latest wins), conform and check rules into silver",
         "gold": "build the feature and insight tables from silver",
         "segment": "K-means customer segments from gold customer_features (k chosen by silhouette, stable seeds)",
-        "recommend": "ALS product recommendations, evaluated against baselines on a time split",
+        "recommend": "ALS product recommendations, evaluated against baselines on a time split; every user gets 10 "
+                     "(gold served_recommendations) from the strategy that won",
         "report": "write an HTML report with charts (and the PNGs) from the gold tables",
         "maintain": "compact small files (OPTIMIZE) and remove files no version of the last --retain-hours needs "
                     "(VACUUM), in every table; scheduled after the pipeline on Databricks and EMR",
@@ -399,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     except (InputFileError, ConfigError, MissingInputError, LakehouseBusy) as err:
         print(f"ecom-lakehouse: error: {err}", file=sys.stderr)
         return 2
-    except ReconciliationError as err:
+    except (ReconciliationError, ModelCheckFailed) as err:
         print(f"ecom-lakehouse: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -107,6 +107,15 @@ class Table:
         """Atomic replace: readers see the old version until the new one commits."""
         self.save(df.write.format("delta").mode("overwrite").option("overwriteSchema", "true"))
 
+    def replace_where(self, df: DataFrame, predicate: str, partition_by: tuple[str, ...] = ()) -> None:
+        """Atomically replace the rows matching `predicate` with `df`; creates the table (partitioned
+        by `partition_by`) if missing."""
+        writer = df.write.format("delta").mode("overwrite")
+        if self.exists(df.sparkSession):
+            self.save(writer.option("replaceWhere", predicate))
+        else:
+            self.save(writer.partitionBy(*partition_by))
+
 
 @dataclass(frozen=True)
 class Lakehouse:

@@ -53,11 +53,11 @@ def segment_chart(spark: SparkSession, lake: Lakehouse):
         return None
     fig, ax = plt.subplots(figsize=(8, 4))
     x = range(len(rows))
-    ax.bar([i - 0.2 for i in x], [r["share_of_customers"] * 100 for r in rows], width=0.4, label="% of customers")
+    ax.bar([i - 0.2 for i in x], [r["share_of_users"] * 100 for r in rows], width=0.4, label="% of users")
     ax.bar([i + 0.2 for i in x], [r["share_of_revenue"] * 100 for r in rows], width=0.4, label="% of revenue")
     ax.set_xticks(list(x), [r["segment"] for r in rows], rotation=15, ha="right")
     ax.set_ylabel("%")
-    ax.set_title("Customer segments: share of customers vs share of revenue")
+    ax.set_title("Customer segments (buyers by K-means, plus non-buyers): share of users vs share of revenue")
     ax.legend()
     fig.tight_layout()
     return fig
@@ -104,7 +104,8 @@ def recommender_chart(spark: SparkSession, lake: Lakehouse):
     if not rows:
         return None
     modes = sorted({r["data_mode"] for r in rows})
-    models = ["als", "random_within_gender", "popularity_global", "popularity_within_gender"]
+    from ecom_lakehouse.ml.recommend import MODELS as models
+
     value = {(r["data_mode"], r["model"]): r["value"] for r in rows}
     fig, ax = plt.subplots(figsize=(8, 4))
     width = 0.8 / len(models)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pyspark.sql import Column
 from pyspark.sql import functions as F
-from pyspark.sql.types import LongType, StringType, StructField, StructType, TimestampType
+from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType, TimestampType
 
 # table -> ordered (column, type). Types: id (integer key), int, double, timestamp,
 # string, geometry (WKT, optional trailing column that newer exports add).
@@ -84,6 +84,24 @@ INGESTED_FILES_SCHEMA = StructType([
     StructField(STREAM_ID, StringType()),
     StructField(BATCH_ID, LongType()),
     StructField(INGESTED_AT, TimestampType()),
+])
+
+# gold/model_verdicts: the latest verdict of each check per model and data mode, with what it was
+# computed on (the input tables' Delta versions) and the MLflow run holding its full record.
+VERDICT_SCHEMA = StructType([
+    StructField("model", StringType()),
+    StructField("data_mode", StringType()),
+    StructField("check", StringType()),
+    StructField("verdict", StringType()),
+    StructField("statistic", DoubleType()),
+    StructField("interval_low", DoubleType()),
+    StructField("interval_high", DoubleType()),
+    StructField("p_value", DoubleType()),
+    StructField("detail", StringType()),
+    StructField("consequence", StringType()),
+    StructField("built_from", StringType()),
+    StructField("run_id", StringType()),
+    StructField("decided_at", TimestampType()),
 ])
 
 

@@ -78,16 +78,32 @@ def print_summary(spark: SparkSession, lake: Lakehouse, echo=print) -> None:
 def _print_ml(spark: SparkSession, lake: Lakehouse, echo) -> None:
     segments = lake.table("gold", "segment_summary")
     if segments.exists(spark):
-        echo("Segments (share of customers -> share of revenue):")
-        for r in segments.read(spark).orderBy(F.desc("share_of_revenue")).collect():  # k <= 6 rows
-            echo(f"  {r['segment']:<30} {r['share_of_customers']:6.1%} -> {r['share_of_revenue']:6.1%}  "
-                 f"avg {r['avg_orders']:.2f} orders, ${r['avg_spend']:,.0f}, last order {r['avg_recency_days']:.0f} days ago")
+        echo("Segments (share of users -> share of revenue; buyers' segments, then non-buyers):")
+        for r in segments.read(spark).orderBy(F.desc("share_of_revenue"), "segment_id").collect():  # <= 7 rows
+            habits = (f"avg {r['avg_orders']:.2f} orders, ${r['avg_spend']:,.0f}, last order {r['avg_recency_days']:.0f} "
+                      f"days ago; {r['share_repeat']:.0%} repeat, {r['share_recent']:.0%} within a year"
+                      if r["avg_orders"] is not None else "no valid order")
+            echo(f"  {r['segment']:<32} {r['users']:>7,} users {r['share_of_users']:6.1%} -> {r['share_of_revenue']:6.1%}  "
+                 f"{habits}")
     evaluation = lake.table("gold", "recommender_evaluation")
     if evaluation.exists(spark):
+        from ecom_lakehouse.ml.recommend import MODELS
+
         rows = evaluation.read(spark).where("users = 'warm' AND metric IN ('hit_rate@10', 'ndcg@10')").collect()  # small
         table = {(r["data_mode"], r["model"], r["metric"]): r["value"] for r in rows}
         echo("Recommender, warm test users (hit rate@10 / NDCG@10):")
         for mode in sorted({k[0] for k in table}):
             cells = [f"{m} {table.get((mode, m, 'hit_rate@10'), 0):.4f}/{table.get((mode, m, 'ndcg@10'), 0):.4f}"
-                     for m in ("als", "random_within_gender", "popularity_global", "popularity_within_gender")]
+                     for m in MODELS]
             echo(f"  {mode:<9} " + "  ".join(cells))
+    verdicts = lake.table("gold", "model_verdicts")
+    if verdicts.exists(spark):
+        echo("Model checks:")
+        for r in verdicts.read(spark).orderBy("model", "data_mode", "check").collect():  # a few rows
+            echo(f"  {r['model']:<12} {r['data_mode']:<9} {r['check']:<20} {r['verdict']:<12} {r['consequence'] or ''}")
+    served = lake.table("gold", "served_recommendations")
+    if served.exists(spark):
+        by = served.read(spark).groupBy("strategy").agg(F.countDistinct("user_id").alias("users"),
+                                                         F.count("*").alias("rows")).collect()  # <= 2 rows
+        echo("Served recommendations: " + ", ".join(f"{r['strategy']} {r['rows']:,} for {r['users']:,} users"
+                                                    for r in sorted(by, key=lambda r: -r["rows"])))

@@ -1,15 +1,21 @@
 """Customer segmentation: log-RFM features, StandardScaler(withMean, withStd), KMeans.
 
-k is chosen in K_RANGE by silhouette (ClusteringEvaluator), with the WSSSE elbow recorded
-beside it. KMeans has no restarts, so each k is fitted with several seeds and the lowest
-cost kept; a k whose assignments disagree across seeds (adjusted Rand index under
-MIN_STABILITY) is never published. Segments are named from their centroids in original
-units by the rule in `name_segment`.
+Features: recency, frequency and average basket (logs). Total spend is left out because it is
+frequency x basket (it correlates 0.91 with basket), and category diversity because it follows
+frequency (0.71): redundant features would weigh the same thing twice.
+
+k is chosen by silhouette (ClusteringEvaluator) in 2..K_MAX, capped by the number of distinct
+feature vectors, with the WSSSE elbow recorded beside it. KMeans has no restarts, so each k is
+fitted with several seeds and the lowest cost kept; a k whose assignments disagree across seeds
+(adjusted Rand index under MIN_STABILITY) is never published. With fewer than two distinct
+buyers, or no stable k, one "all buyers" segment is published instead, and the verdict says why.
+Segments are named from the share of their members meeting each condition (`name_segment`);
+non-buyers are a row of their own (segment_id -1).
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pyspark.ml import Pipeline, PipelineModel
 from pyspark.ml.clustering import KMeans
@@ -20,23 +26,27 @@ from pyspark.sql import functions as F
 
 from ecom_lakehouse import lineage
 from ecom_lakehouse.config import Lakehouse
-from ecom_lakehouse.ml import save_model, tracking
+from ecom_lakehouse.ml import save_model, tracking, write_verdicts
+from ecom_lakehouse.ml.checks import Check
 
-K_RANGE = range(2, 7)
+K_MAX = 6
 SEEDS = (1, 2, 3)
 MIN_STABILITY = 0.8
-FEATURES = ["log_recency", "log_frequency", "log_monetary", "log_avg_basket", "category_diversity"]
+FEATURES = ["log_recency", "log_frequency", "log_avg_basket"]
+RAW_FEATURES = ["recency_days", "frequency", "avg_basket"]
+RECENT_DAYS = 365
+MOST = 0.75  # a word applies to a segment when at least this share of its members meet it
+NON_BUYERS, NON_BUYERS_ID, ALL_BUYERS = "non-buyers", -1, "all buyers"
 
 
 def buyers(features: DataFrame) -> DataFrame:
-    return features.where("is_buyer").select("user_id", "recency_days", "frequency", "monetary", "avg_basket",
-                                             "category_diversity")
+    return features.where("is_buyer").select("user_id", "recency_days", "frequency", "monetary", "avg_basket")
 
 
 def build_pipeline(k: int, seed: int) -> Pipeline:
     logs = SQLTransformer(statement=(
         "SELECT *, log1p(recency_days) AS log_recency, log1p(frequency) AS log_frequency, "
-        "log1p(monetary) AS log_monetary, log1p(avg_basket) AS log_avg_basket FROM __THIS__"))
+        "log1p(avg_basket) AS log_avg_basket FROM __THIS__"))
     return Pipeline(stages=[
         logs,
         VectorAssembler(inputCols=FEATURES, outputCol="raw_features"),
@@ -76,10 +86,14 @@ class KResult:
     model: PipelineModel
 
 
-def fit_k(data: DataFrame, k: int) -> KResult:
+def fit_k(data: DataFrame, k: int) -> KResult | None:
+    """The lowest-cost of SEEDS fits of k clusters, or None when KMeans found fewer than k
+    non-empty clusters (too few distinct points around)."""
     fits = []
     for seed in SEEDS:
         model = build_pipeline(k, seed).fit(data)
+        if min(model.stages[-1].summary.clusterSizes, default=0) == 0 or model.stages[-1].summary.k < k:
+            return None
         fits.append((model.stages[-1].summary.trainingCost, model))
     fits.sort(key=lambda f: f[0])
     best_cost, best = fits[0]
@@ -91,46 +105,113 @@ def fit_k(data: DataFrame, k: int) -> KResult:
     return KResult(k, best_cost, silhouette, ari, best)
 
 
-def choose_k(results: list[KResult]) -> KResult:
+def choose_k(results: list[KResult]) -> KResult | None:
     stable = [r for r in results if r.stability_ari >= MIN_STABILITY]
-    if not stable:
-        raise RuntimeError("no k in {}..{} gives stable clusters across seeds (ARI < {}); not publishing segments"
-                           .format(K_RANGE.start, K_RANGE.stop - 1, MIN_STABILITY))
-    return max(stable, key=lambda r: r.silhouette)
+    return max(stable, key=lambda r: r.silhouette) if stable else None
 
 
-def name_segment(avg_orders: float, avg_spend: float, avg_recency: float, overall_spend: float) -> str:
-    """The naming rule, from a segment's centroid in original units."""
-    habit = "repeat" if avg_orders >= 1.5 else "one-time"
-    value = "high-value" if avg_spend >= 1.5 * overall_spend else "low-value" if avg_spend <= 0.67 * overall_spend else "mid-value"
-    recency = "lapsed" if avg_recency > 365 else "recent"
-    return f"{habit} {value}, {recency}"
+def name_segment(share_repeat: float, share_high_spend: float, share_recent: float) -> str:
+    """The naming rule, from the share of members who ordered more than once, spent more than the
+    median buyer and ordered within RECENT_DAYS: a word applies when MOST of them meet it."""
+    def word(share: float, yes: str, no: str, mixed: str) -> str:
+        return yes if share >= MOST else no if share <= 1 - MOST else mixed
+
+    return (f"{word(share_repeat, 'repeat', 'one-time', 'mixed repeat')} "
+            f"{word(share_high_spend, 'high-value', 'low-value', 'mid-value')}, "
+            f"{word(share_recent, 'recent', 'lapsed', 'mixed recency')}")
 
 
-def segment_summary(assigned: DataFrame) -> DataFrame:
-    """Per segment: share of customers and revenue, average orders, spend and recency."""
-    totals = assigned.agg(F.count("*").alias("n"), F.sum("monetary").alias("revenue"))
+def segment_summary(assigned: DataFrame, median_spend: float, non_buyers: int) -> DataFrame:
+    """Per segment: buyers and their shares of users, buyers and revenue, averages, and the shares
+    of members meeting each naming condition; non-buyers as one more row."""
     per = assigned.groupBy("segment_id").agg(
-        F.count("*").alias("customers"), F.sum("monetary").alias("revenue"),
+        F.count("*").alias("users"), F.sum("monetary").alias("revenue"),
         F.avg("frequency").alias("avg_orders"), F.avg("monetary").alias("avg_spend"),
-        F.avg("recency_days").alias("avg_recency_days"))
-    return (per.crossJoin(totals.select(F.col("n").alias("_n"), F.col("revenue").alias("_rev")))
-            .select("segment_id", "customers",
-                    F.round(F.col("customers") / F.col("_n"), 4).alias("share_of_customers"),
-                    F.round(F.col("revenue") / F.col("_rev"), 4).alias("share_of_revenue"),
-                    F.round("avg_orders", 2).alias("avg_orders"), F.round("avg_spend", 2).alias("avg_spend"),
-                    F.round("avg_recency_days", 1).alias("avg_recency_days")))
+        F.avg("recency_days").alias("avg_recency_days"),
+        F.avg((F.col("frequency") > 1).cast("double")).alias("share_repeat"),
+        F.avg((F.col("monetary") > median_spend).cast("double")).alias("share_high_spend"),
+        F.avg((F.col("recency_days") <= RECENT_DAYS).cast("double")).alias("share_recent"))
+    spark = assigned.sparkSession
+    rows = per.unionByName(spark.createDataFrame(
+        [(NON_BUYERS_ID, non_buyers, 0.0)], "segment_id int, users long, revenue double"), allowMissingColumns=True)
+    totals = rows.agg(F.sum("users").alias("_all"), F.sum(F.when(F.col("segment_id") != NON_BUYERS_ID, F.col("users")))
+                      .alias("_buyers"), F.sum("revenue").alias("_revenue"))
+    return (rows.where((F.col("segment_id") != NON_BUYERS_ID) | (F.col("users") > 0)).crossJoin(totals)
+            .select("segment_id", "users",
+                    F.round(F.col("users") / F.col("_all"), 4).alias("share_of_users"),
+                    F.when(F.col("segment_id") != NON_BUYERS_ID, F.round(F.col("users") / F.col("_buyers"), 4))
+                    .alias("share_of_buyers"),
+                    F.round(F.coalesce(F.try_divide("revenue", "_revenue"), F.lit(0.0)), 4).alias("share_of_revenue"),
+                    *[F.round(c, d).alias(c) for c, d in (("avg_orders", 2), ("avg_spend", 2), ("avg_recency_days", 1),
+                                                          ("share_repeat", 3), ("share_high_spend", 3), ("share_recent", 3))]))
 
 
-def with_names(spark: SparkSession, summary: DataFrame) -> DataFrame:
-    """Attach names to the k summary rows (k <= 6 rows reach the driver)."""
+def with_names(summary: DataFrame, single: bool) -> DataFrame:
+    """Attach names to the summary rows (at most K_MAX + 1 rows reach the driver)."""
     rows = summary.collect()
-    overall = sum(r["avg_spend"] * r["customers"] for r in rows) / sum(r["customers"] for r in rows)
-    names = [name_segment(r["avg_orders"], r["avg_spend"], r["avg_recency_days"], overall) for r in rows]
-    # two centroids can earn the same words: number them so names stay unique
+
+    def name(r) -> str:
+        if r["segment_id"] == NON_BUYERS_ID:
+            return NON_BUYERS
+        return ALL_BUYERS if single else name_segment(r["share_repeat"], r["share_high_spend"], r["share_recent"])
+
+    names = [name(r) for r in rows]
+    # two segments can earn the same words: number them so names stay unique
     unique = [f"{n} #{names[:i].count(n) + 1}" if names.count(n) > 1 else n for i, n in enumerate(names)]
-    named = spark.createDataFrame([(r["segment_id"], n) for r, n in zip(rows, unique)], "segment_id int, segment string")
-    return summary.join(named, "segment_id").orderBy(F.desc("share_of_revenue"))
+    named = summary.sparkSession.createDataFrame([(r["segment_id"], n) for r, n in zip(rows, unique)],
+                                                 "segment_id int, segment string")
+    return summary.join(named, "segment_id").orderBy(F.desc("share_of_revenue"), "segment_id")
+
+
+@dataclass
+class Segmentation:
+    summary: DataFrame
+    memberships: DataFrame  # every user: user_id, segment_id, segment
+    results: list[KResult] = field(default_factory=list)
+    chosen: KResult | None = None
+    check: Check | None = None
+
+
+def stability_check(results: list[KResult], chosen: KResult | None, distinct: int) -> Check:
+    if distinct < 2:
+        return Check("segmentation", "seed_stability", "INCONCLUSIVE", 0.0, 0.0, 0.0, 1.0,
+                     f"{distinct} distinct buyer feature vector(s): nothing to cluster",
+                     f"published one '{ALL_BUYERS}' segment")
+    if chosen is None:
+        best = max((r.stability_ari for r in results), default=0.0)
+        return Check("segmentation", "seed_stability", "FAIL", best, best, best, 1.0,
+                     f"no k in 2..{min(K_MAX, distinct)} gives the same clusters across seeds {SEEDS} "
+                     f"(best min ARI {best:.3f} < {MIN_STABILITY})", f"published one '{ALL_BUYERS}' segment")
+    return Check("segmentation", "seed_stability", "PASS", chosen.stability_ari, chosen.stability_ari,
+                 chosen.stability_ari, 1.0, f"k={chosen.k}: min ARI across seeds {chosen.stability_ari:.3f} >= "
+                 f"{MIN_STABILITY}, silhouette {chosen.silhouette:.3f}", f"published {chosen.k} segments")
+
+
+def segment(features: DataFrame, echo=print) -> Segmentation:
+    """Segments for the buyers in gold customer_features (data persisted by the caller)."""
+    data = buyers(features).persist()
+    distinct = data.select(*RAW_FEATURES).distinct().limit(K_MAX).count()
+    results = []
+    for k in range(2, min(K_MAX, distinct) + 1):
+        k_started = time.time()
+        r = fit_k(data, k)
+        if r is None:
+            echo(f"  segment k={k}: fewer than {k} non-empty clusters, skipped")
+            continue
+        results.append(r)
+        echo(f"  segment k={k}  ({time.time() - k_started:4.1f}s)  silhouette {r.silhouette:.3f}  WSSSE {r.wssse:,.0f}  "
+             f"stability (min ARI across seeds) {r.stability_ari:.3f}")
+    chosen = choose_k(results)
+    assigned = (chosen.model.transform(data) if chosen else data.withColumn("segment_id", F.lit(0))).select(
+        "user_id", F.col("segment_id").cast("int"), "frequency", "monetary", "recency_days")
+    median = data.approxQuantile("monetary", [0.5], 0.001)
+    non_buyers = features.where(~F.col("is_buyer")).select("user_id")
+    summary = with_names(segment_summary(assigned, median[0] if median else 0.0, non_buyers.count()), chosen is None)
+    names = F.broadcast(summary.select("segment_id", "segment"))
+    memberships = (assigned.select("user_id", "segment_id")
+                   .unionByName(non_buyers.withColumn("segment_id", F.lit(NON_BUYERS_ID))).join(names, "segment_id")
+                   .select("user_id", "segment_id", "segment"))
+    return Segmentation(summary, memberships, results, chosen, stability_check(results, chosen, distinct))
 
 
 def run(spark: SparkSession, lake: Lakehouse, echo=print) -> dict:
@@ -138,41 +219,37 @@ def run(spark: SparkSession, lake: Lakehouse, echo=print) -> dict:
     source = lake.table("gold", "customer_features")
     version = source.version(spark)
     outputs = [lake.table("gold", n) for n in ("segment_summary", "customer_segments", "segmentation_model_selection")]
-    built_from = lineage.of(spark, [source], f"k={K_RANGE.start}..{K_RANGE.stop - 1},seeds={SEEDS}")
+    built_from = lineage.of(spark, [source], f"k=2..{K_MAX},seeds={SEEDS},features={','.join(FEATURES)}")
     if lineage.is_current(spark, outputs, built_from):
         echo(f"  segments unchanged (built from {built_from}): skipped")
         return {}
-    data = buyers(source.read(spark)).persist()
-    results = []
-    for k in K_RANGE:
-        k_started = time.time()
-        r = fit_k(data, k)
-        results.append(r)
-        echo(f"  segment k={k}  ({time.time() - k_started:4.1f}s)  silhouette {r.silhouette:.3f}  WSSSE {r.wssse:,.0f}  stability (min ARI across seeds) {r.stability_ari:.3f}")
-    chosen = choose_k(results)
-    echo(f"  chosen k={chosen.k}: best silhouette among k with stable assignments (ARI >= {MIN_STABILITY})")
-    assigned = chosen.model.transform(data).select("user_id", "segment_id", "frequency", "monetary", "recency_days")
-    summary = with_names(spark, segment_summary(assigned))
-    selection = spark.createDataFrame([(r.k, float(r.wssse), float(r.silhouette), float(r.stability_ari), r.k == chosen.k)
-                                       for r in results],
+    features = source.read(spark).persist()
+    result = segment(features, echo)
+    chosen, check = result.chosen, result.check
+    echo(f"  check seed_stability: {check.verdict}: {check.detail} -> {check.consequence}")
+    selection = spark.createDataFrame([(r.k, float(r.wssse), float(r.silhouette), float(r.stability_ari),
+                                        chosen is not None and r.k == chosen.k) for r in result.results],
                                       "k int, wssse double, silhouette double, stability_ari double, chosen boolean")
-    with lineage.recorded(spark, built_from):
-        lake.table("gold", "segment_summary").overwrite(summary)
-        names = lake.table("gold", "segment_summary").read(spark).select("segment_id", "segment")
-        lake.table("gold", "customer_segments").overwrite(assigned.select("user_id", "segment_id").join(names, "segment_id"))
-        lake.table("gold", "segmentation_model_selection").overwrite(selection)
-    save_model(spark, chosen.model, lake.model_path("segmentation"),
-               {"table": str(source), "delta_version": version, "k": chosen.k})
     with tracking.ml_run(spark, lake, "segment") as run:
-        run.log(params={"k_range": f"{K_RANGE.start}..{K_RANGE.stop - 1}", "seeds": SEEDS, "chosen_k": chosen.k,
+        run.log(params={"k_range": f"2..{K_MAX}", "seeds": SEEDS, "chosen_k": chosen.k if chosen else 1,
                         "min_stability_ari": MIN_STABILITY, "features": FEATURES},
-                metrics={**{f"k{r.k}.{m}": getattr(r, m) for r in results for m in ("silhouette", "wssse", "stability_ari")},
-                         "silhouette": chosen.silhouette, "stability_ari": chosen.stability_ari},
-                tags={"training_table": str(source), "training_table.delta_version": version})
-        model_version = run.log_model(chosen.model, "segmentation", data, ["segment_id"],
-                                      champion=chosen.stability_ari >= MIN_STABILITY)
-    data.unpersist()
-    echo(f"  segments written; model saved to {lake.model_path('segmentation')} (trained on {source} v{version}) and "
-         f"registered as {lake.model_name(tracking.MODELS['segmentation'])} v{model_version} "
-         f"(MLflow run {run.info.run_id}) in {time.time() - started:.1f}s")
-    return {"k": chosen.k, "silhouette": chosen.silhouette}
+                metrics={**{f"k{r.k}.{m}": getattr(r, m) for r in result.results
+                            for m in ("silhouette", "wssse", "stability_ari")},
+                         **({"silhouette": chosen.silhouette, "stability_ari": chosen.stability_ari} if chosen else {})},
+                tags={"training_table": str(source), "training_table.delta_version": version,
+                      "check.seed_stability": check.verdict, "check.seed_stability.detail": check.detail})
+        with lineage.recorded(spark, built_from):
+            write_verdicts(spark, lake, [check], "segmentation", "all", built_from, run.info.run_id)
+            lake.table("gold", "segment_summary").overwrite(result.summary)
+            lake.table("gold", "customer_segments").overwrite(result.memberships)
+            lake.table("gold", "segmentation_model_selection").overwrite(selection)
+        if chosen:
+            save_model(spark, chosen.model, lake.model_path("segmentation"),
+                       {"table": str(source), "delta_version": version, "k": chosen.k})
+            model_version = run.log_model(chosen.model, "segmentation", buyers(features), ["segment_id"], champion=True)
+    features.unpersist()
+    echo(f"  segments written; " + (
+        f"model saved to {lake.model_path('segmentation')} (trained on {source} v{version}) and registered as "
+        f"{lake.model_name(tracking.MODELS['segmentation'])} v{model_version}" if chosen else "no model (one segment)")
+        + f" (MLflow run {run.info.run_id}) in {time.time() - started:.1f}s")
+    return {"k": chosen.k if chosen else 1, "silhouette": chosen.silhouette if chosen else None}

@@ -97,6 +97,7 @@ def ml_run(spark: SparkSession, lake: Lakehouse, stage: str):
     # mlflow.set_tracking_uri also writes MLFLOW_TRACKING_URI into the environment, where _configure
     # would take it for the user's choice on the next run in this process (another lakehouse's store).
     user_uris = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    store = None
     try:
         store = _configure(lake)
         with mlflow.start_run(run_name=stage) as active:
@@ -108,6 +109,6 @@ def ml_run(spark: SparkSession, lake: Lakehouse, stage: str):
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-    if store:
-        from ecom_lakehouse.report import publish
-        publish(spark, Path(store), f"{lake.root.rstrip('/')}/mlruns")
+        if store:  # a failed run's record matters most: it is published too
+            from ecom_lakehouse.report import publish
+            publish(spark, Path(store), f"{lake.root.rstrip('/')}/mlruns")

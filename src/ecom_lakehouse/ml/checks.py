@@ -1,0 +1,122 @@
+"""The recommender's two checks, each an exact test with a verdict that changes what happens.
+
+* `leakage` (faithful data only): the thelook data has no signal beyond gender, so ALS may not
+  hit more often than a random pick from the user's gender's catalogue. The chance of a random
+  hit is computed exactly for each user from their candidate pool (the gender's catalogue less
+  what they bought) and their hittable labels; ALS's hit count is tested against the
+  Poisson-binomial distribution of chance hits.
+    FAIL          ALS hits more often than chance at p < LEAK_ALPHA: leakage. Nothing is published.
+    PASS          the exact 95% upper bound of ALS hits / chance hits is under MEANINGFUL_LIFT.
+    INCONCLUSIVE  neither: the data is too small to rule a meaningful lift out (the detail says
+                  how many users would).
+* `beats_best_baseline` (both data modes): exact McNemar test of ALS's per-user hits against the
+  best servable baseline's. PASS (the 95% interval of the hit-rate difference is above 0)
+  serves ALS; otherwise the baseline's recommendations are served, and the verdict says so.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from ecom_lakehouse.ml import stats
+from ecom_lakehouse.ml.baselines import K, product_gender
+
+LEAK_ALPHA = 0.001
+MEANINGFUL_LIFT = 3.0
+LEAKS_TO_DETECT = (3.0, 10.0)  # power is reported for leaks this many times chance
+
+
+@dataclass
+class Check:
+    model: str
+    check: str
+    verdict: str  # PASS, FAIL, INCONCLUSIVE
+    statistic: float
+    interval_low: float
+    interval_high: float
+    p_value: float
+    detail: str
+    consequence: str = ""
+
+
+def chance_of_a_hit(pool: int, hittable: int, k: int = K) -> float:
+    """P(k distinct products drawn uniformly from `pool` include one of `hittable` of them)."""
+    if hittable <= 0 or pool <= 0:
+        return 0.0
+    miss = 1.0
+    for i in range(min(k, pool)):
+        miss *= max(0, pool - hittable - i) / (pool - i)
+    return 1.0 - miss
+
+
+def chance_groups(labels: DataFrame, history: DataFrame, products: DataFrame, k: int = K) -> list[tuple[int, float]]:
+    """(users, chance of a random hit) per distinct (pool size, hittable labels): few rows at any scale."""
+    catalogue = product_gender(products)
+    people = labels.select("user_id", "gender").distinct()
+    sizes = catalogue.groupBy("gender").agg(F.count("*").alias("catalogue"))
+
+    def in_own_catalogue(pairs: DataFrame, name: str) -> DataFrame:
+        return (pairs.select("user_id", "product_id").distinct().join(people, "user_id").join(catalogue, ["product_id", "gender"])
+                .groupBy("user_id").agg(F.count("*").alias(name)))
+
+    per_user = (people.join(sizes, "gender").join(in_own_catalogue(history, "bought"), "user_id", "left")
+                .join(in_own_catalogue(labels, "hittable"), "user_id", "left")
+                .select((F.col("catalogue") - F.coalesce("bought", F.lit(0))).alias("pool"),
+                        F.coalesce("hittable", F.lit(0)).alias("hittable")))
+    return [(r["count"], chance_of_a_hit(r["pool"], r["hittable"], k))
+            for r in per_user.groupBy("pool", "hittable").count().collect()]
+
+
+def expected_hits_needed(lift: float = MEANINGFUL_LIFT) -> int:
+    """Chance hits a run must expect before a model at chance can rule `lift` out."""
+    expected = 1
+    while stats.rate_ratio_interval([(10 ** 6, expected / 10 ** 6)], expected)[1] >= lift:
+        expected += 1
+    return expected
+
+
+def leakage_check(groups: list[tuple[int, float]], observed_hits: int) -> Check:
+    users = sum(n for n, _ in groups)
+    expected = sum(n * p for n, p in groups)
+    if expected == 0:
+        return Check("als", "leakage", "INCONCLUSIVE", 0.0, 0.0, 0.0, 1.0,
+                     "no warm test user has a product a random pick could hit: nothing to test")
+    p_value = stats.upper_tail(groups, observed_hits)
+    low, high = stats.rate_ratio_interval(groups, observed_hits)
+    powers = ", ".join(f"{stats.power(groups, LEAK_ALPHA, lift):.0%} for a {lift:g}x leak" for lift in LEAKS_TO_DETECT)
+    measured = (f"ALS hit {observed_hits} of {users:,} warm test users, chance expects {expected:.2f}: "
+                f"{observed_hits / expected:.2f}x chance, exact 95% interval [{low:.2f}x, {high:.2f}x], "
+                f"p = {p_value:.2g}; power at p < {LEAK_ALPHA:g}: {powers}")
+    if p_value < LEAK_ALPHA:
+        verdict, why = "FAIL", ("this data has no signal beyond gender, so hitting more often than chance is leakage "
+                                "(test purchases reaching training)")
+    elif high < MEANINGFUL_LIFT:
+        verdict, why = "PASS", f"a lift of {MEANINGFUL_LIFT:g}x chance or more is ruled out"
+    else:
+        needed = expected_hits_needed()
+        verdict, why = "INCONCLUSIVE", (f"too little data to rule out a {MEANINGFUL_LIFT:g}x lift: that needs about "
+                                        f"{needed} expected chance hits, about {users * needed / expected:,.0f} warm "
+                                        f"test users at this data's rates")
+    return Check("als", "leakage", verdict, observed_hits / expected, low, high, p_value, f"{measured}; {why}")
+
+
+def discordant_users(a: DataFrame, b: DataFrame) -> tuple[int, int, int]:
+    """(hit by a only, hit by b only, users) from two evaluation frames over the same users."""
+    pairs = a.select("user_id", F.col("hit").alias("a")).join(b.select("user_id", F.col("hit").alias("b")), "user_id")
+    row = pairs.agg(F.sum(((F.col("a") == 1) & (F.col("b") == 0)).cast("int")),
+                    F.sum(((F.col("a") == 0) & (F.col("b") == 1)).cast("int")), F.count("*")).first()
+    return int(row[0] or 0), int(row[1] or 0), int(row[2])
+
+
+def baseline_check(only_als: int, only_baseline: int, users: int, baseline: str) -> Check:
+    difference, low, high, p_value = stats.mcnemar_exact(only_als, only_baseline, users)
+    measured = (f"ALS against {baseline}: hit-rate difference {difference:+.4f}, exact 95% interval "
+                f"[{low:+.4f}, {high:+.4f}] ({only_als} users hit by ALS only, {only_baseline} by {baseline} only, "
+                f"McNemar p = {p_value:.2g})")
+    if low > 0:
+        return Check("als", "beats_best_baseline", "PASS", difference, low, high, p_value, measured, "serving als")
+    verdict = "FAIL" if high < 0 else "INCONCLUSIVE"
+    return Check("als", "beats_best_baseline", verdict, difference, low, high, p_value,
+                 f"{measured}; ALS is not clearly better", f"serving {baseline} instead of als")

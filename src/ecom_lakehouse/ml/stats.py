@@ -1,0 +1,107 @@
+"""Exact tests for the recommender's checks, in plain Python.
+
+Their inputs are a handful of aggregates (counts of discordant users, or per-user hit chances
+grouped by (candidate pool, labels)), never per-user rows, so they cost nothing on the driver
+at any scale. No scipy: the platforms' runtimes are not guaranteed to ship it.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+# Beyond this many standard deviations above the mean the tail is below 1e-300: 0 for our purposes.
+_TAIL_SIGMAS = 40
+
+
+def _binomial_pmf(n: int, p: float, upto: int) -> list[float]:
+    """P(Bin(n, p) = x) for x in 0..min(n, upto)."""
+    top = min(n, upto)
+    if p <= 0.0 or p >= 1.0:
+        certain = n if p >= 1.0 else 0
+        return [1.0 if x == certain else 0.0 for x in range(top + 1)]
+    log_p, log_q = math.log(p), math.log1p(-p)
+    return [math.exp(math.lgamma(n + 1) - math.lgamma(x + 1) - math.lgamma(n - x + 1) + x * log_p + (n - x) * log_q)
+            for x in range(top + 1)]
+
+
+def poisson_binomial_cdf(groups: list[tuple[int, float]], x: int) -> float:
+    """P(X <= x) where X is the number of successes of independent trials given as (count, chance)."""
+    if x < 0:
+        return 0.0
+    mean = sum(n * p for n, p in groups)
+    sd = math.sqrt(sum(n * p * (1 - p) for n, p in groups))
+    if x > mean + _TAIL_SIGMAS * sd + 50:
+        return 1.0
+    pmf = np.array([1.0])
+    for n, p in groups:  # convolve one binomial per group, truncated at x
+        pmf = np.convolve(pmf, _binomial_pmf(n, p, x))[:x + 1]
+    return float(min(1.0, pmf.sum()))
+
+
+def upper_tail(groups: list[tuple[int, float]], x: int) -> float:
+    """P(X >= x)."""
+    return max(0.0, 1.0 - poisson_binomial_cdf(groups, x - 1))
+
+
+def _scaled(groups: list[tuple[int, float]], ratio: float) -> list[tuple[int, float]]:
+    return [(n, min(1.0, p * ratio)) for n, p in groups]
+
+
+def _bisect(predicate, low: float, high: float, steps: int = 40) -> float:
+    """The boundary between predicate True (at low) and False (at high)."""
+    for _ in range(steps):
+        mid = (low + high) / 2
+        low, high = (mid, high) if predicate(mid) else (low, mid)
+    return (low + high) / 2
+
+
+def rate_ratio_interval(groups: list[tuple[int, float]], observed: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Exact interval for r in 'each trial succeeds with chance r * p' given `observed` successes
+    (inverting the Poisson-binomial tails, like Clopper-Pearson for one proportion)."""
+    tail = (1 - confidence) / 2
+    ceiling = 1.0 / max(p for _, p in groups)  # every chance capped at 1 beyond this
+    low = 0.0 if observed == 0 else _bisect(lambda r: upper_tail(_scaled(groups, r), observed) < tail, 0.0, ceiling)
+    high = _bisect(lambda r: poisson_binomial_cdf(_scaled(groups, r), observed) >= tail, 0.0, ceiling)
+    return low, high
+
+
+def critical_count(groups: list[tuple[int, float]], alpha: float) -> int:
+    """The smallest count c with P(X >= c) <= alpha under the null."""
+    c = max(0, int(sum(n * p for n, p in groups)))
+    while upper_tail(groups, c) > alpha:
+        c += 1
+    return c
+
+
+def power(groups: list[tuple[int, float]], alpha: float, ratio: float) -> float:
+    """Chance that a model hitting `ratio` times as often as chance is flagged at level alpha."""
+    return upper_tail(_scaled(groups, ratio), critical_count(groups, alpha))
+
+
+def binomial_cdf(x: int, n: int, p: float) -> float:
+    return min(1.0, sum(_binomial_pmf(n, p, x))) if x >= 0 else 0.0
+
+
+def clopper_pearson(successes: int, trials: int, confidence: float = 0.95) -> tuple[float, float]:
+    tail = (1 - confidence) / 2
+    if trials == 0:
+        return 0.0, 1.0
+    low = 0.0 if successes == 0 else _bisect(lambda p: 1 - binomial_cdf(successes - 1, trials, p) < tail, 0.0, 1.0)
+    high = 1.0 if successes == trials else _bisect(lambda p: binomial_cdf(successes, trials, p) >= tail, 0.0, 1.0)
+    return low, high
+
+
+def mcnemar_exact(only_a: int, only_b: int, users: int, confidence: float = 0.95) -> tuple[float, float, float, float]:
+    """Paired comparison of two recommenders' per-user hits.
+
+    only_a: users hit by a and missed by b; only_b: the reverse. Returns the hit-rate difference
+    (a - b), its exact interval (Clopper-Pearson on the discordant pairs, conditional on their
+    number) and the two-sided exact p-value."""
+    discordant = only_a + only_b
+    difference = (only_a - only_b) / users if users else 0.0
+    if discordant == 0:
+        return difference, 0.0, 0.0, 1.0
+    low, high = clopper_pearson(only_a, discordant, confidence)
+    p_value = min(1.0, 2 * binomial_cdf(min(only_a, only_b), discordant, 0.5))
+    return difference, discordant * (2 * low - 1) / users, discordant * (2 * high - 1) / users, p_value
