@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 
+from ecom_lakehouse import files
+
 ENVIRONMENTS = ("local", "databricks", "emr")
 LAYERS = ("bronze", "silver", "gold")
 QUARANTINE = "_quarantine"
@@ -161,13 +163,8 @@ class Lakehouse:
             prefix = "" if layer == "gold" else f"{layer}_"
             names = [t.name for t in spark.catalog.listTables(f"{self.catalog}.{schema}") if t.name.startswith(prefix)]
             return [Table(layer, n[len(prefix):], full_name=f"{self.catalog}.{schema}.{n}") for n in sorted(names)]
-        jvm = spark.sparkContext._jvm
-        folder = jvm.org.apache.hadoop.fs.Path(self._under_root(layer))
-        fs = folder.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-        if not fs.exists(folder):
-            return []
-        names = sorted(s.getPath().getName() for s in fs.listStatus(folder) if s.isDirectory())
-        return [t for t in (self.table(layer, n) for n in names) if t.exists(spark)]
+        return [t for t in (self.table(layer, n) for n in files.subfolders(spark, self._under_root(layer)))
+                if t.exists(spark)]
 
     def catalog_database(self, layer: str) -> str | None:
         """EMR: the Glue database a layer's tables are registered in (None: not registered).

@@ -62,12 +62,6 @@ def literal_path(path: str) -> str:
     return GLOB_CHARACTERS.sub(lambda m: "\\" + m.group(0), path)
 
 
-def _fs(spark: SparkSession, path: str):
-    jvm = spark.sparkContext._jvm
-    p = jvm.org.apache.hadoop.fs.Path(path)
-    return p, p.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-
-
 def folder_path(path: str) -> str:
     """A folder as Hadoop takes it: a bucket itself needs its slash (`s3://bucket/`), S3A refuses
     the empty path of `s3://bucket` ("path must be absolute")."""
@@ -75,9 +69,21 @@ def folder_path(path: str) -> str:
     return f"{path}/" if sep and "/" not in rest else path
 
 
+def _fs(spark: SparkSession, path: str):
+    jvm = spark.sparkContext._jvm
+    p = jvm.org.apache.hadoop.fs.Path(folder_path(path))
+    return p, p.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+
+
 def exists(spark: SparkSession, path: str) -> bool:
-    p, fs = _fs(spark, folder_path(path))
+    p, fs = _fs(spark, path)
     return fs.exists(p)
+
+
+def subfolders(spark: SparkSession, path: str) -> list[str]:
+    """Names of the folders directly under `path`, sorted; none when it does not exist."""
+    p, fs = _fs(spark, path)
+    return sorted(s.getPath().getName() for s in fs.listStatus(p) if s.isDirectory()) if fs.exists(p) else []
 
 
 def delete(spark: SparkSession, path: str) -> bool:
