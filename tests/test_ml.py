@@ -277,3 +277,12 @@ def test_segment_and_recommend_can_write_their_verdicts_at_the_same_time(spark, 
                       ["segmentation", "als"]))
     rows = lake.table("gold", "model_verdicts").read(spark).collect()
     assert sorted(r["model"] for r in rows) == ["als", "segmentation"]
+
+
+def test_stability_verdict_fails_when_no_k_is_stable_and_passes_the_chosen_one():
+    unstable = [segmentation.KResult(k, 10.0, 0.5, 0.6, None) for k in (2, 3)]
+    failed = segmentation.stability_check(unstable, segmentation.choose_k(unstable), distinct=6)
+    assert failed.verdict == "FAIL" and segmentation.ALL_BUYERS in failed.consequence
+    stable = unstable + [segmentation.KResult(4, 8.0, 0.4, 0.9, None)]
+    passed = segmentation.stability_check(stable, segmentation.choose_k(stable), distinct=6)
+    assert passed.verdict == "PASS" and passed.statistic == 0.9

@@ -187,8 +187,7 @@ def run(spark: SparkSession, lake: Lakehouse, echo=print) -> list[SilverResult]:
             valid, quarantine = split_orphans(conformed, table, current)
             # Quarantine first, table second: the table's commit records its lineage, so a run
             # killed in between rebuilds both next time; replaceWhere keeps other tables' rows.
-            quarantine_table.save(quarantine.write.format("delta").mode("overwrite")
-                                  .option("replaceWhere", f"source_table = '{table}'"))
+            quarantine_table.replace_where(quarantine, f"source_table = '{table}'")
             with lineage.recorded(spark, built_from):
                 merge_latest(spark, target, valid, KEYS[table])
         finally:

@@ -282,16 +282,15 @@ def run(spark: SparkSession, lake: Lakehouse, data_mode: str = "faithful", grid=
     if lineage.is_current(spark, [served_table], built_from):
         echo(f"  recommendations unchanged (built from {built_from}): skipped")
         return None
-    products = catalogue.read(spark)
-    everyone = people(users.read(spark))
-    events = purchases(items.read(spark), users.read(spark)).persist()
+    products, user_rows = catalogue.read(spark), users.read(spark)
+    everyone = people(user_rows)
+    events = purchases(items.read(spark), user_rows).persist()
     result = evaluate(events, products, data_mode, grid, echo)
     leak = result.check("leakage")
     refused = leak is not None and leak.verdict == "FAIL"
     if leak is not None:
         leak.consequence = ("nothing published: recommendations and model kept as they were" if refused else
                             "publication allowed")
-    serving_als = result.served == "als" and not refused
     sources = {f"{t.layer}.{t.name}": t for t in (items, users, catalogue)}
     with tracking.ml_run(spark, lake, "recommend") as run:
         run.log(params={"grid": grid, "data_mode": data_mode, "served": result.served,
@@ -314,6 +313,7 @@ def run(spark: SparkSession, lake: Lakehouse, data_mode: str = "faithful", grid=
             raise ModelCheckFailed(f"recommend: leakage check FAILED on {data_mode} data, recommendations not "
                                    f"published and the previous model kept: {leak.detail}")
         model_version = None
+        serving_als = result.served == "als"
         buyers = events.select("user_id", "gender", "age_band").distinct()
         if serving_als:  # the served model: fitted on all history, registered as champion
             final = fit_als(events, result.best_params)
