@@ -14,11 +14,27 @@ THELOOK = SHARED / "thelook"
 def spark(tmp_path_factory):
     os.environ.setdefault("ECOM_WAREHOUSE_DIR", str(tmp_path_factory.mktemp("warehouse")))
     os.environ.setdefault("ECOM_SHUFFLE_PARTITIONS", "2")  # 2 cores, tiny data
+    # One JVM serves every test: 1g (Spark's default) ran out of execution memory late in the suite.
+    os.environ.setdefault("ECOM_DRIVER_MEMORY", "2g")
     from ecom_lakehouse.session import get_spark
 
     session = get_spark("local", app_name="ecom_lakehouse_tests")
     yield session
     session.stop()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_cached_data():
+    """Drop what a module's tests cached (DataFrames, and RDDs such as ALS's factors) so that
+    storage memory does not pile up in the one JVM."""
+    yield
+    from pyspark.sql import SparkSession
+
+    session = SparkSession.getActiveSession()
+    if session is not None:
+        session.catalog.clearCache()
+        for rdd in session.sparkContext._jsc.getPersistentRDDs().values():
+            rdd.unpersist()
 
 
 def shared_path(*parts: str) -> Path:

@@ -206,6 +206,7 @@ def test_taste_data_gives_als_a_clear_lift_over_popularity_and_the_best_strategy
     generate(tmp_path, GeneratorOptions(scale=0.05, seed=3, taste=True))
     events, products = recommend.from_export(spark, str(tmp_path))
     result = recommend.evaluate(events.persist(), products, "taste", grid=SMALL_GRID, echo=lambda *_: None)
+    events.unpersist()
     hit = {m: result.metrics[m]["hit_rate@10"] for m in recommend.MODELS}
     # The planted taste groups allow ~0.15 hit rate@10 over popularity here; ALS with non-negative
     # factors reached only 0.057 (found by benchmarks/als_vs_implicit.py: `implicit` doubled it).

@@ -47,6 +47,8 @@ def get_spark(env: str = "local", app_name: str = "ecom_lakehouse") -> SparkSess
         .config("spark.databricks.delta.snapshotPartitions", "2")
         .config("spark.sql.warehouse.dir", os.environ.get("ECOM_WAREHOUSE_DIR", "/tmp/ecom_lakehouse_warehouse"))
     )
+    if os.environ.get("ECOM_DRIVER_MEMORY"):  # the JVM's heap; takes effect only before the JVM starts
+        builder = builder.config("spark.driver.memory", os.environ["ECOM_DRIVER_MEMORY"])
     jars = _local_delta_jars()
     if jars:
         builder = builder.config("spark.jars", ",".join(jars))

@@ -117,13 +117,20 @@ def evaluation_frame(recs: DataFrame, labels: DataFrame) -> DataFrame:
             .withColumn("hit", (F.size(F.array_intersect("prediction", "label")) > 0).cast("int")))
 
 
-def ranking_metrics(frame: DataFrame, k: int = K) -> dict[str, float]:
-    out = {}
-    for name, metric in (("precision@10", "precisionAtK"), ("recall@10", "recallAtK"), ("ndcg@10", "ndcgAtK"),
-                         ("map", "meanAveragePrecision")):
-        ev = RankingEvaluator(predictionCol="prediction", labelCol="label", metricName=metric, k=k)
-        out[name] = float(ev.evaluate(frame))
+RANKING_METRICS = {"precision@10": "precisionAtK", "recall@10": "recallAtK", "ndcg@10": "ndcgAtK",
+                   "map": "meanAveragePrecision"}
+
+
+def ranking_metrics(frame: DataFrame, names=tuple(RANKING_METRICS), k: int = K) -> dict[str, float]:
+    """RankingEvaluator's metrics `names` plus hits, users and hit rate@10, exact over `frame`."""
+    cached = frame.is_cached
+    if not cached:  # every evaluator reads the frame again: compute the recommendations once
+        frame = frame.persist()
+    out = {name: float(RankingEvaluator(predictionCol="prediction", labelCol="label", metricName=RANKING_METRICS[name],
+                                        k=k).evaluate(frame)) for name in names}
     hits = frame.agg(F.sum("hit"), F.count("*")).first()
+    if not cached:
+        frame.unpersist()
     out["hits"], out["users"] = float(hits[0] or 0), float(hits[1])
     out["hit_rate@10"] = out["hits"] / out["users"] if out["users"] else 0.0
     return out
@@ -194,7 +201,7 @@ def choose_params(split: EvaluationSplit, grid, fit=fit_als, recommend=als_recom
     for params in grid:
         model = fit(split.fit, params)
         frame = evaluation_frame(recommend(model, split.validation, split.fit), split.validation)
-        score = ranking_metrics(frame)["ndcg@10"]
+        score = ranking_metrics(frame, ["ndcg@10"])["ndcg@10"]
         echo(f"  recommend validation rank={params['rank']:<3} regParam={params['regParam']:<5} alpha={params['alpha']:<5} "
              f"NDCG@10 {score:.4f}")
         if best is None or score > best[0]:
@@ -225,7 +232,7 @@ def evaluate(events: DataFrame, products: DataFrame, data_mode: str = "faithful"
     result.best_params = choose_params(split, grid, echo=echo)
     model = fit_als(train.unionByName(split.test) if plant_leak else train, result.best_params)
     warm_users = warm.select("user_id", "gender", "age_band").distinct()
-    recs = {"als": als_recommendations(model, warm_users, train),
+    recs = {"als": als_recommendations(model, warm_users, train).persist(),  # read by the checks below too
             **{name: recommend(train, warm_users, products) for name, recommend in BASELINES.items()}}
     frames = {name: evaluation_frame(r, warm).persist() for name, r in recs.items()}
     for name, frame in frames.items():
@@ -241,7 +248,7 @@ def evaluate(events: DataFrame, products: DataFrame, data_mode: str = "faithful"
     result.served = "als" if versus.verdict == "PASS" else baseline
     result.coverage = catalogue_coverage(recs["als"], products.count())
     result.cross_category = cross_category_rate(recs["als"], train, products)
-    for frame in frames.values():
+    for frame in (*frames.values(), recs["als"]):
         frame.unpersist()
     split.unpersist()
     return result

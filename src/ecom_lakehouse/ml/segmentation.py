@@ -43,7 +43,8 @@ def buyers(features: DataFrame) -> DataFrame:
     return features.where("is_buyer").select("user_id", "recency_days", "frequency", "monetary", "avg_basket")
 
 
-def build_pipeline(k: int, seed: int) -> Pipeline:
+def feature_pipeline() -> Pipeline:
+    """Logs, assembled and standardised: fitted once, then every k and seed clusters its output."""
     logs = SQLTransformer(statement=(
         "SELECT *, log1p(recency_days) AS log_recency, log1p(frequency) AS log_frequency, "
         "log1p(avg_basket) AS log_avg_basket FROM __THIS__"))
@@ -51,8 +52,11 @@ def build_pipeline(k: int, seed: int) -> Pipeline:
         logs,
         VectorAssembler(inputCols=FEATURES, outputCol="raw_features"),
         StandardScaler(inputCol="raw_features", outputCol="features", withMean=True, withStd=True),
-        KMeans(k=k, seed=seed, featuresCol="features", predictionCol="segment_id", maxIter=40),
     ])
+
+
+def kmeans(k: int, seed: int) -> KMeans:
+    return KMeans(k=k, seed=seed, featuresCol="features", predictionCol="segment_id", maxIter=40)
 
 
 def adjusted_rand_index(contingency: list[list[int]]) -> float:
@@ -86,23 +90,24 @@ class KResult:
     model: PipelineModel
 
 
-def fit_k(data: DataFrame, k: int) -> KResult | None:
-    """The lowest-cost of SEEDS fits of k clusters, or None when KMeans found fewer than k
-    non-empty clusters (too few distinct points around)."""
+def fit_k(scaled: DataFrame, k: int, features: PipelineModel) -> KResult | None:
+    """The lowest-cost of SEEDS fits of k clusters on the (cached) scaled features, as one model
+    with the fitted feature stages in front; None when KMeans found fewer than k non-empty
+    clusters (too few distinct points around)."""
     fits = []
     for seed in SEEDS:
-        model = build_pipeline(k, seed).fit(data)
-        if min(model.stages[-1].summary.clusterSizes, default=0) == 0 or model.stages[-1].summary.k < k:
+        model = kmeans(k, seed).fit(scaled)
+        if min(model.summary.clusterSizes, default=0) == 0 or model.summary.k < k:
             return None
-        fits.append((model.stages[-1].summary.trainingCost, model))
+        fits.append((model.summary.trainingCost, model))
     fits.sort(key=lambda f: f[0])
     best_cost, best = fits[0]
-    assigned = [m.transform(data).select("user_id", "segment_id").persist() for _, m in fits]
+    assigned = [m.transform(scaled).select("user_id", "segment_id").persist() for _, m in fits]
     ari = min(adjusted_rand_index(contingency(assigned[0], other, k)) for other in assigned[1:])
-    silhouette = ClusteringEvaluator(featuresCol="features", predictionCol="segment_id").evaluate(best.transform(data))
+    silhouette = ClusteringEvaluator(featuresCol="features", predictionCol="segment_id").evaluate(best.transform(scaled))
     for a in assigned:
         a.unpersist()
-    return KResult(k, best_cost, silhouette, ari, best)
+    return KResult(k, best_cost, silhouette, ari, PipelineModel(stages=[*features.stages, best]))
 
 
 def choose_k(results: list[KResult]) -> KResult | None:
@@ -191,10 +196,12 @@ def segment(features: DataFrame, echo=print) -> Segmentation:
     """Segments for the buyers in gold customer_features (data persisted by the caller)."""
     data = buyers(features).persist()
     distinct = data.select(*RAW_FEATURES).distinct().limit(K_MAX).count()
-    results = []
-    for k in range(2, min(K_MAX, distinct) + 1):
+    results, ks = [], range(2, min(K_MAX, distinct) + 1)
+    prepared = feature_pipeline().fit(data) if ks else None
+    scaled = prepared.transform(data).persist() if ks else None
+    for k in ks:
         k_started = time.time()
-        r = fit_k(data, k)
+        r = fit_k(scaled, k, prepared)
         if r is None:
             echo(f"  segment k={k}: fewer than {k} non-empty clusters, skipped")
             continue
@@ -202,6 +209,8 @@ def segment(features: DataFrame, echo=print) -> Segmentation:
         echo(f"  segment k={k}  ({time.time() - k_started:4.1f}s)  silhouette {r.silhouette:.3f}  WSSSE {r.wssse:,.0f}  "
              f"stability (min ARI across seeds) {r.stability_ari:.3f}")
     chosen = choose_k(results)
+    if scaled is not None:
+        scaled.unpersist()
     assigned = (chosen.model.transform(data) if chosen else data.withColumn("segment_id", F.lit(0))).select(
         "user_id", F.col("segment_id").cast("int"), "frequency", "monetary", "recency_days")
     median = data.approxQuantile("monetary", [0.5], 0.001)
