@@ -36,6 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RUNTIME = ROOT / ".venv-dbr"
 CATALOG, SCHEMA, GOLD_SCHEMA = "spark_catalog", "ecom_twin", "ecom_twin_gold"
 
+pytestmark = pytest.mark.twin
+
 
 def _runtime_env(work: Path) -> dict[str, str]:
     jars = _local_delta_jars()

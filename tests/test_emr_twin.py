@@ -71,8 +71,9 @@ for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=p
         s3.download_file(bucket, obj["Key"], str(target))
 '''
 
-pytestmark = pytest.mark.skipif(not terraform_eval.available(), reason="terraform is not installed: the twin "
-                                "renders the instance role's policy with `terraform console`")
+pytestmark = [pytest.mark.twin,
+              pytest.mark.skipif(not terraform_eval.available(), reason="terraform is not installed: the twin "
+                                 "renders the instance role's policy with `terraform console`")]
 
 
 def _free_port() -> int:

@@ -64,6 +64,32 @@ def test_k_is_capped_by_the_distinct_buyers(spark):
     assert result.chosen is not None and result.check.verdict == "PASS"
 
 
+def _split_with_validation_users(spark, n: int) -> recommend.EvaluationSplit:
+    validation = spark.createDataFrame([(u, 100 + u % 2) for u in range(n)], "user_id long, product_id long")
+    return recommend.EvaluationSplit(*[validation] * 3, validation=validation, warm=validation, cold=validation)
+
+
+def test_the_grid_is_searched_only_when_the_validation_slice_can_rank_its_points(spark):
+    grid = [dict(rank=8, regParam=0.1, alpha=1.0), dict(rank=24, regParam=0.1, alpha=20.0)]
+    # the second point recommends each user's label first, the first point something else
+    def recommend_for(params, users, bought):
+        product = F.lit(999) if params["rank"] == 8 else 100 + F.col("user_id") % 2
+        return users.select("user_id", product.cast("long").alias("product_id"), F.lit(1).alias("rank"))
+
+    fitted = []
+    def fit(train, params):
+        fitted.append(params)
+        return params
+
+    big = _split_with_validation_users(spark, recommend.MIN_VALIDATION_USERS)
+    assert recommend.choose_params(big, grid, fit, recommend_for, echo=lambda *_: None) == grid[1]
+    assert fitted == grid
+    fitted.clear()
+    small = _split_with_validation_users(spark, recommend.MIN_VALIDATION_USERS - 1)
+    assert recommend.choose_params(small, grid, fit, recommend_for, echo=lambda *_: None) == grid[0]
+    assert fitted == []  # no point fitted to be ranked by noise
+
+
 def test_ranking_metrics_against_hand_computed_values(spark):
     frame = spark.createDataFrame([
         (1, [1.0, 2.0, 3.0], [2.0, 9.0]),  # hit at rank 2
