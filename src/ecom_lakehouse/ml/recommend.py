@@ -202,11 +202,12 @@ def choose_params(split: EvaluationSplit, grid, fit=fit_als, recommend=als_recom
     any recommender can be tuned on the same slice. With fewer than MIN_VALIDATION_USERS labelled
     validation users the scores rest on a handful of hits and would rank the points by noise: the
     first point is used without fitting the others."""
-    users = split.validation.select("user_id").distinct().count() if len(grid) > 1 else 0
-    if len(grid) > 1 and users < MIN_VALIDATION_USERS:
-        echo(f"  recommend validation: {users} labelled users (< {MIN_VALIDATION_USERS}) cannot rank {len(grid)} grid "
-             f"points: using the first, {grid[0]}")
-        return grid[0]
+    if len(grid) > 1:
+        users = split.validation.select("user_id").distinct().count()
+        if users < MIN_VALIDATION_USERS:
+            echo(f"  recommend validation: {users} labelled users (< {MIN_VALIDATION_USERS}) cannot rank {len(grid)} "
+                 f"grid points: using the first, {grid[0]}")
+            return grid[0]
     best = None
     for params in grid:
         model = fit(split.fit, params)

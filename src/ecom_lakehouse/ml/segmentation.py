@@ -192,13 +192,13 @@ def stability_check(results: list[KResult], chosen: KResult | None, distinct: in
                  f"{MIN_STABILITY}, silhouette {chosen.silhouette:.3f}", f"published {chosen.k} segments")
 
 
-def segment(features: DataFrame, echo=print) -> Segmentation:
-    """Segments for the buyers in gold customer_features (data persisted by the caller)."""
-    data = buyers(features).persist()
-    distinct = data.select(*RAW_FEATURES).distinct().limit(K_MAX).count()
-    results, ks = [], range(2, min(K_MAX, distinct) + 1)
-    prepared = feature_pipeline().fit(data) if ks else None
-    scaled = prepared.transform(data).persist() if ks else None
+def fit_each_k(data: DataFrame, ks: range, echo=print) -> list[KResult]:
+    """fit_k for every k in ks, on features prepared once and cached for all of them."""
+    if not ks:
+        return []
+    prepared = feature_pipeline().fit(data)
+    scaled = prepared.transform(data).persist()
+    results = []
     for k in ks:
         k_started = time.time()
         r = fit_k(scaled, k, prepared)
@@ -208,9 +208,16 @@ def segment(features: DataFrame, echo=print) -> Segmentation:
         results.append(r)
         echo(f"  segment k={k}  ({time.time() - k_started:4.1f}s)  silhouette {r.silhouette:.3f}  WSSSE {r.wssse:,.0f}  "
              f"stability (min ARI across seeds) {r.stability_ari:.3f}")
+    scaled.unpersist()
+    return results
+
+
+def segment(features: DataFrame, echo=print) -> Segmentation:
+    """Segments for the buyers in gold customer_features (data persisted by the caller)."""
+    data = buyers(features).persist()
+    distinct = data.select(*RAW_FEATURES).distinct().limit(K_MAX).count()
+    results = fit_each_k(data, range(2, min(K_MAX, distinct) + 1), echo)
     chosen = choose_k(results)
-    if scaled is not None:
-        scaled.unpersist()
     assigned = (chosen.model.transform(data) if chosen else data.withColumn("segment_id", F.lit(0))).select(
         "user_id", F.col("segment_id").cast("int"), "frequency", "monetary", "recency_days")
     median = data.approxQuantile("monetary", [0.5], 0.001)
