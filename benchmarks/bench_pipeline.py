@@ -1,15 +1,19 @@
-"""Times generation, each stage and each ML stage, against this machine's floor, at several scales.
+"""Times generation, each stage and each ML stage, against this machine's floor, at several scales,
+then an incremental run on top of the largest scale's lakehouse.
 
 The floor is one Spark pass that just reads every raw CSV and writes it as Delta: what any
 ingestion must pay at least. Peak memory is the highest resident set size seen of the
-Python driver plus the JVM, sampled every 0.2 s.
+Python driver plus the JVM, sampled every 0.2 s. Each table is delivered as a folder
+(`<raw>/<table>/part-000.csv`), so the incremental run can drop a new file beside it: 1% more
+events (new ids, copies of existing rows otherwise), the table that grows every day in thelook.
 
-    python benchmarks/bench_pipeline.py                 # scales 0.1 and 1
+    python benchmarks/bench_pipeline.py                 # scales 0.1 and 1, then +1% events at 1
     python benchmarks/bench_pipeline.py --scales 0.1 1 10
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import shutil
 import tempfile
 import threading
@@ -58,13 +62,41 @@ def floor_pass(spark, raw: Path, out: Path) -> None:
     from ecom_lakehouse.schemas import TABLES
 
     for table in TABLES:
-        spark.read.option("header", "true").csv(str(raw / f"{table}.csv")).write.format("delta").mode("overwrite").save(str(out / table))
+        spark.read.option("header", "true").csv(str(raw / table)).write.format("delta").mode("overwrite").save(str(out / table))
+
+
+def as_folders(raw: Path) -> None:
+    """`<raw>/<table>.csv` -> `<raw>/<table>/part-000.csv`: the layout new deliveries are added to."""
+    for path in sorted(raw.glob("*.csv")):
+        (raw / path.stem).mkdir()
+        path.rename(raw / path.stem / "part-000.csv")
+
+
+def deliver_more_events(raw: Path, fraction: float) -> int:
+    """Write `events/part-001.csv`: the first `fraction` of the events, with ids after the largest one.
+    Streams through the file (flat in memory)."""
+    first = raw / "events" / "part-000.csv"
+    with first.open(newline="") as f:
+        reader = csv.reader(f)
+        next(reader)
+        n, max_id = 0, 0
+        for row in reader:
+            n, max_id = n + 1, max(max_id, int(row[0]))
+    wanted = int(n * fraction)
+    with first.open(newline="") as f, (raw / "events" / "part-001.csv").open("w", newline="") as out:
+        reader, writer = csv.reader(f), csv.writer(out, lineterminator="\n")
+        writer.writerow(next(reader))
+        for i, row in zip(range(wanted), reader):
+            writer.writerow([str(max_id + 1 + i), *row[1:]])
+    return wanted
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scales", type=float, nargs="+", default=[0.1, 1.0])
     parser.add_argument("--workdir", default=None, help="where data and tables go (default: a temp dir, removed)")
+    parser.add_argument("--no-incremental", dest="incremental", action="store_false",
+                        help="skip the run that adds 1%% more events to the largest scale's lakehouse")
     args = parser.parse_args()
 
     from ecom_lakehouse import bronze, gold, silver
@@ -76,35 +108,51 @@ def main() -> None:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="ecom-bench-"))
     spark = get_spark("local", "ecom_lakehouse_bench")
     quiet = lambda *a, **k: None  # noqa: E731
-    rows = []
+    stages = (("bronze", bronze.run), ("silver", silver.run), ("gold", gold.run),
+              ("segment (ML)", segmentation.run), ("recommend (ML)", recommend.run))
+    rows = []  # (scale, step, seconds, input rows, peak memory)
+
+    def run_stages(scale: float, lake: Lakehouse, n: int, prefix: str = "") -> None:
+        for name, stage in stages:
+            sec, mem, _ = timed(lambda: stage(spark, lake, echo=quiet))
+            rows.append((scale, prefix + name, sec, n, mem))
+
     for scale in args.scales:
         raw, root = work / f"raw-{scale}", work / f"lakehouse-{scale}"
         shutil.rmtree(raw, ignore_errors=True)
         shutil.rmtree(root, ignore_errors=True)
         sec, mem, counts = timed(lambda: generate(raw, GeneratorOptions(scale=scale, seed=42)))
+        as_folders(raw)
         n = sum(counts.values())
         rows.append((scale, "generate", sec, n, mem))
         floor_sec, mem, _ = timed(lambda: floor_pass(spark, raw, work / f"floor-{scale}"))
         rows.append((scale, "floor: read CSV, write Delta", floor_sec, n, mem))
         lake = Lakehouse(raw=str(raw), root=str(root))
-        for name, stage in (("bronze", lambda: bronze.run(spark, lake, echo=quiet)),
-                            ("silver", lambda: silver.run(spark, lake, echo=quiet)),
-                            ("gold", lambda: gold.run(spark, lake, echo=quiet)),
-                            ("segment (ML)", lambda: segmentation.run(spark, lake, echo=quiet)),
-                            ("recommend (ML)", lambda: recommend.run(spark, lake, echo=quiet))):
-            sec, mem, _ = timed(stage)
-            rows.append((scale, name, sec, n, mem))
+        run_stages(scale, lake, n)
+        if scale == args.scales[-1] and args.incremental:
+            run_stages(scale, lake, deliver_more_events(raw, 0.01), prefix="+1% events: ")
         if not args.workdir:
             shutil.rmtree(raw, ignore_errors=True)
 
     floors = {r[0]: r[2] for r in rows if r[1].startswith("floor")}
     print(f"\nmachine: {psutil.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB; "
-          f"Spark {spark.version}; input rows = all 7 tables\n")
+          f"Spark {spark.version}; input rows = all 7 tables (the new events for +1% rows)\n")
     print("| scale | step | seconds | input rows/s | x floor | peak memory (driver+JVM) |")
     print("|---|---|---:|---:|---:|---:|")
     for scale, step, sec, n, mem in rows:
         ratio = "" if step == "generate" else f"{sec / floors[scale]:.1f}"
         print(f"| {scale:g} | {step} | {sec:.1f} | {n / sec:,.0f} | {ratio} | {mem / 2**30:.1f} GiB |")
+    print()
+    for scale in args.scales:
+        def total(names, prefix=""):
+            return sum(r[2] for r in rows if r[0] == scale and r[1] in {prefix + x for x in names})
+        full = total([name for name, _ in stages])
+        print(f"scale {scale:g}: bronze..gold {total(['bronze', 'silver', 'gold']) / floors[scale]:.1f}x floor, "
+              f"segment+recommend {total(['segment (ML)', 'recommend (ML)']) / floors[scale]:.1f}x floor, "
+              f"end to end {full:.0f} s = {full / floors[scale]:.1f}x floor")
+        incremental = total([name for name, _ in stages], "+1% events: ")
+        if incremental:
+            print(f"scale {scale:g}: +1% events end to end {incremental:.0f} s = {100 * incremental / full:.0f}% of the full run")
     spark.stop()
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
