@@ -2,6 +2,7 @@
 import datetime as dt
 
 from pyspark.sql import Row
+from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from ecom_lakehouse import gold, silver
@@ -16,6 +17,20 @@ def test_parse_value_reads_both_real_timestamp_forms_and_rejects_locale_forms(sp
     out = df.select(parse_value("t", "timestamp").alias("t"), parse_problem("t", "timestamp").alias("p"))
     assertDataFrameEqual(out, [Row(t=T(2024, 6, 23, 23, 41, 55), p=None), Row(t=T(2024, 6, 23, 23, 41, 55), p=None),
                                Row(t=None, p="unparseable timestamp in t: '22/04/2021 12.16.45'"), Row(t=None, p=None)])
+
+
+def test_parse_value_timestamps_are_utc_whatever_the_session_zone_and_only_in_the_export_form(spark):
+    df = spark.createDataFrame([("2024-06-23 23:41:55.5 UTC",), ("2024-6-23 23:41:55 UTC",), ("2024-06-23 23:41:55",)],
+                               "t string")
+    zone = spark.conf.get("spark.sql.session.timeZone")
+    spark.conf.set("spark.sql.session.timeZone", "America/New_York")
+    try:
+        micros = [r.us for r in df.select(F.unix_micros(parse_value("t", "timestamp")).alias("us")).collect()]
+    finally:
+        spark.conf.set("spark.sql.session.timeZone", zone)
+    utc = dt.datetime(2024, 6, 23, 23, 41, 55, 500000, tzinfo=dt.timezone.utc)
+    # a Spark cast alone would accept the last two (a one-digit month; no zone, read in the session's)
+    assert micros == [int(utc.timestamp() * 1_000_000), None, None]
 
 
 def test_parse_value_numbers_accept_both_integer_forms_and_reject_decimal_commas(spark):
