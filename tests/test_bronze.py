@@ -55,6 +55,15 @@ USERS_HEADER = ",".join(raw_names("users")[:-1])  # the older header, without us
 GOOD = "1,Ann,Lee,ann@example.com,30,F,Acre,1 Main St,69980-000,null,Brasil,-8.1,-72.9,Search,2022-11-05 01:54:00 UTC"
 
 
+def test_lines_lose_a_leading_bom_and_a_trailing_cr_so_the_header_is_recognised(spark):
+    header = ",".join(raw_names("users"))
+    lines = spark.createDataFrame([("\ufeff" + header + "\r", "/raw/users.csv"), ("1,a\r", "/raw/users.csv"),
+                                   ("2,b", "/raw/users.csv")], "value string, _source_file string")
+    tagged = bronze.tag_lines(lines, {"users.csv": tuple(raw_names("users"))}, "users")
+    rows = [(r[bronze.LINE], r[bronze.IS_HEADER], r[bronze.VARIANT]) for r in tagged.collect()]
+    assert rows == [(header, True, 0), ("1,a", False, 0), ("2,b", False, 0)]
+
+
 def test_bad_rows_are_quarantined_with_reasons_and_counts_reconcile(spark, tmp_path):
     raw = tmp_path / "raw"
     _write(raw / "users" / "part-1.csv", [
