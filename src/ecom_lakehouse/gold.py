@@ -158,20 +158,39 @@ def sales_daily(lines: DataFrame) -> DataFrame:
     ).orderBy("date"))
 
 
-OUTPUTS = ("customer_features", "category_performance", "category_performance_monthly", "product_performance",
-           "inventory_restock_alerts", "funnel", "sales_daily")
-INPUTS = ("users", "products", "inventory_items", "order_items", "events")
+# The sales lines (order items with their product and cost) and the as-of date taken from them.
+SALES_INPUTS = ("order_items", "products", "inventory_items")
+# The silver tables each output is built from: an output is rebuilt only when one of them changed, so
+# new events alone rebuild product_performance and funnel, and leave customer_features (and with it the
+# segmentation, which reads it) as they are.
+OUTPUT_INPUTS = {
+    "customer_features": ("users", *SALES_INPUTS),
+    "category_performance": SALES_INPUTS,
+    "category_performance_monthly": SALES_INPUTS,
+    "product_performance": (*SALES_INPUTS, "events"),
+    "inventory_restock_alerts": SALES_INPUTS,
+    "funnel": ("events",),
+    "sales_daily": SALES_INPUTS,
+}
+OUTPUTS = tuple(OUTPUT_INPUTS)
+INPUTS = tuple(dict.fromkeys(t for inputs in OUTPUT_INPUTS.values() for t in inputs))
 
 
 def run(spark: SparkSession, lake: Lakehouse, echo=print) -> dict[str, int]:
-    built_from = lineage.of(spark, [lake.table("silver", t) for t in INPUTS])
-    if lineage.is_current(spark, [lake.table("gold", name) for name in OUTPUTS], built_from):
-        echo(f"  gold   unchanged (built from {built_from}): skipped")
+    silver = {t: lake.table("silver", t) for t in INPUTS}
+    version = {t: table.version(spark) for t, table in silver.items()}
+    built_from = {name: lineage.label({silver[t]: version[t] for t in inputs}) for name, inputs in OUTPUT_INPUTS.items()}
+    stale = [name for name in OUTPUTS if not lineage.is_current(spark, [lake.table("gold", name)], built_from[name])]
+    current = [name for name in OUTPUTS if name not in stale]
+    if current:
+        echo(f"  gold   unchanged since their inputs, skipped: {', '.join(current)}")
+    if not stale:
         return {}
-    s = {t: lake.table("silver", t).read(spark) for t in INPUTS}
-    lines = sales_lines(s["order_items"], s["products"], s["inventory_items"]).persist()
-    as_of = as_of_date(lines)
-    outputs = {
+    s = {t: table.read(spark) for t, table in silver.items()}
+    uses_sales = any(set(SALES_INPUTS) <= set(OUTPUT_INPUTS[name]) for name in stale)
+    lines = sales_lines(s["order_items"], s["products"], s["inventory_items"]).persist() if uses_sales else None
+    as_of = as_of_date(lines) if uses_sales else None
+    builders = {
         "customer_features": lambda: customer_features(s["users"], lines, as_of),
         "category_performance": lambda: category_performance(lines),
         "category_performance_monthly": lambda: category_performance_monthly(lines),
@@ -181,13 +200,14 @@ def run(spark: SparkSession, lake: Lakehouse, echo=print) -> dict[str, int]:
         "sales_daily": lambda: sales_daily(lines),
     }
     counts = {}
-    for name, build in outputs.items():
+    for name in stale:
         started = time.time()
         target = lake.table("gold", name)
-        with lineage.recorded(spark, built_from):
-            target.overwrite(build())
+        with lineage.recorded(spark, built_from[name]):
+            target.overwrite(builders[name]())
         counts[name] = target.read(spark).count()
         echo(f"  gold   {name:<29} rows {counts[name]:>9,}  {time.time() - started:5.1f}s")
-    lines.unpersist()
-    echo(f"  (as of {as_of:%Y-%m-%d %H:%M} UTC, the latest order item in the data)")
+    if uses_sales:
+        lines.unpersist()
+        echo(f"  (as of {as_of:%Y-%m-%d %H:%M} UTC, the latest order item in the data)")
     return counts

@@ -13,9 +13,20 @@ from pyspark.sql import SparkSession
 USER_METADATA = "spark.databricks.delta.commitInfo.userMetadata"
 
 
-def of(spark: SparkSession, tables, extra: str = "") -> str:
-    parts = [f"{t.layer}.{t.name}@{t.version(spark)}" for t in sorted(tables, key=lambda t: (t.layer, t.name))]
+def label(versions: dict, extra: str = "") -> str:
+    """`layer.name@version,...` for {table: version}, in a stable order, then `extra`."""
+    parts = [f"{t.layer}.{t.name}@{v}" for t, v in sorted(versions.items(), key=lambda tv: (tv[0].layer, tv[0].name))]
     return ",".join(parts + ([extra] if extra else []))
+
+
+def of(spark: SparkSession, tables, extra: str = "") -> str:
+    return label({t: t.version(spark) for t in tables}, extra)
+
+
+def versions(label_: str) -> dict[str, int]:
+    """{"layer.name": version} of a label (its `extra` part left out)."""
+    pairs = (part.rpartition("@") for part in label_.split(","))
+    return {name: int(v) for name, at, v in pairs if at and v.isdigit()}
 
 
 def built_from(spark: SparkSession, table) -> str | None:

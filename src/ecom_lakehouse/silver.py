@@ -112,8 +112,11 @@ def conform(df: DataFrame, table: str) -> DataFrame:
     return CONFORM.get(table, no_flags)(df)
 
 
-def split_orphans(df: DataFrame, table: str, parents: dict[str, DataFrame]) -> tuple[DataFrame, DataFrame]:
-    """(rows whose foreign keys resolve or are NULL, quarantine rows for the others)."""
+ORPHAN_REASON = "_reason"
+
+
+def with_orphan_reason(df: DataFrame, table: str, parents: dict[str, DataFrame]) -> DataFrame:
+    """`df` plus ORPHAN_REASON: why the row's non-NULL foreign keys do not resolve, NULL when they do."""
     reason = F.lit(None).cast("string")
     checked = df
     for column, parent in FOREIGN_KEYS.get(table, []):
@@ -122,16 +125,24 @@ def split_orphans(df: DataFrame, table: str, parents: dict[str, DataFrame]) -> t
         missing = F.col(column).isNotNull() & F.col(f"_ok_{column}").isNull()
         reason = F.when(missing, F.concat_ws("; ", reason, F.lit(f"orphan {column}: no such {parent}"))).otherwise(reason)
         checked = checked.drop(f"_pk_{column}")
-    checked = checked.withColumn("_reason", reason).drop(*[c for c in checked.columns if c.startswith("_ok_")])
-    valid = checked.where(F.col("_reason").isNull()).drop("_reason")
-    bad = checked.where(F.col("_reason").isNotNull())
-    quarantine = bad.select(
+    return checked.withColumn(ORPHAN_REASON, reason).drop(*[c for c in checked.columns if c.startswith("_ok_")])
+
+
+def as_quarantine(checked: DataFrame, table: str) -> DataFrame:
+    """Checked rows in the quarantine's shape (reason NULL for rows that resolve)."""
+    data = [c for c in checked.columns if c not in PII_COLUMNS + (SOURCE_FILE, INGESTED_AT, BATCH_ID, ORPHAN_REASON)]
+    return checked.select(
         F.lit(table).alias("source_table"), F.col(SOURCE_FILE).alias("source_file"),
         # Data columns only: the file and ingestion are columns of their own, and a rerun writes the same record.
-        F.to_json(F.struct(*[c for c in df.columns if c not in PII_COLUMNS + (SOURCE_FILE, INGESTED_AT, BATCH_ID)]))
-        .alias("record"),
-        F.col("_reason").alias("reason"), F.col(INGESTED_AT), F.col(BATCH_ID), F.lit(None).cast("string").alias(STREAM_ID))
-    return valid, quarantine
+        F.to_json(F.struct(*data)).alias("record"),
+        F.col(ORPHAN_REASON).alias("reason"), F.col(INGESTED_AT), F.col(BATCH_ID), F.lit(None).cast("string").alias(STREAM_ID))
+
+
+def split_orphans(df: DataFrame, table: str, parents: dict[str, DataFrame]) -> tuple[DataFrame, DataFrame]:
+    """(rows whose foreign keys resolve or are NULL, quarantine rows for the others)."""
+    checked = with_orphan_reason(df, table, parents)
+    return (checked.where(F.col(ORPHAN_REASON).isNull()).drop(ORPHAN_REASON),
+            as_quarantine(checked.where(F.col(ORPHAN_REASON).isNotNull()), table))
 
 
 # --- the stage entry point -------------------------------------------------------------
@@ -147,25 +158,65 @@ class SilverResult:
         return self.check.table
 
 
-def merge_latest(spark: SparkSession, target, df: DataFrame, key: str) -> None:
-    """Upsert by key; the newer ingestion wins; keys gone from the source are removed so
-    silver is exactly the current valid state of bronze."""
+def merge_latest(spark: SparkSession, target, checked: DataFrame, key: str, complete: bool) -> None:
+    """Upsert the latest row per key from `checked` (rows with their ORPHAN_REASON): the newer ingestion
+    wins, and a key whose latest row is an orphan leaves silver. `complete`: `checked` holds every key
+    of bronze, and keys absent from it are removed too, so silver is exactly the current valid state of
+    bronze; otherwise it holds only newly delivered keys, and the MERGE touches only theirs."""
     if not target.exists(spark):
-        target.overwrite(df)
+        target.overwrite(checked.where(F.col(ORPHAN_REASON).isNull()).drop(ORPHAN_REASON))
         return
+    columns = {c: f"s.`{c}`" for c in checked.columns if c != ORPHAN_REASON}
     changed = f"s.{INGESTED_AT} > t.{INGESTED_AT} OR NOT (s.{FLAGS} <=> t.{FLAGS})"
-    (target.delta(spark).alias("t")
-     .merge(df.alias("s"), f"t.{key} = s.{key}")
-     .whenMatchedUpdateAll(condition=changed)
-     .whenNotMatchedInsertAll()
-     .whenNotMatchedBySourceDelete()
+    merge = (target.delta(spark).alias("t")
+             .merge(checked.alias("s"), f"t.{key} = s.{key}")
+             .whenMatchedDelete(condition=f"s.{ORPHAN_REASON} IS NOT NULL")
+             .whenMatchedUpdate(condition=changed, set=columns)
+             .whenNotMatchedInsert(condition=f"s.{ORPHAN_REASON} IS NULL", values=columns))
+    (merge.whenNotMatchedBySourceDelete() if complete else merge).execute()
+
+
+def merge_quarantine(spark: SparkSession, quarantine_table, rows: DataFrame, key: str) -> None:
+    """The quarantine's rows for newly delivered keys: an orphan replaces the key's quarantined row,
+    a row that resolves removes it (its key is in silver now)."""
+    key_of = lambda side: f"get_json_object({side}.record, '$.{key}')"  # noqa: E731
+    columns = {c: f"s.`{c}`" for c in rows.columns}
+    (quarantine_table.delta(spark).alias("t")
+     .merge(rows.alias("s"), f"t.source_table = s.source_table AND {key_of('t')} = {key_of('s')}")
+     .whenMatchedDelete(condition="s.reason IS NULL")
+     .whenMatchedUpdate(set=columns)
+     .whenNotMatchedInsert(condition="s.reason IS NOT NULL", values=columns)
      .execute())
 
 
+# Commits after which a bronze table holds the rows it held before, and maybe more.
+APPEND_ONLY_OPERATIONS = {("WRITE", "Append"), ("OPTIMIZE", None), ("VACUUM START", None), ("VACUUM END", None)}
+
+
+def delivered_after(spark: SparkSession, lake: Lakehouse, table: str, previous: str | None, now: str):
+    """The ingestion time after which bronze `table`'s rows are new to silver, or None to rebuild in full.
+
+    Incremental only when silver was last built from the same versions of its silver FK parents (so
+    no earlier orphan can have found its parent) and an older version of bronze `table`, and every bronze
+    commit since only appended rows (a --reset deletes some). Bronze stamps each micro-batch with the
+    time it ran, so the latest ingestion silver holds is a watermark: every row delivered since is
+    later, and each key's latest row is among them if it is new."""
+    own = f"bronze.{table}"
+    before, after = lineage.versions(previous or ""), lineage.versions(now)
+    if own not in before or {k: v for k, v in before.items() if k != own} != {k: v for k, v in after.items() if k != own}:
+        return None
+    commits = (lake.table("bronze", table).delta(spark).history().where(F.col("version") > before[own])
+               .select("operation", F.col("operationParameters")["mode"].alias("mode")).collect())  # one row per commit
+    if not all((c["operation"], c["mode"]) in APPEND_ONLY_OPERATIONS for c in commits):
+        return None
+    return lake.table("silver", table).read(spark).agg(F.max(INGESTED_AT)).first()[0]
+
+
 def _lineage(spark: SparkSession, lake: Lakehouse, table: str) -> str:
-    """The bronze tables a silver table is built from: itself and its FK parents."""
-    sources = {table} | {parent for _, parent in FOREIGN_KEYS.get(table, [])}
-    return lineage.of(spark, [lake.table("bronze", t) for t in sources])
+    """What a silver table is built from: its bronze table, and its FK parents as silver holds them
+    (its rows were checked against those, so a parent rebuilt for any reason rebuilds it)."""
+    parents = sorted({parent for _, parent in FOREIGN_KEYS.get(table, [])})
+    return lineage.of(spark, [lake.table("bronze", table), *(lake.table("silver", p) for p in parents)])
 
 
 def run(spark: SparkSession, lake: Lakehouse, echo=print) -> list[SilverResult]:
@@ -181,17 +232,24 @@ def run(spark: SparkSession, lake: Lakehouse, echo=print) -> list[SilverResult]:
             current[table] = target.read(spark)
             echo(f"  silver {table:<21} unchanged (built from {built_from}): skipped")
             continue
+        since = delivered_after(spark, lake, table, lineage.built_from(spark, target), built_from)
         bronze = lake.table("bronze", table).read(spark)
-        conformed = conform(latest_per_key(typed(bronze, table), KEYS[table]), table).persist()
+        if since is not None:  # Delta skips the files of earlier deliveries by their min/max statistics
+            bronze = bronze.where(F.col(INGESTED_AT) > F.lit(since))
+        checked = with_orphan_reason(conform(latest_per_key(typed(bronze, table), KEYS[table]), table), table,
+                                     current).persist()
         try:
-            valid, quarantine = split_orphans(conformed, table, current)
             # Quarantine first, table second: the table's commit records its lineage, so a run
-            # killed in between rebuilds both next time; replaceWhere keeps other tables' rows.
-            quarantine_table.replace_where(quarantine, f"source_table = '{table}'")
+            # killed in between redoes both next time (either write gives the same result twice).
+            if since is None:  # replaceWhere keeps other tables' rows
+                quarantine_table.replace_where(as_quarantine(checked.where(F.col(ORPHAN_REASON).isNotNull()), table),
+                                               f"source_table = '{table}'")
+            else:
+                merge_quarantine(spark, quarantine_table, as_quarantine(checked, table), KEYS[table])
             with lineage.recorded(spark, built_from):
-                merge_latest(spark, target, valid, KEYS[table])
+                merge_latest(spark, target, checked, KEYS[table], complete=since is None)
         finally:
-            conformed.unpersist()
+            checked.unpersist()
         current[table] = target.read(spark)
         check = reconcile.silver_table(spark, lake, table)  # read back from the Delta tables
         res = SilverResult(check, current[table].where(F.size(FLAGS) > 0).count(), time.time() - started)
