@@ -125,3 +125,13 @@ def test_missing_raw_folder_says_what_to_do(tmp_path, capsys):
     assert main(["bronze", "--raw", str(tmp_path / "nowhere"), "--lakehouse", str(tmp_path / "lh")]) == 2
     err = capsys.readouterr().err
     assert "not found" in err and "ecom-lakehouse generate" in err
+
+
+def test_raw_files_split_finely_only_inside_and_only_on_a_local_master(spark):
+    from ecom_lakehouse.session import raw_files_split_finely
+
+    key = "spark.sql.files.minPartitionNum"
+    assert spark.conf.get(key, None) is None
+    with raw_files_split_finely(spark):
+        assert spark.conf.get(key) == str(4 * spark.sparkContext.defaultParallelism)
+    assert spark.conf.get(key, None) is None  # the stages after bronze read Delta with Spark's own splits

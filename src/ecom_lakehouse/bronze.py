@@ -31,6 +31,7 @@ from ecom_lakehouse.config import Lakehouse
 from ecom_lakehouse.schemas import (BATCH_ID, INGESTED_AT, INGESTED_FILES_SCHEMA, KEYS, QUARANTINE_SCHEMA, RAW_COLUMNS,
                                     SOURCE_FILE, STREAM_ID, TABLES, accepted_headers, bronze_schema, parse_problem,
                                     raw_names, raw_string_schema)
+from ecom_lakehouse.session import raw_files_split_finely
 
 CORRUPT = "_corrupt_record"
 VARIANT = "_header_variant"
@@ -236,6 +237,21 @@ def reset(spark: SparkSession, lake: Lakehouse, table: str, echo=print) -> None:
     echo(f"  bronze {table:<21} reset: checkpoint, rows, quarantined rows and file log removed; re-ingesting")
 
 
+def _ingest_side_by_side(spark: SparkSession, lake: Lakehouse, sources) -> list[BronzeResult]:
+    """The tables are independent streams: run them side by side to use every core."""
+    running = [start_ingest(spark, lake, source) for source in sources]
+    results = []
+    for query, res in running:
+        try:
+            query.awaitTermination()
+        except Exception:
+            for other, _ in running:
+                other.stop()
+            raise
+        results.append(res)
+    return results
+
+
 def run(spark: SparkSession, lake: Lakehouse, tables: tuple[str, ...] = TABLES, reset_tables: tuple[str, ...] = (),
         echo=print) -> list[BronzeResult]:
     # Check every file of every table first: a bad or rewritten file stops the run before anything is written.
@@ -249,19 +265,11 @@ def run(spark: SparkSession, lake: Lakehouse, tables: tuple[str, ...] = TABLES, 
         lake.table("bronze", t).ensure(spark, bronze_schema(t))
     for t in reset_tables:
         reset(spark, lake, t, echo)
-    # The tables are independent streams: run them side by side to use every core.
-    running = [start_ingest(spark, lake, source) for source in sources]
-    results = []
-    for query, res in running:
-        try:
-            query.awaitTermination()
-        except Exception:
-            for other, _ in running:
-                other.stop()
-            raise
-        results.append(res)
+    with raw_files_split_finely(spark):
+        results = _ingest_side_by_side(spark, lake, sources)
+        for res in results:  # the reconciliation reads the raw files again
+            res.checks = reconcile.bronze_files(spark, lake, res.table, res.stream_id, res.ingested)
     for res in results:
-        res.checks = reconcile.bronze_files(spark, lake, res.table, res.stream_id, res.ingested)
         echo(f"  bronze {res.table:<21} files {res.files_seen:>3} ({len(res.ingested)} new)  "
              f"records {res.total('in_file'):>9,}  -> bronze {res.total('in_bronze'):>9,}  "
              f"quarantined {res.total('quarantined'):>7,}  {res.seconds:5.1f}s")

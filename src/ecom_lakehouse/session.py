@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -56,7 +57,27 @@ def get_spark(env: str = "local", app_name: str = "ecom_lakehouse") -> SparkSess
         builder = builder.config("spark.jars.packages", DELTA_PACKAGE)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
-    # Files split into at least 4 tasks per core (Spark's own floor is 1 per core, capped at 128 MB a
-    # split): with 2 cores, the 385 MB events file was 3 splits, and its third ran alone on one core.
-    spark.conf.set("spark.sql.files.minPartitionNum", str(4 * spark.sparkContext.defaultParallelism))
     return spark
+
+
+@contextmanager
+def raw_files_split_finely(spark: SparkSession):
+    """On a local master, files read inside split into at least 4 tasks per core.
+
+    Spark's own floor is one split per core, capped at 128 MB: with 2 cores the 385 MB events file was
+    3 splits, and the third ran alone on one core. Only bronze's raw reads need this: for every read,
+    it gave the ML stages' small Delta tables so many tasks that segmentation at scale 0.1 took 55 s
+    instead of 33. A cluster's many cores already spread a file; its sessions are left as they are."""
+    key = "spark.sql.files.minPartitionNum"
+    if not spark.sparkContext.master.startswith("local"):
+        yield
+        return
+    previous = spark.conf.get(key, None)
+    spark.conf.set(key, str(4 * spark.sparkContext.defaultParallelism))
+    try:
+        yield
+    finally:
+        if previous is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, previous)
