@@ -178,7 +178,7 @@ INPUTS = tuple(dict.fromkeys(t for inputs in OUTPUT_INPUTS.values() for t in inp
 
 def run(spark: SparkSession, lake: Lakehouse, echo=print) -> dict[str, int]:
     silver = {t: lake.table("silver", t) for t in INPUTS}
-    version = {t: table.version(spark) for t, table in silver.items()}
+    version = {t: lineage.data_version(spark, table) for t, table in silver.items()}
     built_from = {name: lineage.label({silver[t]: version[t] for t in inputs}) for name, inputs in OUTPUT_INPUTS.items()}
     stale = [name for name in OUTPUTS if not lineage.is_current(spark, [lake.table("gold", name)], built_from[name])]
     current = [name for name in OUTPUTS if name not in stale]

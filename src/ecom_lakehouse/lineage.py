@@ -1,16 +1,20 @@
 """What a derived table was built from, recorded in its Delta commit.
 
-Each stage knows the versions of the tables it reads; it writes them into the commit's
-`userMetadata`. A rerun whose inputs have the same versions finds them there and skips the
-work, so reruns without new data cost almost nothing and change nothing.
+Each stage knows the versions of the tables it reads (of their latest commit that changed rows);
+it writes them into the commit's `userMetadata`. A rerun whose inputs have the same versions finds
+them there and skips the work, so reruns without new data cost almost nothing and change nothing.
 """
 from __future__ import annotations
 
 from contextlib import contextmanager
 
 from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
 
 USER_METADATA = "spark.databricks.delta.commitInfo.userMetadata"
+# Commits that rewrite files but not rows: a table compacted or vacuumed (`maintain`, after every
+# scheduled run) is still the version its readers were built from, so they need no rebuild.
+MAINTENANCE_OPERATIONS = ("OPTIMIZE", "VACUUM START", "VACUUM END")
 
 
 def label(versions: dict, extra: str = "") -> str:
@@ -20,7 +24,20 @@ def label(versions: dict, extra: str = "") -> str:
 
 
 def of(spark: SparkSession, tables, extra: str = "") -> str:
-    return label({t: t.version(spark) for t in tables}, extra)
+    return label({t: data_version(spark, t) for t in tables}, extra)
+
+
+def _last_data_commit(spark: SparkSession, table):
+    if not table.exists(spark):
+        return None
+    return (table.delta(spark).history().where(~F.col("operation").isin(*MAINTENANCE_OPERATIONS))
+            .orderBy(F.desc("version")).select("version", "userMetadata").first())  # one row per commit
+
+
+def data_version(spark: SparkSession, table) -> int | None:
+    """The version of the table's latest commit that changed its rows (None: no such table)."""
+    commit = _last_data_commit(spark, table)
+    return commit["version"] if commit else None
 
 
 def versions(label_: str) -> dict[str, int]:
@@ -30,9 +47,8 @@ def versions(label_: str) -> dict[str, int]:
 
 
 def built_from(spark: SparkSession, table) -> str | None:
-    if not table.exists(spark):
-        return None
-    return table.delta(spark).history(1).select("userMetadata").first()[0]
+    commit = _last_data_commit(spark, table)
+    return commit["userMetadata"] if commit else None
 
 
 def is_current(spark: SparkSession, tables, lineage: str) -> bool:

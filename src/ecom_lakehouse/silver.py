@@ -190,7 +190,7 @@ def merge_quarantine(spark: SparkSession, quarantine_table, rows: DataFrame, key
 
 
 # Commits after which a bronze table holds the rows it held before, and maybe more.
-APPEND_ONLY_OPERATIONS = {("WRITE", "Append"), ("OPTIMIZE", None), ("VACUUM START", None), ("VACUUM END", None)}
+APPEND_ONLY_OPERATIONS = {("WRITE", "Append"), *((op, None) for op in lineage.MAINTENANCE_OPERATIONS)}
 
 
 def delivered_after(spark: SparkSession, lake: Lakehouse, table: str, previous: str | None, now: str):
