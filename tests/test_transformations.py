@@ -68,13 +68,14 @@ def test_order_flags(spark):
                                Row(id=3, dq_flags=[])])
 
 
-def test_split_orphans_quarantines_unknown_keys_but_not_nulls(spark):
+def test_orphans_are_unknown_keys_but_not_nulls_and_quarantine_with_their_data_only(spark):
     users = spark.createDataFrame([(1,)], "id long")
     events = spark.createDataFrame([(10, 1, "f"), (11, None, "f"), (12, 99, "f")],
                                    "id long, user_id long, _source_file string").selectExpr(
         "*", "current_timestamp() as _ingested_at", "0L as _batch_id")
-    valid, bad = silver.split_orphans(events, "events", {"users": users})
-    assertDataFrameEqual(valid.select("id"), [Row(id=10), Row(id=11)])
+    checked = silver.with_orphan_reason(events, "events", {"users": users})
+    assertDataFrameEqual(checked.where(F.col(silver.ORPHAN_REASON).isNull()).select("id"), [Row(id=10), Row(id=11)])
+    bad = silver.as_quarantine(checked.where(F.col(silver.ORPHAN_REASON).isNotNull()), "events")
     assertDataFrameEqual(bad.select("source_table", "source_file", "record", "reason"), [
         Row(source_table="events", source_file="f", record='{"id":12,"user_id":99}',
             reason="orphan user_id: no such users")])  # the record holds data only: reruns write the same row

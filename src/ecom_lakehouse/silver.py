@@ -138,13 +138,6 @@ def as_quarantine(checked: DataFrame, table: str) -> DataFrame:
         F.col(ORPHAN_REASON).alias("reason"), F.col(INGESTED_AT), F.col(BATCH_ID), F.lit(None).cast("string").alias(STREAM_ID))
 
 
-def split_orphans(df: DataFrame, table: str, parents: dict[str, DataFrame]) -> tuple[DataFrame, DataFrame]:
-    """(rows whose foreign keys resolve or are NULL, quarantine rows for the others)."""
-    checked = with_orphan_reason(df, table, parents)
-    return (checked.where(F.col(ORPHAN_REASON).isNull()).drop(ORPHAN_REASON),
-            as_quarantine(checked.where(F.col(ORPHAN_REASON).isNotNull()), table))
-
-
 # --- the stage entry point -------------------------------------------------------------
 
 @dataclass
@@ -194,7 +187,8 @@ APPEND_ONLY_OPERATIONS = {("WRITE", "Append"), *((op, None) for op in lineage.MA
 
 
 def delivered_after(spark: SparkSession, lake: Lakehouse, table: str, previous: str | None, now: str):
-    """The ingestion time after which bronze `table`'s rows are new to silver, or None to rebuild in full.
+    """The ingestion time (µs since the epoch) after which bronze `table`'s rows are new to silver, or
+    None to rebuild in full.
 
     Incremental only when silver was last built from the same versions of its silver FK parents (so
     no earlier orphan can have found its parent) and an older version of bronze `table`, and every bronze
@@ -209,7 +203,8 @@ def delivered_after(spark: SparkSession, lake: Lakehouse, table: str, previous: 
                .select("operation", F.col("operationParameters")["mode"].alias("mode")).collect())  # one row per commit
     if not all((c["operation"], c["mode"]) in APPEND_ONLY_OPERATIONS for c in commits):
         return None
-    return lake.table("silver", table).read(spark).agg(F.max(INGESTED_AT)).first()[0]
+    # In microseconds: a Python datetime would pass through the local time zone (ambiguous in a DST change).
+    return lake.table("silver", table).read(spark).agg(F.unix_micros(F.max(INGESTED_AT))).first()[0]
 
 
 def _lineage(spark: SparkSession, lake: Lakehouse, table: str) -> str:
@@ -235,7 +230,7 @@ def run(spark: SparkSession, lake: Lakehouse, echo=print) -> list[SilverResult]:
         since = delivered_after(spark, lake, table, lineage.built_from(spark, target), built_from)
         bronze = lake.table("bronze", table).read(spark)
         if since is not None:  # Delta skips the files of earlier deliveries by their min/max statistics
-            bronze = bronze.where(F.col(INGESTED_AT) > F.lit(since))
+            bronze = bronze.where(F.col(INGESTED_AT) > F.timestamp_micros(F.lit(since)))
         checked = with_orphan_reason(conform(latest_per_key(typed(bronze, table), KEYS[table]), table), table,
                                      current).persist()
         try:
