@@ -8,12 +8,12 @@ their checkpoints point at no Delta data file; the floor still keeps a week of h
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 from pyspark.sql import SparkSession
 
 from ecom_lakehouse.config import LAYERS, ConfigError, Lakehouse
+from ecom_lakehouse.session import conf_within
 
 MIN_RETAIN_HOURS = 168
 
@@ -29,21 +29,12 @@ def _file_count(spark: SparkSession, table) -> int:
     return table.delta(spark).detail().select("numFiles").first()[0]
 
 
-@contextmanager
 def _listing_parallelism(spark: SparkSession):
     """VACUUM lists a table's folders in a Spark job of `parallelPartitionDiscovery.parallelism` tasks
     (10,000 by default: minutes of empty tasks per unpartitioned table on a small cluster). A few
     tasks per core list these tables' handful of folders just as well."""
-    key = "spark.sql.sources.parallelPartitionDiscovery.parallelism"
-    previous = spark.conf.get(key, None)
-    spark.conf.set(key, str(4 * spark.sparkContext.defaultParallelism))
-    try:
-        yield
-    finally:
-        if previous is None:
-            spark.conf.unset(key)
-        else:
-            spark.conf.set(key, previous)
+    return conf_within(spark, "spark.sql.sources.parallelPartitionDiscovery.parallelism",
+                       str(4 * spark.sparkContext.defaultParallelism))
 
 
 def run(spark: SparkSession, lake: Lakehouse, retain_hours: int = MIN_RETAIN_HOURS, echo=print) -> list[Maintained]:

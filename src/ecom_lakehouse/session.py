@@ -61,19 +61,10 @@ def get_spark(env: str = "local", app_name: str = "ecom_lakehouse") -> SparkSess
 
 
 @contextmanager
-def raw_files_split_finely(spark: SparkSession):
-    """On a local master, files read inside split into at least 4 tasks per core.
-
-    Spark's own floor is one split per core, capped at 128 MB: with 2 cores the 385 MB events file was
-    3 splits, and the third ran alone on one core. Only bronze's raw reads need this: for every read,
-    it gave the ML stages' small Delta tables so many tasks that segmentation at scale 0.1 took 55 s
-    instead of 33. A cluster's many cores already spread a file; its sessions are left as they are."""
-    key = "spark.sql.files.minPartitionNum"
-    if not spark.sparkContext.master.startswith("local"):
-        yield
-        return
+def conf_within(spark: SparkSession, key: str, value: str):
+    """The session setting `key` is `value` inside, and what it was before afterwards."""
     previous = spark.conf.get(key, None)
-    spark.conf.set(key, str(4 * spark.sparkContext.defaultParallelism))
+    spark.conf.set(key, value)
     try:
         yield
     finally:
@@ -81,3 +72,18 @@ def raw_files_split_finely(spark: SparkSession):
             spark.conf.unset(key)
         else:
             spark.conf.set(key, previous)
+
+
+@contextmanager
+def raw_files_split_finely(spark: SparkSession):
+    """On a local master, files read inside split into at least 4 tasks per core.
+
+    Spark's own floor is one split per core, capped at 128 MB: with 2 cores the 385 MB events file was
+    3 splits, and the third ran alone on one core. Only bronze's raw reads need this: for every read,
+    it gave the ML stages' small Delta tables so many tasks that segmentation at scale 0.1 took 55 s
+    instead of 33. A cluster's many cores already spread a file; its sessions are left as they are."""
+    if not spark.sparkContext.master.startswith("local"):
+        yield
+        return
+    with conf_within(spark, "spark.sql.files.minPartitionNum", str(4 * spark.sparkContext.defaultParallelism)):
+        yield
