@@ -112,10 +112,14 @@ def main() -> None:
               ("segment (ML)", segmentation.run), ("recommend (ML)", recommend.run))
     rows = []  # (scale, step, seconds, input rows, peak memory)
 
+    def record(scale: float, step: str, sec: float, n: int, mem: int) -> None:
+        rows.append((scale, step, sec, n, mem))
+        print(f"[bench] scale {scale:g} {step}: {sec:.1f} s, peak {mem / 2**30:.1f} GiB", flush=True)  # progress
+
     def run_stages(scale: float, lake: Lakehouse, n: int, prefix: str = "") -> None:
         for name, stage in stages:
             sec, mem, _ = timed(lambda: stage(spark, lake, echo=quiet))
-            rows.append((scale, prefix + name, sec, n, mem))
+            record(scale, prefix + name, sec, n, mem)
 
     for scale in args.scales:
         raw, root = work / f"raw-{scale}", work / f"lakehouse-{scale}"
@@ -124,9 +128,9 @@ def main() -> None:
         sec, mem, counts = timed(lambda: generate(raw, GeneratorOptions(scale=scale, seed=42)))
         as_folders(raw)
         n = sum(counts.values())
-        rows.append((scale, "generate", sec, n, mem))
+        record(scale, "generate", sec, n, mem)
         floor_sec, mem, _ = timed(lambda: floor_pass(spark, raw, work / f"floor-{scale}"))
-        rows.append((scale, "floor: read CSV, write Delta", floor_sec, n, mem))
+        record(scale, "floor: read CSV, write Delta", floor_sec, n, mem)
         lake = Lakehouse(raw=str(raw), root=str(root))
         run_stages(scale, lake, n)
         if scale == args.scales[-1] and args.incremental:
