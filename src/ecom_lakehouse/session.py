@@ -28,44 +28,35 @@ def _local_delta_jars() -> list[str]:
     return [str(j) for j in jars] if all(j.exists() for j in jars) else []
 
 
-def local_settings(environ=os.environ) -> dict[str, str]:
-    """The settings of a local session (`ECOM_*` variables adjust them)."""
-    settings = {
-        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
-        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
-        "spark.sql.session.timeZone": "UTC",
-        "spark.driver.extraJavaOptions": "-Duser.timezone=UTC",
-        # Shuffle partitions follow the data: AQE merges Spark's default 200 into partitions of at most
-        # 64 MB (advisoryPartitionSizeInBytes). A fixed count cannot: 8 made scale 10's events
-        # partitions so large that silver's cached block overflowed the default 1 GB heap.
-        "spark.sql.adaptive.enabled": "true",
-        "spark.sql.adaptive.coalescePartitions.enabled": "true",
-        "spark.ui.enabled": "false",
-        "spark.ui.showConsoleProgress": "false",
-        "spark.databricks.delta.snapshotPartitions": "2",
-        "spark.sql.warehouse.dir": environ.get("ECOM_WAREHOUSE_DIR", "/tmp/ecom_lakehouse_warehouse"),
-    }
-    if environ.get("ECOM_SHUFFLE_PARTITIONS"):  # a fixed count, for tests on tiny data
-        settings["spark.sql.shuffle.partitions"] = environ["ECOM_SHUFFLE_PARTITIONS"]
-    if environ.get("ECOM_DRIVER_MEMORY"):  # the JVM's heap; takes effect only before the JVM starts
-        settings["spark.driver.memory"] = environ["ECOM_DRIVER_MEMORY"]
-    jars = _local_delta_jars()
-    if jars:
-        settings["spark.jars"] = ",".join(jars)
-    else:  # no `make install` here: let Spark's resolver fetch Delta from Maven Central
-        settings["spark.jars.packages"] = DELTA_PACKAGE
-    return settings
-
-
 def get_spark(env: str = "local", app_name: str = "ecom_lakehouse") -> SparkSession:
     if env != "local":
         return SparkSession.getActiveSession() or SparkSession.builder.appName(app_name).getOrCreate()
 
     # Python workers must run this interpreter (the one with this package installed).
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    builder = SparkSession.builder.master(os.environ.get("ECOM_SPARK_MASTER", "local[*]")).appName(app_name)
-    for key, value in local_settings().items():
-        builder = builder.config(key, value)
+    builder = (
+        SparkSession.builder.master(os.environ.get("ECOM_SPARK_MASTER", "local[*]"))
+        .appName(app_name)
+        .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
+        .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
+        # A few shuffle partitions for 2 cores. Spark's 200 with AQE was tried: AQE does not merge the
+        # partitions of cached plans (recommend's evaluation frames), and recommend took 256 s at scale 1
+        # instead of 146 s. Silver sizes its large cached plan from the data itself (silver.cached_partitions).
+        .config("spark.sql.shuffle.partitions", os.environ.get("ECOM_SHUFFLE_PARTITIONS", "8"))
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.databricks.delta.snapshotPartitions", "2")
+        .config("spark.sql.warehouse.dir", os.environ.get("ECOM_WAREHOUSE_DIR", "/tmp/ecom_lakehouse_warehouse"))
+    )
+    if os.environ.get("ECOM_DRIVER_MEMORY"):  # the JVM's heap; takes effect only before the JVM starts
+        builder = builder.config("spark.driver.memory", os.environ["ECOM_DRIVER_MEMORY"])
+    jars = _local_delta_jars()
+    if jars:
+        builder = builder.config("spark.jars", ",".join(jars))
+    else:  # no `make install` here: let Spark's resolver fetch Delta from Maven Central
+        builder = builder.config("spark.jars.packages", DELTA_PACKAGE)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     return spark
