@@ -18,6 +18,8 @@ def test_maintain_compacts_and_vacuums_what_no_recent_version_needs(spark, tmp_p
     table = lake.table("gold", "sales_daily")
     for n in (10, 20):  # version 0, then an overwrite: version 0's files are no longer read
         table.overwrite(spark.range(n).repartition(3))
+    other = lake.table("silver", "orders")  # maintained beside it: each gets its own result
+    other.overwrite(spark.range(5).repartition(2))
     folder = Path(table.path)
     # Files a killed writer left behind (in no version): one 8 days old, one from just now.
     week_ago = time.time() - 8 * 24 * 3600
@@ -28,7 +30,7 @@ def test_maintain_compacts_and_vacuums_what_no_recent_version_needs(spark, tmp_p
 
     done = maintain.run(spark, lake, echo=lambda *_: None)
 
-    assert [(m.table, m.files_before, m.files_after) for m in done] == [(table.path, 3, 1)]  # compacted
+    assert [(m.table, m.files_before, m.files_after) for m in done] == [(other.path, 2, 1), (table.path, 3, 1)]
     assert table.read(spark).count() == 20  # read back from disk, not from the run
     on_disk = _parquet_files(folder)
     assert old_orphan.name not in on_disk and new_orphan.name in on_disk  # only what is older than 7 days goes
