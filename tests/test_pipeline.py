@@ -147,3 +147,22 @@ def test_compaction_changes_no_lineage_so_a_rerun_rebuilds_nothing(spark, pipeli
     silver.run(spark, lake, echo=quiet)
     gold.run(spark, lake, echo=quiet)
     assert {str(t): t.version(spark) for t in tables} == after_maintenance  # no MERGE, no overwrite
+
+
+def test_silver_sizes_its_cached_partitions_from_the_data_not_the_session(spark, pipeline, tmp_path):
+    """AQE does not merge the partitions of a cached plan: with Spark's 200 shuffle partitions, silver
+    wrote a file per partition. It sizes them from bronze's bytes (a few files on small data)."""
+    import shutil
+
+    from ecom_lakehouse.config import Lakehouse
+    from ecom_lakehouse.session import conf_within
+
+    lake, _ = pipeline
+    copy = Lakehouse(raw=lake.raw, root=str(tmp_path / "lake"))
+    shutil.copytree(f"{lake.root}/bronze", f"{copy.root}/bronze")
+    with conf_within(spark, "spark.sql.shuffle.partitions", "200"):
+        silver.run(spark, copy, echo=lambda *_: None)
+    for table in ("users", "events"):
+        files = copy.table("silver", table).delta(spark).detail().select("numFiles").first()[0]
+        assert files <= spark.sparkContext.defaultParallelism, (table, files)
+    assert silver.cached_partitions(10 * 2**30, 2) == 10 * 2**30 // silver.CACHED_PARTITION_BYTES  # grows with data
