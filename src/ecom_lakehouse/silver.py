@@ -242,10 +242,11 @@ def run(spark: SparkSession, lake: Lakehouse, echo=print) -> list[SilverResult]:
             echo(f"  silver {table:<21} unchanged (built from {built_from}): skipped")
             continue
         since = delivered_after(spark, lake, table, lineage.built_from(spark, target), built_from)
-        bronze = lake.table("bronze", table).read(spark)
+        source = lake.table("bronze", table)
+        bronze = source.read(spark)
         if since is not None:  # Delta skips the files of earlier deliveries by their min/max statistics
             bronze = bronze.where(F.col(INGESTED_AT) > F.timestamp_micros(F.lit(since)))
-        size = lake.table("bronze", table).delta(spark).detail().select("sizeInBytes").first()[0]
+        size = source.delta(spark).detail().select("sizeInBytes").first()[0]
         with conf_within(spark, "spark.sql.shuffle.partitions",  # the cached plan is planned here
                          str(cached_partitions(size, spark.sparkContext.defaultParallelism))):
             checked = with_orphan_reason(conform(latest_per_key(typed(bronze, table), KEYS[table]), table), table,
