@@ -8,7 +8,7 @@ Python driver plus the JVM, sampled every 0.2 s. Each table is delivered as a fo
 events (new ids, copies of existing rows otherwise), the table that grows every day in thelook.
 
     python benchmarks/bench_pipeline.py                 # scales 0.1 and 1, then +1% events at 1
-    python benchmarks/bench_pipeline.py --scales 0.1 1 10
+    python benchmarks/bench_pipeline.py --scales 1 10 --incremental-at 1   # the README's table
 """
 from __future__ import annotations
 
@@ -96,8 +96,13 @@ def main() -> None:
     parser.add_argument("--scales", type=float, nargs="+", default=[0.1, 1.0])
     parser.add_argument("--workdir", default=None, help="where data and tables go (default: a temp dir, removed)")
     parser.add_argument("--no-incremental", dest="incremental", action="store_false",
-                        help="skip the run that adds 1%% more events to the largest scale's lakehouse")
+                        help="skip the run that adds 1%% more events to a lakehouse")
+    parser.add_argument("--incremental-at", type=float, default=None, metavar="SCALE",
+                        help="the scale whose lakehouse gets 1%% more events (default: the largest)")
     args = parser.parse_args()
+    incremental_at = args.incremental_at if args.incremental_at is not None else max(args.scales)
+    if args.incremental and incremental_at not in args.scales:
+        parser.error(f"--incremental-at {incremental_at:g} is not one of --scales")
 
     from ecom_lakehouse import bronze, gold, silver
     from ecom_lakehouse.ml import recommend, segmentation
@@ -133,7 +138,7 @@ def main() -> None:
         record(scale, "floor: read CSV, write Delta", floor_sec, n, mem)
         lake = Lakehouse(raw=str(raw), root=str(root))
         run_stages(scale, lake, n)
-        if scale == args.scales[-1] and args.incremental:
+        if scale == incremental_at and args.incremental:
             run_stages(scale, lake, deliver_more_events(raw, 0.01), prefix="+1% events: ")
         if not args.workdir:
             shutil.rmtree(raw, ignore_errors=True)
@@ -157,6 +162,13 @@ def main() -> None:
         incremental = total([name for name, _ in stages], "+1% events: ")
         if incremental:
             print(f"scale {scale:g}: +1% events end to end {incremental:.0f} s = {100 * incremental / full:.0f}% of the full run")
+    base = min(args.scales)
+    for scale in (s for s in args.scales if s != base):
+        def step_time(s: float, step: str) -> float:
+            return next(r[2] for r in rows if r[0] == s and r[1] == step)
+        growth = ", ".join(f"{name} {step_time(scale, name) / step_time(base, name):.1f}x" for name, _ in stages)
+        full = sum(step_time(scale, name) for name, _ in stages) / sum(step_time(base, name) for name, _ in stages)
+        print(f"scale {scale:g} against {base:g} ({scale / base:g}x the data): end to end {full:.1f}x; {growth}")
     spark.stop()
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
