@@ -7,6 +7,7 @@ from pyspark.testing import assertDataFrameEqual
 
 from ecom_lakehouse import gold, silver
 from ecom_lakehouse.schemas import parse_problem, parse_value
+from ecom_lakehouse.session import conf_within
 
 T = dt.datetime
 
@@ -79,6 +80,21 @@ def test_orphans_are_unknown_keys_but_not_nulls_and_quarantine_with_their_data_o
     assertDataFrameEqual(bad.select("source_table", "source_file", "record", "reason"), [
         Row(source_table="events", source_file="f", record='{"id":12,"user_id":99}',
             reason="orphan user_id: no such users")])  # the record holds data only: reruns write the same row
+
+
+def test_rows_without_a_foreign_key_spread_over_the_join_partitions(spark):
+    """Anonymous events carry a NULL user_id (46% of thelook's): joined on it as is, every one of them
+    hashes to the same partition, and at scale 10 that one cached partition ran out of the 1 GB heap."""
+    users = spark.createDataFrame([(1,)], "id long")
+    events = spark.createDataFrame([(i, None) for i in range(400)], "id long, user_id long")
+    # a shuffle join into 4 partitions, as at scale (no broadcast of the parent, no AQE coalescing)
+    with conf_within(spark, "spark.sql.autoBroadcastJoinThreshold", "-1"), \
+            conf_within(spark, "spark.sql.adaptive.enabled", "false"), \
+            conf_within(spark, "spark.sql.shuffle.partitions", "4"):
+        checked = silver.with_orphan_reason(events, "events", {"users": users})
+        largest = checked.groupBy(F.spark_partition_id()).count().agg(F.max("count")).first()[0]
+    assert largest <= 200, f"{largest} of 400 NULL-key rows in one partition"
+    assert checked.where(F.col(silver.ORPHAN_REASON).isNotNull()).count() == 0
 
 
 def _lines(spark):
