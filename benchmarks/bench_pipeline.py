@@ -152,23 +152,24 @@ def main() -> None:
         ratio = "" if step == "generate" else f"{sec / floors[scale]:.1f}"
         print(f"| {scale:g} | {step} | {sec:.1f} | {n / sec:,.0f} | {ratio} | {mem / 2**30:.1f} GiB |")
     print()
+    names = [name for name, _ in stages]
+
+    def seconds(scale: float, steps, prefix: str = "") -> float:
+        return sum(r[2] for r in rows if r[0] == scale and r[1] in {prefix + x for x in steps})
+
     for scale in args.scales:
-        def total(names, prefix=""):
-            return sum(r[2] for r in rows if r[0] == scale and r[1] in {prefix + x for x in names})
-        full = total([name for name, _ in stages])
-        print(f"scale {scale:g}: bronze..gold {total(['bronze', 'silver', 'gold']) / floors[scale]:.1f}x floor, "
-              f"segment+recommend {total(['segment (ML)', 'recommend (ML)']) / floors[scale]:.1f}x floor, "
+        full = seconds(scale, names)
+        print(f"scale {scale:g}: bronze..gold {seconds(scale, ['bronze', 'silver', 'gold']) / floors[scale]:.1f}x floor, "
+              f"segment+recommend {seconds(scale, ['segment (ML)', 'recommend (ML)']) / floors[scale]:.1f}x floor, "
               f"end to end {full:.0f} s = {full / floors[scale]:.1f}x floor")
-        incremental = total([name for name, _ in stages], "+1% events: ")
+        incremental = seconds(scale, names, "+1% events: ")
         if incremental:
             print(f"scale {scale:g}: +1% events end to end {incremental:.0f} s = {100 * incremental / full:.0f}% of the full run")
     base = min(args.scales)
     for scale in (s for s in args.scales if s != base):
-        def step_time(s: float, step: str) -> float:
-            return next(r[2] for r in rows if r[0] == s and r[1] == step)
-        growth = ", ".join(f"{name} {step_time(scale, name) / step_time(base, name):.1f}x" for name, _ in stages)
-        full = sum(step_time(scale, name) for name, _ in stages) / sum(step_time(base, name) for name, _ in stages)
-        print(f"scale {scale:g} against {base:g} ({scale / base:g}x the data): end to end {full:.1f}x; {growth}")
+        growth = ", ".join(f"{name} {seconds(scale, [name]) / seconds(base, [name]):.1f}x" for name in names)
+        print(f"scale {scale:g} against {base:g} ({scale / base:g}x the data): end to end "
+              f"{seconds(scale, names) / seconds(base, names):.1f}x; {growth}")
     spark.stop()
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
