@@ -8,13 +8,12 @@ their checkpoints point at no Delta data file; the floor still keeps a week of h
 """
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from pyspark.sql import SparkSession
 
 from ecom_lakehouse.config import LAYERS, ConfigError, Lakehouse
-from ecom_lakehouse.session import conf_within
+from ecom_lakehouse.session import conf_within, side_by_side
 
 MIN_RETAIN_HOURS = 168
 # Tables maintained at once. One table's OPTIMIZE and VACUUM are mostly waits (log reads, listings,
@@ -56,9 +55,9 @@ def run(spark: SparkSession, lake: Lakehouse, retain_hours: int = MIN_RETAIN_HOU
                           "must stay readable for time travel and running readers")
     tables = [table for layer in LAYERS for table in lake.existing_tables(spark, layer)]
     done = []
-    with _listing_parallelism(spark), ThreadPoolExecutor(TABLES_AT_ONCE) as pool:
-        # map yields in the tables' order, each as soon as it and those before it are done
-        for table, result in zip(tables, pool.map(lambda t: maintain_table(spark, t, retain_hours), tables)):
+    with _listing_parallelism(spark):
+        for table, result in zip(tables, side_by_side(lambda t: maintain_table(spark, t, retain_hours), tables,
+                                                      TABLES_AT_ONCE)):
             done.append(result)
             echo(f"  {table.layer}/{table.name:<32} files {result.files_before:>4} -> {result.files_after:>4}")
     echo(f"  {len(done)} tables compacted; files older than {retain_hours} h that no version needs removed")

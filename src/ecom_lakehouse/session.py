@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
 from pyspark.sql import SparkSession
+from pyspark.util import inheritable_thread_target
 
 DELTA_VERSION = "3.3.2"
 SCALA_VERSION = "2.12"
@@ -74,6 +76,14 @@ def conf_within(spark: SparkSession, key: str, value: str):
             spark.conf.unset(key)
         else:
             spark.conf.set(key, previous)
+
+
+def side_by_side(work, items, at_once: int):
+    """work(item) for each item, `at_once` at a time from driver threads, yielded in the items' order
+    as each is done. Spark runs jobs from several threads at once (CrossValidator's `parallelism`):
+    the small jobs of one piece of work leave cores idle between their stages, which another's fill."""
+    with ThreadPoolExecutor(at_once) as pool:
+        yield from pool.map(inheritable_thread_target(work), items)
 
 
 @contextmanager
