@@ -105,9 +105,11 @@ class Table:
         else:
             writer.save(self.path)
 
-    def overwrite(self, df: DataFrame) -> None:
-        """Atomic replace: readers see the old version until the new one commits."""
-        self.save(df.write.format("delta").mode("overwrite").option("overwriteSchema", "true"))
+    def overwrite(self, df: DataFrame, user_metadata: str | None = None) -> None:
+        """Atomic replace: readers see the old version until the new one commits. `user_metadata`
+        goes into this commit only (see `lineage.recorded` for a session's commits)."""
+        writer = df.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
+        self.save(writer.option("userMetadata", user_metadata) if user_metadata else writer)
 
     def replace_where(self, df: DataFrame, predicate: str, partition_by: tuple[str, ...] = ()) -> None:
         """Atomically replace the rows matching `predicate` with `df`; creates the table (partitioned

@@ -16,10 +16,6 @@ from ecom_lakehouse.config import LAYERS, ConfigError, Lakehouse
 from ecom_lakehouse.session import conf_within, side_by_side
 
 MIN_RETAIN_HOURS = 168
-# Tables maintained at once. One table's OPTIMIZE and VACUUM are mostly waits (log reads, listings,
-# one storage call per file) with small Spark jobs between them, so a few tables side by side keep
-# the cores busy; each table still gets its own commits.
-TABLES_AT_ONCE = 4
 
 
 @dataclass(frozen=True)
@@ -56,8 +52,9 @@ def run(spark: SparkSession, lake: Lakehouse, retain_hours: int = MIN_RETAIN_HOU
     tables = [table for layer in LAYERS for table in lake.existing_tables(spark, layer)]
     done = []
     with _listing_parallelism(spark):
-        for table, result in zip(tables, side_by_side(lambda t: maintain_table(spark, t, retain_hours), tables,
-                                                      TABLES_AT_ONCE)):
+        # One table's OPTIMIZE and VACUUM are mostly waits (log reads, listings, one storage call per file)
+        # with small Spark jobs between them; each table still gets its own commits.
+        for table, result in zip(tables, side_by_side(lambda t: maintain_table(spark, t, retain_hours), tables)):
             done.append(result)
             echo(f"  {table.layer}/{table.name:<32} files {result.files_before:>4} -> {result.files_after:>4}")
     echo(f"  {len(done)} tables compacted; files older than {retain_hours} h that no version needs removed")

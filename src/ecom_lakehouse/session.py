@@ -78,7 +78,11 @@ def conf_within(spark: SparkSession, key: str, value: str):
             spark.conf.set(key, previous)
 
 
-def side_by_side(work, items, at_once: int):
+# Tables worked on at once where each table's work is small jobs and waits (log reads, listings, commits).
+TABLES_AT_ONCE = 4
+
+
+def side_by_side(work, items, at_once: int = TABLES_AT_ONCE):
     """work(item) for each item, `at_once` at a time from driver threads, yielded in the items' order
     as each is done. Spark runs jobs from several threads at once (CrossValidator's `parallelism`):
     the small jobs of one piece of work leave cores idle between their stages, which another's fill."""
