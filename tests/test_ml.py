@@ -56,12 +56,15 @@ def test_segmentation_publishes_one_segment_when_there_is_nothing_to_cluster(spa
     assert shares[0] == pytest.approx(1.0) and shares[1] == pytest.approx(1.0 if "all buyers" in segments else 0.0)
 
 
-def test_k_is_capped_by_the_distinct_buyers(spark):
+def test_k_is_capped_by_the_distinct_buyers_and_nothing_stays_cached(spark):
     rows = [(1, True, 10, 1, 50.0, 50.0), (2, True, 500, 3, 300.0, 100.0), (3, True, 900, 2, 20.0, 10.0),
             (4, True, 10, 1, 50.0, 50.0)]
+    spark.catalog.clearCache()
     result = segmentation.segment(spark.createDataFrame(rows, FEATURE_SCHEMA), echo=lambda *_: None)
     assert [r.k for r in result.results] == [2, 3]  # three distinct buyers: k = 4..6 never tried
     assert result.chosen is not None and result.check.verdict == "PASS"
+    # A frame left cached holds memory in a long-lived session (the benchmark's JVM runs scale 1, then 10).
+    assert spark._jsparkSession.sharedState().cacheManager().isEmpty(), "segment left a DataFrame cached"
 
 
 def _split_with_validation_users(spark, n: int) -> recommend.EvaluationSplit:

@@ -214,7 +214,7 @@ def fit_each_k(data: DataFrame, ks: range, echo=print) -> list[KResult]:
 
 def segment(features: DataFrame, echo=print) -> Segmentation:
     """Segments for the buyers in gold customer_features (data persisted by the caller)."""
-    data = buyers(features).persist()
+    data = buyers(features)  # a projection of the caller's cached rows: caching it again left it cached
     distinct = data.select(*RAW_FEATURES).distinct().limit(K_MAX).count()
     results = fit_each_k(data, range(2, min(K_MAX, distinct) + 1), echo)
     chosen = choose_k(results)
