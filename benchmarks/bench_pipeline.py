@@ -105,7 +105,7 @@ def deliver_more_events(raw: Path, fraction: float) -> int:
     return wanted
 
 
-def measure_scale(scale: float, work: Path, incremental: bool, keep: bool) -> list[tuple]:
+def measure_scale(scale: float, work: Path, incremental: bool) -> list[tuple]:
     """Generate, floor, every stage (and the +1% events run) at one scale, in this process's Spark.
     Rows: (scale, step, seconds, input rows, peak memory)."""
     quiet = lambda *a, **k: None  # noqa: E731
@@ -139,8 +139,6 @@ def measure_scale(scale: float, work: Path, incremental: bool, keep: bool) -> li
     if incremental:
         run_stages(deliver_more_events(raw, 0.01), "+1% events: ")
     spark.stop()
-    if not keep:
-        shutil.rmtree(raw, ignore_errors=True)
     return rows
 
 
@@ -161,7 +159,7 @@ def main() -> None:
         parser.error(f"--incremental-at {incremental_at:g} is not one of --scales")
     work = Path(args.workdir or tempfile.mkdtemp(prefix="ecom-bench-"))
     if args.one_scale is not None:
-        rows = measure_scale(args.one_scale, work, args.incremental, keep=bool(args.workdir))
+        rows = measure_scale(args.one_scale, work, args.incremental)
         Path(args.rows_to).write_text(json.dumps(rows))
         return
 
@@ -176,6 +174,8 @@ def main() -> None:
         if subprocess.run(command).returncode != 0:
             sys.exit(f"bench: scale {scale:g} failed (its output is above)")
         rows += [tuple(r) for r in json.loads(out.read_text())]
+        if not args.workdir:  # a larger scale's data need not wait beside this one's
+            shutil.rmtree(work / f"raw-{scale}", ignore_errors=True)
 
     floors = {r[0]: r[2] for r in rows if r[1].startswith("floor")}
     print(f"\nmachine: {psutil.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB; "
