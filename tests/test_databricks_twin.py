@@ -219,3 +219,16 @@ def test_a_rerun_of_bronze_adds_nothing_and_a_failing_task_fails(twin):
     # The wheel task launcher ignores return values: the process itself must exit non-zero.
     assert failed.returncode == 2 and "orders-broken.csv: header does not match orders" in failed.stderr
     assert "Traceback" not in failed.stderr
+
+
+def test_a_rerun_of_gold_and_segment_on_unchanged_inputs_is_skipped(twin):
+    """Gold records its lineage per write (Delta's `userMetadata` write option) in catalog tables as
+    well as in path tables; `maintain`'s OPTIMIZE/VACUUM since the first run change no lineage."""
+    from ecom_lakehouse.gold import OUTPUTS
+    work, env, _, values, _ = twin
+    tasks = {t["task_key"]: t for t in _job()["tasks"]}
+    gold = _run(_task_command(tasks["gold"], values), env, work)
+    assert gold.returncode == 0, gold.stderr[-2000:]
+    assert f"unchanged since their inputs, skipped: {', '.join(OUTPUTS)}" in gold.stdout, gold.stdout
+    segment = _run(_task_command(tasks["segment"], values), env, work)
+    assert segment.returncode == 0 and "segments unchanged" in segment.stdout, segment.stdout
