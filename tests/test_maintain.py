@@ -32,6 +32,7 @@ def test_maintain_compacts_and_vacuums_what_no_recent_version_needs(spark, tmp_p
 
     assert [(m.table, m.files_before, m.files_after) for m in done] == [(other.path, 2, 1), (table.path, 3, 1)]
     assert table.read(spark).count() == 20  # read back from disk, not from the run
+    assert len(table.read(spark).inputFiles()) == 1 and len(other.read(spark).inputFiles()) == 1
     on_disk = _parquet_files(folder)
     assert old_orphan.name not in on_disk and new_orphan.name in on_disk  # only what is older than 7 days goes
     assert {Path(p).name for p in table.read(spark).inputFiles()} <= on_disk
