@@ -130,12 +130,12 @@ def test_a_bronze_run_that_loses_a_row_exits_non_zero_naming_the_file(spark, tmp
 
 def test_silver_reconciliation_fails_on_a_row_missing_from_silver(spark, pipeline):
     lake, _ = pipeline
-    assert reconcile.silver_table(spark, lake, "distribution_centers").ok
+    assert reconcile.silver_tables(spark, lake, ["distribution_centers"])[0].ok
     silver_dc = lake.table("silver", "distribution_centers")
     before = silver_dc.version(spark)
     try:
         silver_dc.delta(spark).delete("id = 1")  # the fault
-        check = reconcile.silver_table(spark, lake, "distribution_centers")
+        check = reconcile.silver_tables(spark, lake, ["distribution_centers"])[0]
         assert not check.ok and check.silver == check.bronze - check.superseded - check.quarantined - 1
         with pytest.raises(reconcile.ReconciliationError, match="silver distribution_centers"):
             reconcile.raise_on_mismatch([check], "silver")

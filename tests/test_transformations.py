@@ -5,7 +5,7 @@ from pyspark.sql import Row
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from ecom_lakehouse import gold, silver
+from ecom_lakehouse import gold, reconcile, silver
 from ecom_lakehouse.schemas import parse_problem, parse_value
 from ecom_lakehouse.session import conf_within
 
@@ -48,6 +48,12 @@ def test_latest_per_key_keeps_the_newest_ingestion(spark):
         (1, "old", T(2024, 1, 1), 0, "a.csv"), (1, "new", T(2024, 2, 1), 1, "b.csv"), (2, "only", T(2024, 1, 1), 0, "a.csv"),
     ], "id long, v string, _ingested_at timestamp, _batch_id long, _source_file string")
     assertDataFrameEqual(silver.latest_per_key(df, "id").select("id", "v"), [Row(id=1, v="new"), Row(id=2, v="only")])
+
+
+def test_keys_are_counted_as_silver_types_them_and_a_missing_key_is_one(spark):
+    bronze = spark.createDataFrame([("9",), ("9.0",), ("10",), (None,), (None,)], "id string")
+    assertDataFrameEqual(reconcile.rows_and_keys(bronze, "users"), [Row(rows=5, keys=3)])
+    assertDataFrameEqual(reconcile.rows_and_keys(bronze.limit(0), "users"), [Row(rows=0, keys=0)])
 
 
 def test_normalise_places(spark):

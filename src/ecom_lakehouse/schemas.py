@@ -63,6 +63,9 @@ KEYS = {t: ("order_id" if t == "orders" else "id") for t in TABLES}
 # the stream STREAM_ID (the id Spark keeps in the streaming checkpoint, new after a reset).
 SOURCE_FILE, INGESTED_AT, BATCH_ID, STREAM_ID = "_source_file", "_ingested_at", "_batch_id", "_stream_id"
 
+# Silver's data-quality flags: an array of the checks a kept row failed (empty when it passed all).
+FLAGS = "dq_flags"
+
 # Quarantine tables of every layer share this schema (record is the raw line or JSON).
 QUARANTINE_SCHEMA = StructType([
     StructField("source_table", StringType()),

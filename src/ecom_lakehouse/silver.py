@@ -21,11 +21,10 @@ from pyspark.sql import functions as F
 
 from ecom_lakehouse import lineage, reconcile
 from ecom_lakehouse.config import Lakehouse
-from ecom_lakehouse.session import conf_within, side_by_side
-from ecom_lakehouse.schemas import (BATCH_ID, INGESTED_AT, KEYS, QUARANTINE_SCHEMA, RAW_COLUMNS, SOURCE_FILE, STREAM_ID, TABLES,
+from ecom_lakehouse.session import conf_within
+from ecom_lakehouse.schemas import (BATCH_ID, FLAGS, INGESTED_AT, KEYS, QUARANTINE_SCHEMA, RAW_COLUMNS, SOURCE_FILE, STREAM_ID, TABLES,
                                     parse_value)
 
-FLAGS = "dq_flags"
 PII_COLUMNS = ("first_name", "last_name", "email", "street_address")
 
 # child table -> [(column, parent table)]; rows whose non-NULL key has no parent are orphans.
@@ -150,7 +149,6 @@ def as_quarantine(checked: DataFrame, table: str) -> DataFrame:
 @dataclass
 class SilverResult:
     check: reconcile.TableCheck
-    flagged: int
     seconds: float
 
     @property
@@ -233,12 +231,6 @@ def _lineage(spark: SparkSession, lake: Lakehouse, table: str) -> str:
     return lineage.of(spark, [lake.table("bronze", table), *(lake.table("silver", p) for p in parents)])
 
 
-def read_back(spark: SparkSession, lake: Lakehouse, table: str) -> tuple[reconcile.TableCheck, int]:
-    """The table's reconciliation and its flagged rows, counted from the Delta tables."""
-    flagged = lake.table("silver", table).read(spark).where(F.size(FLAGS) > 0).count()
-    return reconcile.silver_table(spark, lake, table), flagged
-
-
 def run(spark: SparkSession, lake: Lakehouse, echo=print) -> list[SilverResult]:
     written, current = {}, {}  # table -> seconds its write took; table -> its silver rows
     quarantine_table = lake.quarantine("silver")
@@ -277,13 +269,12 @@ def run(spark: SparkSession, lake: Lakehouse, echo=print) -> list[SilverResult]:
         current[table] = target.read(spark)
         written[table] = time.time() - started
         echo(f"  silver {table:<21} written in {written[table]:.1f}s")
-    # Read back once every table is written: each table's counts are small jobs, run side by side.
-    results = [SilverResult(check, flagged, written[table]) for table, (check, flagged)
-               in zip(written, side_by_side(lambda t: read_back(spark, lake, t), list(written)))]
+    # Read back once every table is written, from the Delta tables.
+    results = [SilverResult(check, written[check.table]) for check in reconcile.silver_tables(spark, lake, list(written))]
     for res in results:
         check = res.check
         echo(f"  silver {res.table:<21} bronze {check.bronze:>9,}  -> silver {check.silver:>9,}  superseded "
-             f"{check.superseded:>7,}  quarantined {check.quarantined:>6,}  flagged {res.flagged:>5,}"
+             f"{check.superseded:>7,}  quarantined {check.quarantined:>6,}  flagged {check.flagged:>5,}"
              f"{'' if check.ok else '  MISMATCH'}")
     reconcile.raise_on_mismatch([r.check for r in results], "silver")
     return results
