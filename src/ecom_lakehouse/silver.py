@@ -239,12 +239,13 @@ def run(spark: SparkSession, lake: Lakehouse, echo=print) -> list[SilverResult]:
         started = time.time()
         target = lake.table("silver", table)
         built_from = _lineage(spark, lake, table)
-        if lineage.is_current(spark, [target], built_from):
+        previous = lineage.built_from(spark, target)
+        if previous == built_from:
             # Nothing it depends on changed since the last build: skip the MERGE.
             current[table] = target.read(spark)
             echo(f"  silver {table:<21} unchanged (built from {built_from}): skipped")
             continue
-        since = delivered_after(spark, lake, table, lineage.built_from(spark, target), built_from)
+        since = delivered_after(spark, lake, table, previous, built_from)
         source = lake.table("bronze", table)
         bronze = source.read(spark)
         if since is not None:  # Delta skips the files of earlier deliveries by their min/max statistics
