@@ -31,6 +31,13 @@ def test_adjusted_rand_index_against_hand_computed_values():
     assert segmentation.adjusted_rand_index([[2, 1, 0], [0, 1, 2]]) == pytest.approx(0.2424242424)
 
 
+def test_seed_contingencies_compare_the_first_fit_with_each_other_one(spark):
+    # the first fit a=[0,0,0,1,1,1] against b=[0,0,1,1,2,2] and against itself, k=3
+    assigned = spark.createDataFrame(list(zip([0, 0, 0, 1, 1, 1], [0, 0, 1, 1, 2, 2], [0, 0, 0, 1, 1, 1])), "s0 int, s1 int, s2 int")
+    assert segmentation.seed_contingencies(assigned, 3) == [[[2, 1, 0], [0, 1, 2], [0, 0, 0]],
+                                                            [[3, 0, 0], [0, 3, 0], [0, 0, 0]]]
+
+
 def test_segment_naming_rule_reads_the_share_of_members_meeting_each_condition():
     assert segmentation.name_segment(0.9, 0.8, 0.95) == "repeat high-value, recent"
     assert segmentation.name_segment(0.0, 0.1, 0.2) == "one-time low-value, lapsed"

@@ -71,14 +71,16 @@ def adjusted_rand_index(contingency: list[list[int]]) -> float:
     return 1.0 if maximum == expected else (index - expected) / (maximum - expected)
 
 
-def contingency(a: DataFrame, b: DataFrame, k: int) -> list[list[int]]:
-    """k x k counts of (assignment in a, assignment in b): a tiny aggregate."""
-    joined = a.select("user_id", F.col("segment_id").alias("a")).join(
-        b.select("user_id", F.col("segment_id").alias("b")), "user_id")
-    table = [[0] * k for _ in range(k)]
-    for r in joined.groupBy("a", "b").count().collect():
-        table[r["a"]][r["b"]] = r["count"]
-    return table
+def seed_contingencies(assigned: DataFrame, k: int) -> list[list[list[int]]]:
+    """`assigned`: one column of cluster ids per fit. For each column after the first, the k x k
+    counts of (cluster in the first, cluster in it), all from one aggregate (at most k ** columns
+    rows reach the driver, whatever the data)."""
+    seeds = assigned.columns
+    tables = [[[0] * k for _ in range(k)] for _ in seeds[1:]]
+    for r in assigned.groupBy(*seeds).count().collect():
+        for table, other in zip(tables, seeds[1:]):
+            table[r[seeds[0]]][r[other]] += r["count"]
+    return tables
 
 
 @dataclass
@@ -102,11 +104,11 @@ def fit_k(scaled: DataFrame, k: int, features: PipelineModel) -> KResult | None:
         fits.append((model.summary.trainingCost, model))
     fits.sort(key=lambda f: f[0])
     best_cost, best = fits[0]
-    assigned = [m.transform(scaled).select("user_id", "segment_id").persist() for _, m in fits]
-    ari = min(adjusted_rand_index(contingency(assigned[0], other, k)) for other in assigned[1:])
+    assigned = scaled.select("features")
+    for i, (_, model) in enumerate(fits):  # s0: the lowest-cost fit, which the others are compared with
+        assigned = model.transform(assigned).withColumnRenamed("segment_id", f"s{i}")
+    ari = min(adjusted_rand_index(table) for table in seed_contingencies(assigned.drop("features"), k))
     silhouette = ClusteringEvaluator(featuresCol="features", predictionCol="segment_id").evaluate(best.transform(scaled))
-    for a in assigned:
-        a.unpersist()
     return KResult(k, best_cost, silhouette, ari, PipelineModel(stages=[*features.stages, best]))
 
 
