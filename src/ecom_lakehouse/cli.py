@@ -89,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "(gold served_recommendations) from the strategy that won",
         "report": "write an HTML report with charts (and the PNGs) from the gold tables",
         "maintain": "compact small files (OPTIMIZE) and remove files no version of the last --retain-hours needs "
-                    "(VACUUM), in every table; scheduled after the pipeline on Databricks and EMR",
+                    "(VACUUM, skipped where no file is that old), in every table; scheduled after the pipeline on "
+                    "Databricks and EMR",
     }
     for stage, text in helps.items():
         stage_parser = sub.add_parser(stage, help=text, description=text)

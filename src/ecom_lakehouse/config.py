@@ -50,9 +50,7 @@ def _drop_uncommitted_log(spark: SparkSession, path: str) -> None:
     """A process killed during a table's first commit leaves `_delta_log` holding only temporary files;
     Delta's createIfNotExists then takes the table for existing and fails to load it, on every rerun.
     Without a commit there is no table, so the folder is removed and the creation starts over."""
-    jvm = spark.sparkContext._jvm
-    log = jvm.org.apache.hadoop.fs.Path(f"{path.rstrip('/')}/_delta_log")
-    fs = log.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    log, fs = files.hadoop_fs(spark, f"{path.rstrip('/')}/_delta_log")
     if not fs.exists(log):
         return
     names = [s.getPath().getName() for s in fs.listStatus(log)]

@@ -69,39 +69,40 @@ def folder_path(path: str) -> str:
     return f"{path}/" if sep and "/" not in rest else path
 
 
-def _fs(spark: SparkSession, path: str):
+def hadoop_fs(spark: SparkSession, path: str):
+    """(Hadoop Path, its FileSystem): local disk, s3:// or a volume alike."""
     jvm = spark.sparkContext._jvm
     p = jvm.org.apache.hadoop.fs.Path(folder_path(path))
     return p, p.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
 
 
 def exists(spark: SparkSession, path: str) -> bool:
-    p, fs = _fs(spark, path)
+    p, fs = hadoop_fs(spark, path)
     return fs.exists(p)
 
 
 def subfolders(spark: SparkSession, path: str) -> list[str]:
     """Names of the folders directly under `path`, sorted; none when it does not exist."""
-    p, fs = _fs(spark, path)
+    p, fs = hadoop_fs(spark, path)
     return sorted(s.getPath().getName() for s in fs.listStatus(p) if s.isDirectory()) if fs.exists(p) else []
 
 
 def delete(spark: SparkSession, path: str) -> bool:
     """Recursive delete; True if something was there."""
-    p, fs = _fs(spark, path)
+    p, fs = hadoop_fs(spark, path)
     return bool(fs.delete(p, True))
 
 
 def list_csv_files(spark: SparkSession, glob: str) -> list:
     """FileStatus of every file matching `glob`, sorted by path."""
-    p, fs = _fs(spark, glob)
+    p, fs = hadoop_fs(spark, glob)
     statuses = fs.globStatus(p) or []
     return sorted((s for s in statuses if s.isFile()), key=lambda s: s.getPath().toString())
 
 
 def first_line(spark: SparkSession, path: str) -> str | None:
     jvm = spark.sparkContext._jvm
-    p, fs = _fs(spark, path)
+    p, fs = hadoop_fs(spark, path)
     reader = jvm.java.io.BufferedReader(jvm.java.io.InputStreamReader(fs.open(p), "UTF-8"))
     try:
         return reader.readLine()
