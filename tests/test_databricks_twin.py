@@ -3,9 +3,12 @@
 What is the same as on Databricks: the wheel `python -m build` makes (what `bundle deploy` uploads),
 installed with --no-deps into an environment holding only what DBR 16.4 LTS provides (pyspark 3.5.2
 and the runtime's usual libraries: `make install` builds `.venv-dbr`); each task of
-resources/ecom_lakehouse.job.yml as its own process through the console script, with the task's
-exact parameters and the job's parameter values substituted; Delta configured from outside the
-package, as the platform does; tables in a catalog that outlives each process, addressed as
+resources/ecom_lakehouse.job.yml as its own Python process through the console script, with the
+task's exact parameters and the job's parameter values substituted; one job cluster for the whole
+job: a driver JVM started before the first task and stopped after the last, to which every task's
+Python attaches (tests/databricks_runtime/sitecustomize.py does what the runtime does there), so
+tasks share its Spark context, Delta's cached logs and its warm JIT as they do on a job cluster;
+Delta configured from outside the package, as the platform does; tables in a catalog that outlives each process, addressed as
 `<catalog>.<schema>.<table>`; raw files, checkpoints, models and the report in a folder playing the
 volume, delivered under the names `databricks upload-raw` gives them.
 
@@ -13,7 +16,9 @@ What differs, each in one named place: the catalog is Spark's session catalog on
 metastore (`spark_catalog`, for which config.delta_api_name drops the catalog part that open-source
 Delta cannot parse); bronze reads with Spark's file source instead of Auto Loader
 (ECOM_RAW_STREAM=files, bronze.raw_line_stream), which exists only on Databricks; Python is this
-machine's 3.11, not the runtime's 3.12; grants, the job scheduler and clusters are not played.
+machine's 3.11, not the runtime's 3.12; tasks share one Spark session (the runtime gives each its
+own, over the same context) and run one after another (segment and recommend run side by side on
+Databricks); grants, the job scheduler and autoscaling are not played.
 """
 from __future__ import annotations
 
@@ -23,6 +28,8 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -53,6 +60,8 @@ def _runtime_env(work: Path) -> dict[str, str]:
         "spark.sql.shuffle.partitions": "2",  # tiny data on 2 cores, as in the local session
         "spark.databricks.delta.snapshotPartitions": "2",
         "spark.ui.enabled": "false",
+        # One JVM serves every task, as a job cluster's driver does (with far more than Spark's default 1 GB).
+        "spark.driver.memory": "2g",
     }
     args = ["--master", "local[2]", "--jars", ",".join(jars)]
     for key, value in conf.items():
@@ -67,6 +76,41 @@ def _runtime_env(work: Path) -> dict[str, str]:
 
 def _run(cmd: list[str], env, cwd) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=900)
+
+
+ATTACH = ROOT / "tests" / "databricks_runtime"
+CLUSTER_DRIVER = textwrap.dedent("""
+    import json, sys
+    from pyspark.sql import SparkSession
+    spark = SparkSession.builder.getOrCreate()
+    gateway = spark.sparkContext._gateway.gateway_parameters
+    with open(sys.argv[1], "w") as out:
+        json.dump({"port": gateway.port, "secret": gateway.auth_token}, out)
+    sys.stdin.read()  # until the test closes it: the job is over and its cluster terminates
+""")
+
+
+@contextmanager
+def _job_cluster(work: Path, env):
+    """The job cluster's driver JVM, up from before the first task to after the last. Yields the
+    environment of a task process: the runtime's, plus the way to the running driver."""
+    gateway_file, log = work / "cluster-gateway.json", (work / "cluster.log").open("w")
+    driver = subprocess.Popen([str(RUNTIME / "bin" / "python"), "-c", CLUSTER_DRIVER, str(gateway_file)], env=env,
+                              cwd=work, stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, text=True)
+    try:
+        for _ in range(600):
+            if gateway_file.exists() or driver.poll() is not None:
+                break
+            time.sleep(0.1)
+        time.sleep(0.1)  # the file is written in one small call: let it finish
+        assert gateway_file.exists(), f"the cluster's driver did not start:\n{(work / 'cluster.log').read_text()[-3000:]}"
+        gateway = json.loads(gateway_file.read_text())
+        yield {**env, "PYSPARK_GATEWAY_PORT": str(gateway["port"]), "PYSPARK_GATEWAY_SECRET": gateway["secret"],
+               "PYTHONPATH": str(ATTACH)}
+    finally:
+        driver.stdin.close()
+        driver.wait(timeout=120)
+        log.close()
 
 
 def _job():
@@ -95,13 +139,19 @@ def twin(tmp_path_factory, twin_raw):
     if not (RUNTIME / "bin" / "python").exists():
         pytest.skip(f"{RUNTIME} is missing: `make install` builds the Databricks runtime twin environment")
     work = tmp_path_factory.mktemp("dbr-twin")
-    env = _runtime_env(work)
+    runtime_env = _runtime_env(work)
     built = subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", str(work / "dist"), str(ROOT)],
                            capture_output=True, text=True)
     assert built.returncode == 0, built.stderr[-2000:]
     [wheel] = (work / "dist").glob("*.whl")
-    installed = _run([str(RUNTIME / "bin" / "pip"), "install", "-q", "--no-deps", "--force-reinstall", str(wheel)], env, work)
+    installed = _run([str(RUNTIME / "bin" / "pip"), "install", "-q", "--no-deps", "--force-reinstall", str(wheel)],
+                     runtime_env, work)
     assert installed.returncode == 0, installed.stderr
+    with _job_cluster(work, runtime_env) as env:
+        yield _run_job(work, env, twin_raw)
+
+
+def _run_job(work: Path, env, twin_raw):
     volume = work / "Volumes" / "main" / SCHEMA / "lakehouse"
     raw, _ = twin_raw
     for table in TABLES:  # as `databricks upload-raw` delivers them

@@ -1,0 +1,18 @@
+"""What the Databricks runtime does for each task's Python process: attach to the job cluster's driver.
+
+On a job cluster the driver JVM outlives every task, and a task's `SparkSession.builder.getOrCreate()`
+returns the cluster's SparkContext and session. Open-source PySpark, given the running JVM's gateway
+(PYSPARK_GATEWAY_PORT and PYSPARK_GATEWAY_SECRET, its own way of handing a Python process a JVM), would
+construct a second SparkContext there, which Spark refuses (one per JVM). This makes it take the running
+one, as the runtime does. Python imports this module at start-up when its folder is on PYTHONPATH; the
+Databricks twin puts it there for task processes only, and nothing in the package knows of it.
+"""
+import os
+
+if "PYSPARK_GATEWAY_PORT" in os.environ:
+    from pyspark import context
+
+    def _attach(self, jconf):
+        return self._jvm.JavaSparkContext.fromSparkContext(self._jvm.org.apache.spark.SparkContext.getOrCreate(jconf))
+
+    context.SparkContext._initialize_context = _attach
