@@ -8,8 +8,8 @@ task's exact parameters and the job's parameter values substituted; one job clus
 job: a driver JVM started before the first task and stopped after the last, to which every task's
 Python attaches (tests/databricks_runtime/sitecustomize.py does what the runtime does there), so
 tasks share its Spark context, Delta's cached logs and its warm JIT as they do on a job cluster;
-Delta configured from outside the package, as the platform does; tables in a catalog that outlives each process, addressed as
-`<catalog>.<schema>.<table>`; raw files, checkpoints, models and the report in a folder playing the
+Delta configured from outside the package, as the platform does; tables in a catalog that outlives
+each process, addressed as `<catalog>.<schema>.<table>`; raw files, checkpoints, models and the report in a folder playing the
 volume, delivered under the names `databricks upload-raw` gives them.
 
 What differs, each in one named place: the catalog is Spark's session catalog on a local Derby
@@ -80,12 +80,13 @@ def _run(cmd: list[str], env, cwd) -> subprocess.CompletedProcess:
 
 ATTACH = ROOT / "tests" / "databricks_runtime"
 CLUSTER_DRIVER = textwrap.dedent("""
-    import json, sys
+    import json, os, sys
     from pyspark.sql import SparkSession
     spark = SparkSession.builder.getOrCreate()
     gateway = spark.sparkContext._gateway.gateway_parameters
-    with open(sys.argv[1], "w") as out:
+    with open(sys.argv[1] + ".tmp", "w") as out:
         json.dump({"port": gateway.port, "secret": gateway.auth_token}, out)
+    os.replace(sys.argv[1] + ".tmp", sys.argv[1])  # whole, or not there at all
     sys.stdin.read()  # until the test closes it: the job is over and its cluster terminates
 """)
 
@@ -102,7 +103,6 @@ def _job_cluster(work: Path, env):
             if gateway_file.exists() or driver.poll() is not None:
                 break
             time.sleep(0.1)
-        time.sleep(0.1)  # the file is written in one small call: let it finish
         assert gateway_file.exists(), f"the cluster's driver did not start:\n{(work / 'cluster.log').read_text()[-3000:]}"
         gateway = json.loads(gateway_file.read_text())
         yield {**env, "PYSPARK_GATEWAY_PORT": str(gateway["port"]), "PYSPARK_GATEWAY_SECRET": gateway["secret"],

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from ecom_lakehouse import maintain
-from ecom_lakehouse.config import ConfigError, Lakehouse
+from ecom_lakehouse.config import ConfigError, Lakehouse, Table
 
 
 def _parquet_files(folder: Path) -> set[str]:
@@ -67,8 +67,6 @@ def test_vacuum_runs_only_where_a_file_is_old_enough_or_a_partition_folder_is_em
 
 
 def test_a_catalog_table_is_vacuumed_once_its_first_commit_is_older_than_the_retention(spark):
-    from ecom_lakehouse.config import Table
-
     table = Table("gold", "maintained", full_name="spark_catalog.default.maintained")
     spark.sql("DROP TABLE IF EXISTS spark_catalog.default.maintained")
     spark.sql("CREATE TABLE spark_catalog.default.maintained USING DELTA AS SELECT id FROM range(3)")
