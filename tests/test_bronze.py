@@ -84,6 +84,31 @@ def test_bad_rows_are_quarantined_with_reasons_and_counts_reconcile(spark, tmp_p
     assert {r["source_table"] for r in lake.quarantine("bronze").read(spark).collect()} == {"users"}
 
 
+def test_a_batch_killed_after_its_bronze_append_lands_its_quarantine_once_on_the_rerun(spark, tmp_path, monkeypatch):
+    """The replayed batch's bronze append is skipped by Delta (same transaction), so nothing is observed
+    of its rows: its quarantined rows must still be written, and its good rows not twice."""
+    raw = tmp_path / "raw"
+    _write(raw / "users" / "part-1.csv", [USERS_HEADER, GOOD, "2,Bob,Ray,bob@example.com,41,M,Acre,2 Main St,69980-000"])
+    lake = Lakehouse(raw=str(raw), root=str(tmp_path / "lh"))
+    append = bronze._idempotent_append
+
+    def killed_before_the_quarantine(df, table, app_id, version):
+        if app_id.startswith("bronze-quarantine-"):
+            raise RuntimeError("killed")
+        append(df, table, app_id, version)
+
+    monkeypatch.setattr(bronze, "_idempotent_append", killed_before_the_quarantine)
+    with pytest.raises(Exception, match="killed"):
+        bronze.run(spark, lake, ("users",))
+    assert lake.table("bronze", "users").read(spark).count() == 1  # the append before the kill landed
+    monkeypatch.setattr(bronze, "_idempotent_append", append)
+    [rerun] = bronze.run(spark, lake, ("users",))
+    assert [c.source_file.rsplit("/", 1)[-1] for c in rerun.checks] == ["part-1.csv"]
+    assert (rerun.total("in_file"), rerun.total("in_bronze"), rerun.total("quarantined")) == (2, 1, 1)
+    assert lake.table("bronze", "users").read(spark).count() == 1
+    assert lake.quarantine("bronze").read(spark).count() == 1
+
+
 def test_rerun_adds_nothing_and_a_new_file_is_ingested_once(spark, tmp_path):
     raw = tmp_path / "raw"
     _write(raw / "users" / "part-1.csv", [USERS_HEADER, GOOD])
