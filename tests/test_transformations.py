@@ -88,6 +88,17 @@ def test_orphans_are_unknown_keys_but_not_nulls_and_quarantine_with_their_data_o
             reason="orphan user_id: no such users")])  # the record holds data only: reruns write the same row
 
 
+def test_orphan_candidates_are_every_delivery_with_an_unknown_key_even_when_a_later_one_resolves(spark):
+    """Silver skips its quarantine write when there are no candidates, so they must include every row
+    that could be a key's latest orphan: all deliveries, typed from bronze's strings; NULL keys are none."""
+    users = spark.createDataFrame([(1,)], "id long")
+    bronze_events = spark.createDataFrame([("10", "1"), ("11", None), ("12", "99"), ("12", "1"), ("13", "99.0")],
+                                          "id string, user_id string")
+    candidates = silver.orphan_candidates(bronze_events, "events", {"users": users})
+    assertDataFrameEqual(candidates.select("id", "user_id"), [Row(id=12, user_id=99), Row(id=13, user_id=99)])
+    assert silver.orphan_candidates(bronze_events.where("user_id = '1'"), "events", {"users": users}).isEmpty()
+
+
 def test_rows_without_a_foreign_key_spread_over_the_join_partitions(spark):
     """Anonymous events carry a NULL user_id (46% of thelook's): joined on it as is, every one of them
     hashes to the same partition, and at scale 10 that one cached partition ran out of the 1 GB heap."""

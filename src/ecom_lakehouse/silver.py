@@ -134,6 +134,16 @@ def with_orphan_reason(df: DataFrame, table: str, parents: dict[str, DataFrame])
     return checked.withColumn(ORPHAN_REASON, reason).drop(*[c for c in checked.columns if c.startswith("_ok_")])
 
 
+def orphan_candidates(bronze: DataFrame, table: str, parents: dict[str, DataFrame]) -> DataFrame:
+    """Bronze rows of `table` whose foreign keys do not resolve, among all its rows and not only each
+    key's latest: when there are none, no row silver keeps can be an orphan. Keys and foreign keys
+    only, with no window over the keys, so it costs a narrow scan and joins, not the whole rebuild."""
+    kinds = dict(RAW_COLUMNS[table])
+    keys = [KEYS[table], *(column for column, _ in FOREIGN_KEYS.get(table, []))]
+    narrow = bronze.select(*[parse_value(c, kinds[c]).alias(c) for c in keys])
+    return with_orphan_reason(narrow, table, parents).where(F.col(ORPHAN_REASON).isNotNull())
+
+
 def as_quarantine(checked: DataFrame, table: str) -> DataFrame:
     """Checked rows in the quarantine's shape (reason NULL for rows that resolve)."""
     data = [c for c in checked.columns if c not in PII_COLUMNS + (SOURCE_FILE, INGESTED_AT, BATCH_ID, ORPHAN_REASON)]
@@ -235,6 +245,8 @@ def run(spark: SparkSession, lake: Lakehouse, echo=print) -> list[SilverResult]:
     written, current = {}, {}  # table -> seconds its write took; table -> its silver rows
     quarantine_table = lake.quarantine("silver")
     quarantine_table.ensure(spark, QUARANTINE_SCHEMA)
+    quarantined_before = {r["source_table"]: r["count"]  # one row per table
+                          for r in quarantine_table.read(spark).groupBy("source_table").count().collect()}
     for table in ORDER:
         started = time.time()
         target = lake.table("silver", table)
@@ -251,22 +263,30 @@ def run(spark: SparkSession, lake: Lakehouse, echo=print) -> list[SilverResult]:
         if since is not None:  # Delta skips the files of earlier deliveries by their min/max statistics
             bronze = bronze.where(F.col(INGESTED_AT) > F.timestamp_micros(F.lit(since)))
         size = source.delta(spark).detail().select("sizeInBytes").first()[0]
-        with conf_within(spark, "spark.sql.shuffle.partitions",  # the cached plan is planned here
+        # The quarantine is written only when it changes: a table with rows there, or rows that may be
+        # orphans. Otherwise the rows are computed once, by the table's write, and not cached (caching
+        # scale 1's events for a second write of nothing cost ~11 s of its ~35 s).
+        to_quarantine = quarantined_before.get(table, 0) > 0 or (
+            table in FOREIGN_KEYS and not orphan_candidates(bronze, table, current).isEmpty())
+        # Partitions sized from the data: a cached plan is planned here and AQE leaves it alone.
+        with conf_within(spark, "spark.sql.shuffle.partitions",
                          str(cached_partitions(size, spark.sparkContext.defaultParallelism))):
             checked = with_orphan_reason(conform(latest_per_key(typed(bronze, table), KEYS[table]), table), table,
-                                         current).persist()
-        try:
-            # Quarantine first, table second: the table's commit records its lineage, so a run
-            # killed in between redoes both next time (either write gives the same result twice).
-            if since is None:  # replaceWhere keeps other tables' rows
-                quarantine_table.replace_where(as_quarantine(checked.where(F.col(ORPHAN_REASON).isNotNull()), table),
-                                               f"source_table = '{table}'")
-            else:
-                merge_quarantine(spark, quarantine_table, as_quarantine(checked, table), KEYS[table])
-            with lineage.recorded(spark, built_from):
-                merge_latest(spark, target, checked, KEYS[table], complete=since is None)
-        finally:
-            checked.unpersist()
+                                         current)
+            if to_quarantine:
+                checked = checked.persist()
+            try:
+                # Quarantine first, table second: the table's commit records its lineage, so a run
+                # killed in between redoes both next time (either write gives the same result twice).
+                if to_quarantine and since is None:  # replaceWhere keeps other tables' rows
+                    quarantine_table.replace_where(
+                        as_quarantine(checked.where(F.col(ORPHAN_REASON).isNotNull()), table), f"source_table = '{table}'")
+                elif to_quarantine:
+                    merge_quarantine(spark, quarantine_table, as_quarantine(checked, table), KEYS[table])
+                with lineage.recorded(spark, built_from):
+                    merge_latest(spark, target, checked, KEYS[table], complete=since is None)
+            finally:
+                checked.unpersist()
         current[table] = target.read(spark)
         written[table] = time.time() - started
         echo(f"  silver {table:<21} written in {written[table]:.1f}s")
