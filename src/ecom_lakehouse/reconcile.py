@@ -85,9 +85,14 @@ def silver_tables(spark: SparkSession, lake: Lakehouse, tables: list[str]) -> li
     about a second of planning, so five counts per table cost more than the data."""
     if not tables:  # a rerun that skipped every table reads nothing
         return []
-    by_table = lake.quarantine("silver").read(spark).groupBy("source_table").count().collect()  # a row per table
-    quarantined = {r["source_table"]: r["count"] for r in by_table}
+    quarantined = quarantined_by_table(spark, lake, "silver")
     return list(side_by_side(lambda t: _silver_table(spark, lake, t, quarantined.get(t, 0)), tables))
+
+
+def quarantined_by_table(spark: SparkSession, lake: Lakehouse, layer: str) -> dict[str, int]:
+    """Rows in `layer`'s quarantine per source table, read from the Delta table (one row per table)."""
+    by_table = lake.quarantine(layer).read(spark).groupBy("source_table").count().collect()
+    return {r["source_table"]: r["count"] for r in by_table}
 
 
 def rows_and_keys(bronze: DataFrame, table: str) -> DataFrame:

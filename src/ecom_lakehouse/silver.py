@@ -245,8 +245,7 @@ def run(spark: SparkSession, lake: Lakehouse, echo=print) -> list[SilverResult]:
     written, current = {}, {}  # table -> seconds its write took; table -> its silver rows
     quarantine_table = lake.quarantine("silver")
     quarantine_table.ensure(spark, QUARANTINE_SCHEMA)
-    quarantined_before = {r["source_table"]: r["count"]  # one row per table
-                          for r in quarantine_table.read(spark).groupBy("source_table").count().collect()}
+    quarantined_before = reconcile.quarantined_by_table(spark, lake, "silver")
     for table in ORDER:
         started = time.time()
         target = lake.table("silver", table)
@@ -268,7 +267,7 @@ def run(spark: SparkSession, lake: Lakehouse, echo=print) -> list[SilverResult]:
         # scale 1's events for a second write of nothing cost ~11 s of its ~35 s).
         to_quarantine = quarantined_before.get(table, 0) > 0 or (
             table in FOREIGN_KEYS and not orphan_candidates(bronze, table, current).isEmpty())
-        # Partitions sized from the data: a cached plan is planned here and AQE leaves it alone.
+        # Partitions sized from the data, for whichever write plans the rows (AQE leaves a cached plan's alone).
         with conf_within(spark, "spark.sql.shuffle.partitions",
                          str(cached_partitions(size, spark.sparkContext.defaultParallelism))):
             checked = with_orphan_reason(conform(latest_per_key(typed(bronze, table), KEYS[table]), table), table,
