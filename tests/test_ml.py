@@ -76,16 +76,22 @@ def test_k_is_capped_by_the_distinct_buyers_and_nothing_stays_cached(spark):
 
 
 def _split_with_validation_users(spark, n: int) -> recommend.EvaluationSplit:
-    validation = spark.createDataFrame([(u, 100 + u % 2) for u in range(n)], "user_id long, product_id long")
+    validation = spark.createDataFrame([(u, 100 + u % 2, "F") for u in range(n)], "user_id long, product_id long, gender string")
     return recommend.EvaluationSplit(*[validation] * 3, validation=validation, warm=validation, cold=validation)
 
 
+# A point of rank 8 recommends something nobody bought; one of rank 24 each user's label.
+MISSING, HITTING = dict(rank=8, regParam=0.1, alpha=1.0), dict(rank=24, regParam=0.1, alpha=20.0)
+
+
+def _recommend_for(params, users, bought):
+    product = F.lit(999) if params["rank"] == 8 else 100 + F.col("user_id") % 2
+    return users.select("user_id", product.cast("long").alias("product_id"), F.lit(1).alias("rank"))
+
+
 def test_the_grid_is_searched_only_when_the_validation_slice_can_rank_its_points(spark):
-    grid = [dict(rank=8, regParam=0.1, alpha=1.0), dict(rank=24, regParam=0.1, alpha=20.0)]
-    # the second point recommends each user's label first, the first point something else
-    def recommend_for(params, users, bought):
-        product = F.lit(999) if params["rank"] == 8 else 100 + F.col("user_id") % 2
-        return users.select("user_id", product.cast("long").alias("product_id"), F.lit(1).alias("rank"))
+    grid = [MISSING, HITTING]
+    recommend_for = _recommend_for
 
     fitted = []
     def fit(train, params):
@@ -100,6 +106,24 @@ def test_the_grid_is_searched_only_when_the_validation_slice_can_rank_its_points
     small = _split_with_validation_users(spark, recommend.MIN_VALIDATION_USERS - 1)
     assert recommend.choose_params(small, grid, fit, recommend_for, echo=lambda *_: None) == grid[0]
     assert fitted == []  # no point fitted to be ranked by noise
+
+
+def test_the_grid_stops_at_its_first_point_when_that_hits_no_more_often_than_chance(spark):
+    """Given the catalogue, the first point's validation hits are tested against a random pick from
+    the user's gender catalogue (200 products here): at chance, the other points are not fitted."""
+    products = spark.range(100, 300).select("id", F.lit("Women").alias("department"))
+    split = _split_with_validation_users(spark, recommend.MIN_VALIDATION_USERS)
+    fitted = []
+    def fit(train, params):
+        fitted.append(params)
+        return params
+
+    def choose(grid):
+        fitted.clear()
+        return recommend.choose_params(split, grid, fit, _recommend_for, echo=lambda *_: None, products=products)
+
+    assert choose([MISSING, HITTING]) == MISSING and fitted == [MISSING]  # 0 hits: the second is never fitted
+    assert choose([HITTING, MISSING]) == HITTING and fitted == [HITTING, MISSING]  # 100 of 100: the grid goes on
 
 
 def test_ranking_metrics_against_hand_computed_values(spark):

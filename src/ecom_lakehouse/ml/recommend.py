@@ -27,7 +27,7 @@ from pyspark.sql import functions as F
 from ecom_lakehouse import lineage
 from ecom_lakehouse.config import Lakehouse
 from ecom_lakehouse.gold import INVALID_STATUSES
-from ecom_lakehouse.ml import ModelCheckFailed, checks, save_model, tracking, write_verdicts
+from ecom_lakehouse.ml import ModelCheckFailed, checks, save_model, stats, tracking, write_verdicts
 from ecom_lakehouse.ml.baselines import BASELINES, CHANCE, FALLBACK, K, age_band, popularity_by_gender_age, top_k_unbought
 from ecom_lakehouse.ml.checks import Check
 from ecom_lakehouse.schemas import parse_value
@@ -38,6 +38,8 @@ TEST_FRACTION = 0.2
 # validation slice is too small to rank the points.
 GRID = [dict(rank=r, regParam=0.1, alpha=a) for r, a in ((24, 20.0), (24, 1.0), (8, 20.0), (8, 1.0))]
 MIN_VALIDATION_USERS = 100
+# The first grid point must beat chance on validation at this level for the others to be fitted.
+SIGNAL_ALPHA = 0.05
 MAX_ITER = 10
 # Grid points fitted, and models scored, side by side: a scale-1 fit's jobs are small enough to leave
 # 2 cores half idle (the 4-point grid took 23.5 s two at a time, 29 s one at a time, same scores).
@@ -205,13 +207,17 @@ def evaluation_split(events: DataFrame) -> EvaluationSplit:
                            cold=labels.join(history, "user_id", "left_anti").persist())
 
 
-def choose_params(split: EvaluationSplit, grid, fit=fit_als, recommend=als_recommendations, echo=print) -> dict:
+def choose_params(split: EvaluationSplit, grid, fit=fit_als, recommend=als_recommendations, echo=print,
+                  products: DataFrame | None = None) -> dict:
     """The grid point with the best validation NDCG@10 (CrossValidator cannot rank with ALS).
 
     `fit(train, params)` returns a model, `recommend(model, users, bought)` its top-K frame, so
-    any recommender can be tuned on the same slice. With fewer than MIN_VALIDATION_USERS labelled
-    validation users the scores rest on a handful of hits and would rank the points by noise: the
-    first point is used without fitting the others."""
+    any recommender can be tuned on the same slice. The first point is used without fitting the
+    others where the slice cannot rank them: with fewer than MIN_VALIDATION_USERS labelled users,
+    whose scores rest on a handful of hits; and, given the catalogue (`products`), where the first
+    point hits validation users no more often than a random pick from their gender's catalogue
+    (p >= SIGNAL_ALPHA, the leakage check's exact test): the other points' scores would then differ
+    by noise (on faithful data every point scores at chance, FACTS.md)."""
     if len(grid) > 1:
         users = split.validation.select("user_id").distinct().count()
         if users < MIN_VALIDATION_USERS:
@@ -219,18 +225,31 @@ def choose_params(split: EvaluationSplit, grid, fit=fit_als, recommend=als_recom
                  f"grid points: using the first, {grid[0]}")
             return grid[0]
 
-    def validation_ndcg(params: dict) -> float:
+    def validation_metrics(params: dict) -> dict[str, float]:
         model = fit(split.fit, params)
         frame = evaluation_frame(recommend(model, split.validation, split.fit), split.validation)
-        return ranking_metrics(frame, ["ndcg@10"])["ndcg@10"]
+        return ranking_metrics(frame, ["ndcg@10"])
 
-    best = None
-    for params, score in zip(grid, side_by_side(validation_ndcg, grid, AT_ONCE)):
-        echo(f"  recommend validation rank={params['rank']:<3} regParam={params['regParam']:<5} alpha={params['alpha']:<5} "
-             f"NDCG@10 {score:.4f}")
-        if best is None or score > best[0]:
-            best = (score, params)
-    return best[1]
+    def scored(params: dict, metrics: dict[str, float]) -> tuple[dict, dict[str, float]]:
+        echo(f"  recommend validation rank={params['rank']:<3} regParam={params['regParam']:<5} "
+             f"alpha={params['alpha']:<5} NDCG@10 {metrics['ndcg@10']:.4f}, {int(metrics['hits']):,} of "
+             f"{int(metrics['users']):,} users hit")
+        return params, metrics
+
+    points, rest = [], grid
+    if products is not None and len(grid) > 1:
+        first = validation_metrics(grid[0])
+        points.append(scored(grid[0], first))
+        groups = checks.chance_groups(split.validation, split.fit, products)
+        p_value = stats.upper_tail(groups, int(first["hits"]))
+        if p_value >= SIGNAL_ALPHA:
+            echo(f"  recommend validation: the first point hits no more often than chance (expected "
+                 f"{sum(n * p for n, p in groups):.1f} hits, p = {p_value:.2g}): nothing for the other "
+                 f"{len(grid) - 1} points to be ranked by, using the first, {grid[0]}")
+            return grid[0]
+        rest = grid[1:]
+    points += [scored(params, metrics) for params, metrics in zip(rest, side_by_side(validation_metrics, rest, AT_ONCE))]
+    return max(points, key=lambda point: point[1]["ndcg@10"])[0]  # on a tie, the earliest point
 
 
 def best_baseline(metrics: dict[str, dict[str, float]]) -> str:
@@ -253,7 +272,7 @@ def evaluate(events: DataFrame, products: DataFrame, data_mode: str = "faithful"
     pairs = split.test.select("user_id", "product_id").distinct()
     result.repurchase_share = 1 - split.warm.unionByName(split.cold).select("user_id", "product_id").distinct().count() / \
         max(1, pairs.count())
-    result.best_params = choose_params(split, grid, echo=echo)
+    result.best_params = choose_params(split, grid, echo=echo, products=products)
     model = fit_als(train.unionByName(split.test) if plant_leak else train, result.best_params)
     warm_users = warm.select("user_id", "gender", "age_band").distinct()
     recs = {"als": als_recommendations(model, warm_users, train).persist(),  # read by the checks below too
