@@ -132,8 +132,12 @@ def measure_scale(scale: float, work: Path, incremental: bool) -> list[tuple]:
 
     def run_stages(inputs: int, prefix: str = "") -> None:
         for name, stage in STAGES:
-            sec, mem, _ = timed(lambda: stage(spark, lake, echo=quiet))
+            sec, mem, result = timed(lambda: stage(spark, lake, echo=quiet))
             record(prefix + name, sec, inputs, mem)
+            # the stages run quietly: keep what the recommender's checks decided at this scale
+            for check in getattr(result, "checks", None) or []:
+                print(f"[bench] scale {scale:g} {prefix}{name}: check {check.check} {check.verdict}: {check.detail}"
+                      + (f" -> {check.consequence}" if check.consequence else ""), flush=True)
 
     run_stages(n)
     if incremental:
