@@ -89,22 +89,25 @@ def _recommend_for(params, users, bought):
     return users.select("user_id", product.cast("long").alias("product_id"), F.lit(1).alias("rank"))
 
 
-def test_the_grid_is_searched_only_when_the_validation_slice_can_rank_its_points(spark):
-    grid = [MISSING, HITTING]
-    recommend_for = _recommend_for
-
+def _recording_fit():
+    """A stand-in `fit` whose model is its params, and the list of the params it was called with."""
     fitted = []
     def fit(train, params):
         fitted.append(params)
         return params
+    return fit, fitted
 
+
+def test_the_grid_is_searched_only_when_the_validation_slice_can_rank_its_points(spark):
+    grid = [MISSING, HITTING]
+    fit, fitted = _recording_fit()
     big = _split_with_validation_users(spark, recommend.MIN_VALIDATION_USERS)
-    assert recommend.choose_params(big, grid, fit, recommend_for, echo=lambda *_: None) == grid[1]
+    assert recommend.choose_params(big, grid, fit, _recommend_for, echo=lambda *_: None) == grid[1]
     # every point fitted once; two at a time, so in either order
     assert sorted(fitted, key=lambda p: p["rank"]) == grid
     fitted.clear()
     small = _split_with_validation_users(spark, recommend.MIN_VALIDATION_USERS - 1)
-    assert recommend.choose_params(small, grid, fit, recommend_for, echo=lambda *_: None) == grid[0]
+    assert recommend.choose_params(small, grid, fit, _recommend_for, echo=lambda *_: None) == grid[0]
     assert fitted == []  # no point fitted to be ranked by noise
 
 
@@ -113,10 +116,7 @@ def test_the_grid_stops_at_its_first_point_when_that_hits_no_more_often_than_cha
     the user's gender catalogue (200 products here): at chance, the other points are not fitted."""
     products = spark.range(100, 300).select("id", F.lit("Women").alias("department"))
     split = _split_with_validation_users(spark, recommend.MIN_VALIDATION_USERS)
-    fitted = []
-    def fit(train, params):
-        fitted.append(params)
-        return params
+    fit, fitted = _recording_fit()
 
     def choose(grid):
         fitted.clear()

@@ -79,7 +79,7 @@ def expected_hits_needed(lift: float = MEANINGFUL_LIFT) -> int:
 
 def leakage_check(groups: list[tuple[int, float]], observed_hits: int) -> Check:
     users = sum(n for n, _ in groups)
-    expected = sum(n * p for n, p in groups)
+    expected = stats.expected(groups)
     if expected == 0:
         return Check("als", "leakage", "INCONCLUSIVE", 0.0, 0.0, 0.0, 1.0,
                      "no warm test user has a product a random pick could hit: nothing to test")

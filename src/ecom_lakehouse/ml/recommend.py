@@ -244,7 +244,7 @@ def choose_params(split: EvaluationSplit, grid, fit=fit_als, recommend=als_recom
         p_value = stats.upper_tail(groups, int(first["hits"]))
         if p_value >= SIGNAL_ALPHA:
             echo(f"  recommend validation: the first point hits no more often than chance (expected "
-                 f"{sum(n * p for n, p in groups):.1f} hits, p = {p_value:.2g}): nothing for the other "
+                 f"{stats.expected(groups):.1f} hits, p = {p_value:.2g}): nothing for the other "
                  f"{len(grid) - 1} points to be ranked by, using the first, {grid[0]}")
             return grid[0]
         rest = grid[1:]

@@ -25,11 +25,16 @@ def _binomial_pmf(n: int, p: float, upto: int) -> list[float]:
             for x in range(top + 1)]
 
 
+def expected(groups: list[tuple[int, float]]) -> float:
+    """The mean number of successes of the trials given as (count, chance)."""
+    return sum(n * p for n, p in groups)
+
+
 def poisson_binomial_cdf(groups: list[tuple[int, float]], x: int) -> float:
     """P(X <= x) where X is the number of successes of independent trials given as (count, chance)."""
     if x < 0:
         return 0.0
-    mean = sum(n * p for n, p in groups)
+    mean = expected(groups)
     sd = math.sqrt(sum(n * p * (1 - p) for n, p in groups))
     if x > mean + _TAIL_SIGMAS * sd + 50:
         return 1.0
@@ -68,7 +73,7 @@ def rate_ratio_interval(groups: list[tuple[int, float]], observed: int, confiden
 
 def critical_count(groups: list[tuple[int, float]], alpha: float) -> int:
     """The smallest count c with P(X >= c) <= alpha under the null."""
-    c = max(0, int(sum(n * p for n, p in groups)))
+    c = max(0, int(expected(groups)))
     while upper_tail(groups, c) > alpha:
         c += 1
     return c
