@@ -139,14 +139,16 @@ def deliver_more_events(raw: Path, fraction: float) -> int:
     return wanted
 
 
-def measure_scale(scale: float, work: Path, incremental: bool) -> list[tuple]:
+def measure_scale(scale: float, work: Path, incremental: bool, rows_to: Path) -> None:
     """Generate, floor, every stage (and the +1% events run) at one scale, in this process's Spark.
-    Rows: (scale, step, seconds, input rows, peak memory)."""
+    Rows (scale, step, seconds, input rows, peak memory) go to `rows_to` as each is measured: an
+    out-of-memory error kills a local JVM, and what was measured before it still counts."""
     quiet = lambda *a, **k: None  # noqa: E731
     rows = []
 
     def record(step: str, sec: float, n: int, mem: int) -> None:
         rows.append((scale, step, sec, n, mem))
+        rows_to.write_text(json.dumps(rows))
         print(f"[bench] scale {scale:g} {step}: {sec:.1f} s, peak {mem / 2**30:.1f} GiB", flush=True)  # progress
 
     raw, root = work / f"raw-{scale}", work / f"lakehouse-{scale}"
@@ -176,12 +178,12 @@ def measure_scale(scale: float, work: Path, incremental: bool) -> list[tuple]:
                       + (f" -> {check.consequence}" if check.consequence else ""), flush=True)
 
     run_stages(n)
-    sec, mem, _ = timed(lambda: unchecked_ml(spark, lake, work / f"unchecked-ml-{scale}"))
-    record(UNCHECKED_ML, sec, n, mem)
     if incremental:
         run_stages(deliver_more_events(raw, 0.01), "+1% events: ")
+    # last: its ALS top 10 for every buyer ran out of the 1 GB heap at scale 10, which ends the JVM
+    sec, mem, _ = timed(lambda: unchecked_ml(spark, lake, work / f"unchecked-ml-{scale}"))
+    record(UNCHECKED_ML, sec, n, mem)
     spark.stop()
-    return rows
 
 
 def main() -> None:
@@ -201,21 +203,24 @@ def main() -> None:
         parser.error(f"--incremental-at {incremental_at:g} is not one of --scales")
     work = Path(args.workdir or tempfile.mkdtemp(prefix="ecom-bench-"))
     if args.one_scale is not None:
-        rows = measure_scale(args.one_scale, work, args.incremental)
-        Path(args.rows_to).write_text(json.dumps(rows))
+        measure_scale(args.one_scale, work, args.incremental, Path(args.rows_to))
         return
 
     # Each scale in a process of its own, as each scheduled run is: a JVM that ran scale 1 carries
     # its caches into scale 10 (that combined run ran out of heap in silver at scale 10).
-    rows = []
+    rows, stopped_at = [], []
     for scale in args.scales:
         out = work / f"rows-{scale}.json"
+        out.unlink(missing_ok=True)  # a --workdir may hold an earlier run's
         command = [sys.executable, __file__, "--one-scale", str(scale), "--rows-to", str(out), "--workdir", str(work)]
         if not (args.incremental and scale == incremental_at):
             command.append("--no-incremental")
-        if subprocess.run(command).returncode != 0:
-            sys.exit(f"bench: scale {scale:g} failed (its output is above)")
-        rows += [tuple(r) for r in json.loads(out.read_text())]
+        failed = subprocess.run(command).returncode != 0
+        measured = [tuple(r) for r in json.loads(out.read_text())] if out.exists() else []
+        rows += measured
+        if failed:
+            stopped_at.append(f"scale {scale:g} stopped after {measured[-1][1] if measured else 'nothing'!r} "
+                              "(its error is above)")
         if not args.workdir:  # a larger scale's data need not wait beside this one's
             shutil.rmtree(work / f"raw-{scale}", ignore_errors=True)
 
@@ -226,33 +231,44 @@ def main() -> None:
     print("| scale | step | seconds | input rows/s | x floor | peak memory (driver+JVM) |")
     print("|---|---|---:|---:|---:|---:|")
     for scale, step, sec, n, mem in rows:
-        ratio = "" if step == "generate" else f"{sec / floors[scale]:.1f}"
-        print(f"| {scale:g} | {step} | {sec:.1f} | {n / sec:,.0f} | {ratio} | {mem / 2**30:.1f} GiB |")
+        times_floor = "" if step == "generate" or scale not in floors else f"{sec / floors[scale]:.1f}"
+        print(f"| {scale:g} | {step} | {sec:.1f} | {n / sec:,.0f} | {times_floor} | {mem / 2**30:.1f} GiB |")
     print()
     names = [name for name, _ in STAGES]
 
     def seconds(scale: float, steps, prefix: str = "") -> float:
         return sum(r[2] for r in rows if r[0] == scale and r[1] in {prefix + x for x in steps})
 
-    for scale in args.scales:
+    def measured(scale: float, step: str) -> bool:
+        return any(r[0] == scale and r[1] == step for r in rows)
+
+    def ratio(scale: float, steps) -> str:
+        if not all(measured(scale, step) for step in steps):
+            return "not measured"
+        return f"{seconds(scale, steps) / floors[scale]:.1f}x"
+
+    for scale in (s for s in args.scales if s in floors):
         full = seconds(scale, names)
-        # bronze's and silver's reads and writes without their checks, and gold as it is
-        unchecked = seconds(scale, [FLOOR, COPY, "gold"]) / floors[scale]
-        print(f"scale {scale:g}: bronze..gold {seconds(scale, ['bronze', 'silver', 'gold']) / floors[scale]:.1f}x floor "
-              f"(floor + Delta copy + gold, no checks: {unchecked:.1f}x), "
-              f"segment+recommend {seconds(scale, ['segment (ML)', 'recommend (ML)']) / floors[scale]:.1f}x floor "
-              f"(one fit each, no checks: {seconds(scale, [UNCHECKED_ML]) / floors[scale]:.1f}x), "
-              f"end to end {full:.0f} s = {full / floors[scale]:.1f}x floor")
+        print(f"scale {scale:g}: bronze..gold {ratio(scale, ['bronze', 'silver', 'gold'])} floor "
+              # bronze's and silver's reads and writes without their checks, and gold as it is
+              f"(floor + Delta copy + gold, no checks: {ratio(scale, [FLOOR, COPY, 'gold'])}), "
+              f"segment+recommend {ratio(scale, ['segment (ML)', 'recommend (ML)'])} floor "
+              f"(one fit each, no checks: {ratio(scale, [UNCHECKED_ML])}), "
+              f"end to end {full:.0f} s = {ratio(scale, names)} floor")
         incremental = seconds(scale, names, "+1% events: ")
         if incremental:
             print(f"scale {scale:g}: +1% events end to end {incremental:.0f} s = {100 * incremental / full:.0f}% of the full run")
     base = min(args.scales)
     for scale in (s for s in args.scales if s != base):
+        if not all(measured(s, name) for s in (base, scale) for name in names):
+            continue
         growth = ", ".join(f"{name} {seconds(scale, [name]) / seconds(base, [name]):.1f}x" for name in names)
         print(f"scale {scale:g} against {base:g} ({scale / base:g}x the data): end to end "
               f"{seconds(scale, names) / seconds(base, names):.1f}x; {growth}")
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
+    if stopped_at:
+        sys.exit("bench: " + "; ".join(stopped_at))
 
 
 if __name__ == "__main__":
