@@ -128,19 +128,20 @@ def test_a_bronze_run_that_loses_a_row_exits_non_zero_naming_the_file(spark, tmp
     assert len(err) == 1 and "part-1.csv: 2 records in the file, 1 in bronze + 0 quarantined" in err[0]
 
 
-def test_silver_reconciliation_fails_on_a_row_missing_from_silver(spark, pipeline):
+def test_silver_reconciliation_fails_on_a_row_missing_from_silver(spark, pipeline, tmp_path):
     lake, _ = pipeline
-    assert reconcile.silver_tables(spark, lake, ["distribution_centers"])[0].ok
-    silver_dc = lake.table("silver", "distribution_centers")
-    before = silver_dc.version(spark)
-    try:
-        silver_dc.delta(spark).delete("id = 1")  # the fault
-        check = reconcile.silver_tables(spark, lake, ["distribution_centers"])[0]
-        assert not check.ok and check.silver == check.bronze - check.superseded - check.quarantined - 1
-        with pytest.raises(reconcile.ReconciliationError, match="silver distribution_centers"):
-            reconcile.raise_on_mismatch([check], "silver")
-    finally:
-        silver_dc.delta(spark).restoreToVersion(before)
+    # The fault goes into a copy of the tables the check reads: a restore would give the shared lake's
+    # silver distribution_centers a new version, and every table built from it a rebuild later on.
+    copy = Lakehouse(raw=lake.raw, root=str(tmp_path / "lake"))
+    for layer, table in (("bronze", "distribution_centers"), ("silver", "distribution_centers"),
+                         ("silver", "_quarantine")):
+        shutil.copytree(f"{lake.root}/{layer}/{table}", f"{copy.root}/{layer}/{table}")
+    assert reconcile.silver_tables(spark, copy, ["distribution_centers"])[0].ok
+    copy.table("silver", "distribution_centers").delta(spark).delete("id = 1")  # the fault
+    check = reconcile.silver_tables(spark, copy, ["distribution_centers"])[0]
+    assert not check.ok and check.silver == check.bronze - check.superseded - check.quarantined - 1
+    with pytest.raises(reconcile.ReconciliationError, match="silver distribution_centers"):
+        reconcile.raise_on_mismatch([check], "silver")
 
 
 def _one_error_line(capsys) -> str:
