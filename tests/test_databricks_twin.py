@@ -7,7 +7,9 @@ resources/ecom_lakehouse.job.yml as its own Python process through the console s
 task's exact parameters and the job's parameter values substituted; one job cluster for the whole
 job: a driver JVM started before the first task and stopped after the last, to which every task's
 Python attaches (tests/databricks_runtime/sitecustomize.py does what the runtime does there), so
-tasks share its Spark context, Delta's cached logs and its warm JIT as they do on a job cluster;
+tasks share its Spark context, Delta's cached logs and its warm JIT as they do on a job cluster, each
+task with a Spark session of its own; tasks run in the job's dependency order, side by side where it
+allows (segment and recommend, both after gold);
 Delta configured from outside the package, as the platform does; tables in a catalog that outlives
 each process, addressed as `<catalog>.<schema>.<table>`; raw files, checkpoints, models and the report in a folder playing the
 volume, delivered under the names `databricks upload-raw` gives them.
@@ -16,9 +18,8 @@ What differs, each in one named place: the catalog is Spark's session catalog on
 metastore (`spark_catalog`, for which config.delta_api_name drops the catalog part that open-source
 Delta cannot parse); bronze reads with Spark's file source instead of Auto Loader
 (ECOM_RAW_STREAM=files, bronze.raw_line_stream), which exists only on Databricks; Python is this
-machine's 3.11, not the runtime's 3.12; tasks share one Spark session (the runtime gives each its
-own, over the same context) and run one after another (segment and recommend run side by side on
-Databricks); grants, the job scheduler and autoscaling are not played.
+machine's 3.11, not the runtime's 3.12; grants, retries, the job scheduler and autoscaling are not
+played.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -168,12 +170,25 @@ def _run_job(work: Path, env, twin_raw):
     assert deploy.returncode == 0, deploy.stderr[-2000:]
     values = {"catalog": CATALOG, "schema": SCHEMA, "gold_schema": GOLD_SCHEMA, "raw_path": str(volume / "raw"),
               "lakehouse_path": str(volume)}
-    outputs = {}
-    for task in _job()["tasks"]:  # listed in dependency order
-        done = _run(_task_command(task, values), env, work)
-        outputs[task["task_key"]] = done
-        assert done.returncode == 0, f"task {task['task_key']} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    return work, env, volume, values, outputs
+    return work, env, volume, values, _run_tasks(_job()["tasks"], values, env, work)
+
+
+def _run_tasks(tasks: list[dict], values, env, work) -> dict[str, subprocess.CompletedProcess]:
+    """As the job runs them: a task once every task it depends on has succeeded, side by side with
+    the others that are ready then (segment and recommend)."""
+    outputs, pending = {}, list(tasks)
+    while pending:
+        ready = [t for t in pending if all(d["task_key"] in outputs for d in t.get("depends_on", []))]
+        assert ready, f"tasks wait on tasks that never run: {[t['task_key'] for t in pending]}"
+        started = time.time()
+        with ThreadPoolExecutor(len(ready)) as pool:
+            runs = list(pool.map(lambda task: _run(_task_command(task, values), env, work), ready))
+        print(f"[databricks twin] {' + '.join(t['task_key'] for t in ready)}: {time.time() - started:.0f}s", flush=True)
+        for task, done in zip(ready, runs):
+            outputs[task["task_key"]] = done
+            assert done.returncode == 0, f"task {task['task_key']} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        pending = [t for t in pending if t["task_key"] not in outputs]
+    return outputs
 
 
 def _inspect(work: Path, env, names: list[str]) -> dict[str, int]:
@@ -195,6 +210,20 @@ def test_the_runtime_environment_has_only_the_runtime_and_our_wheel(twin):
                  "required = [r for r in m.requires('ecom_lakehouse') or [] if 'extra ==' not in r]; "
                  "print(pyspark.__version__, m.version('ecom_lakehouse'), len(required))"], env, work)
     assert done.stdout.split() == ["3.5.2", "0.1.0", "0"]
+
+
+def test_each_task_process_gets_a_session_of_its_own_over_the_one_context(twin):
+    """Segment and recommend run side by side and both set session settings (lineage.recorded's
+    commit metadata): as on Databricks, what one task sets must not reach the other."""
+    work, env, *_ = twin
+    probe = ("from pyspark.sql import SparkSession\nspark = SparkSession.builder.getOrCreate()\n"
+             "print(spark.sparkContext.applicationId, spark.conf.get('ecom.twin.probe', 'unset'))\n"
+             "spark.conf.set('ecom.twin.probe', 'set')\n")
+    first, second = (_run([str(RUNTIME / "bin" / "python"), "-c", probe], env, work) for _ in range(2))
+    assert first.returncode == 0 and second.returncode == 0, first.stderr[-2000:] + second.stderr[-2000:]
+    (first_app, first_seen), (second_app, second_seen) = (p.stdout.split()[-2:] for p in (first, second))
+    assert first_app == second_app  # the same job cluster's context
+    assert (first_seen, second_seen) == ("unset", "unset")
 
 
 def test_every_task_leaves_its_tables_in_the_catalog(twin, twin_raw):

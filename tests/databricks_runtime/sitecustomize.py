@@ -4,8 +4,10 @@ On a job cluster the driver JVM outlives every task, and a task's `SparkSession.
 returns the cluster's SparkContext and session. Open-source PySpark, given the running JVM's gateway
 (PYSPARK_GATEWAY_PORT and PYSPARK_GATEWAY_SECRET, its own way of handing a Python process a JVM), would
 construct a second SparkContext there, which Spark refuses (one per JVM). This makes it take the running
-one, as the runtime does. Python imports this module at start-up when its folder is on PYTHONPATH; the
-Databricks twin puts it there for task processes only, and nothing in the package knows of it.
+one, as the runtime does, and gives the task a Spark session of its own over it, as the runtime gives
+each task (tasks that run side by side, segment and recommend, share no session settings). Python
+imports this module at start-up when its folder is on PYTHONPATH; the Databricks twin puts it there for
+task processes only, and nothing in the package knows of it.
 """
 import os
 
@@ -16,3 +18,16 @@ if "PYSPARK_GATEWAY_PORT" in os.environ:
         return self._jvm.JavaSparkContext.fromSparkContext(self._jvm.org.apache.spark.SparkContext.getOrCreate(jconf))
 
     context.SparkContext._initialize_context = _attach
+
+    from pyspark.sql import session
+
+    _session_init = session.SparkSession.__init__
+
+    def _own_session(self, sparkContext, jsparkSession=None, options={}):
+        if jsparkSession is None:  # PySpark would take the JVM's default session, the driver's
+            default = sparkContext._jvm.SparkSession.getDefaultSession()
+            if default.isDefined():
+                jsparkSession = default.get().newSession()
+        _session_init(self, sparkContext, jsparkSession, options)
+
+    session.SparkSession.__init__ = _own_session
