@@ -7,8 +7,8 @@ ingestion must pay at least. Two more passes show what the stages would cost wit
 the floor's tables read and written again as Delta (what silver reads and writes), and one K-means
 and one ALS fit with their outputs written (what segment and recommend fit and write, without the
 other fits, the evaluation and the checks), at the smallest scale only, where the ratio targets are
-read: after every stage at scale 10, its ALS top 10 for every buyer ran out of the 1 GB heap. Peak memory is the highest resident set size seen of the
-Python driver plus the JVM, sampled every 0.2 s. Each table is delivered as a folder
+read: after every stage at scale 10, its ALS top 10 for every buyer ran out of the 1 GB heap. Peak
+memory is the highest resident set size seen of the Python driver plus the JVM, sampled every 0.2 s. Each table is delivered as a folder
 (`<raw>/<table>/part-000.csv`), so the incremental run can drop a new file beside it: 1% more
 events (new ids, copies of existing rows otherwise), the table that grows every day in thelook.
 

@@ -133,9 +133,10 @@ def test_silver_reconciliation_fails_on_a_row_missing_from_silver(spark, pipelin
     # The fault goes into a copy of the tables the check reads: a restore would give the shared lake's
     # silver distribution_centers a new version, and every table built from it a rebuild later on.
     copy = Lakehouse(raw=lake.raw, root=str(tmp_path / "lake"))
-    for layer, table in (("bronze", "distribution_centers"), ("silver", "distribution_centers"),
-                         ("silver", "_quarantine")):
-        shutil.copytree(f"{lake.root}/{layer}/{table}", f"{copy.root}/{layer}/{table}")
+    read_by_the_check = lambda lh: (lh.table("bronze", "distribution_centers"),  # noqa: E731
+                                    lh.table("silver", "distribution_centers"), lh.quarantine("silver"))
+    for source, target in zip(read_by_the_check(lake), read_by_the_check(copy)):
+        shutil.copytree(source.path, target.path)
     assert reconcile.silver_tables(spark, copy, ["distribution_centers"])[0].ok
     copy.table("silver", "distribution_centers").delta(spark).delete("id = 1")  # the fault
     check = reconcile.silver_tables(spark, copy, ["distribution_centers"])[0]
