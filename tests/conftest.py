@@ -65,3 +65,15 @@ def pipeline(spark, small_raw, tmp_path_factory):
     code = main(["run", "--raw", str(raw), "--lakehouse", str(root)])
     assert code == 0
     return Lakehouse(raw=str(raw), root=str(root)), counts
+
+
+@pytest.fixture
+def mlflow_environment():
+    """mlflow.set_tracking_uri writes MLFLOW_TRACKING_URI into the environment: put it back after a test."""
+    saved = {key: os.environ.get(key) for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value

@@ -9,19 +9,6 @@ from pyspark.sql import functions as F
 from ecom_lakehouse.ml import baselines, checks, recommend, segmentation
 
 SMALL_GRID = [dict(rank=10, regParam=0.1, alpha=20.0)]
-MLFLOW_URIS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
-
-
-@pytest.fixture
-def mlflow_environment():
-    """mlflow.set_tracking_uri writes MLFLOW_TRACKING_URI into the environment: put it back after a test."""
-    saved = {key: os.environ.get(key) for key in MLFLOW_URIS}
-    yield
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
 
 
 def test_adjusted_rand_index_against_hand_computed_values():
@@ -316,7 +303,7 @@ def test_each_lakehouse_keeps_its_own_mlflow_runs_within_one_process(spark, tmp_
     from ecom_lakehouse.config import Lakehouse
     from ecom_lakehouse.ml import tracking
 
-    for key in MLFLOW_URIS:  # the user chose no store
+    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):  # the user chose no store
         os.environ.pop(key, None)
     for name in ("first", "second"):
         with tracking.ml_run(spark, Lakehouse(root=str(tmp_path / name)), "probe"):
