@@ -41,10 +41,12 @@ FEATURE_SCHEMA = "user_id long, is_buyer boolean, recency_days int, frequency lo
     pytest.param([(1, True, 10, 1, 50.0, 50.0), (2, False, None, 0, 0.0, None)], {"all buyers": 1, "non-buyers": 1},
                  id="one buyer"),
     pytest.param([(i, True, 10, 1, 50.0, 50.0) for i in range(5)], {"all buyers": 5}, id="identical buyers"),
+    pytest.param([(1, True, 10, 1, 50.0, 50.0), (2, True, 900, 3, 20.0, 10.0)], {"all buyers": 2},
+                 id="two distinct buyers"),
 ])
 def test_segmentation_publishes_one_segment_when_there_is_nothing_to_cluster(spark, rows, segments):
     result = segmentation.segment(spark.createDataFrame(rows, FEATURE_SCHEMA), echo=lambda *_: None)
-    assert result.chosen is None and result.check.verdict == "INCONCLUSIVE"
+    assert result.chosen is None and result.check.verdict == checks.TOO_LITTLE_DATA
     assert {r["segment"]: r["users"] for r in result.summary.collect()} == segments
     assert result.memberships.count() == len(rows)  # every user, buyer or not, has a segment
     shares = result.summary.agg(F.sum("share_of_users"), F.sum("share_of_revenue")).first()
@@ -53,10 +55,11 @@ def test_segmentation_publishes_one_segment_when_there_is_nothing_to_cluster(spa
 
 def test_k_is_capped_by_the_distinct_buyers_and_nothing_stays_cached(spark):
     rows = [(1, True, 10, 1, 50.0, 50.0), (2, True, 500, 3, 300.0, 100.0), (3, True, 900, 2, 20.0, 10.0),
-            (4, True, 10, 1, 50.0, 50.0)]
+            (4, True, 10, 1, 50.0, 50.0), (5, True, 40, 2, 120.0, 60.0)]
     spark.catalog.clearCache()
     result = segmentation.segment(spark.createDataFrame(rows, FEATURE_SCHEMA), echo=lambda *_: None)
-    assert [r.k for r in result.results] == [2, 3]  # three distinct buyers: k = 4..6 never tried
+    # four distinct buyers: k = 4 would give each one a segment of its own, which every seed agrees on
+    assert [r.k for r in result.results] == [2, 3]
     assert result.chosen is not None and result.check.verdict == "PASS"
     # A frame left cached holds memory in a long-lived session (the benchmark's JVM runs scale 1, then 10).
     assert spark._jsparkSession.sharedState().cacheManager().isEmpty(), "segment left a DataFrame cached"

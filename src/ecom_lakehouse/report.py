@@ -128,6 +128,18 @@ CHARTS = {
 }
 
 
+def verdicts_section(spark: SparkSession, lake: Lakehouse) -> str:
+    """Every model check as a table: what was decided, why, and what it changed (e.g. why no model
+    was fitted on data too thin for one)."""
+    rows = _rows(spark, lake, "model_verdicts", lambda d: d.orderBy("model", "data_mode", "check"))  # a few rows
+    if not rows:
+        return "<h2>Model checks</h2><p>Not built yet (run segment and recommend).</p>"
+    columns = ("model", "data_mode", "check", "verdict", "detail", "consequence")
+    cells = "".join("<tr>" + "".join(f"<td>{html.escape(str(r[c] or ''))}</td>" for c in columns) + "</tr>" for r in rows)
+    return ("<h2>Model checks</h2><table><tr>" + "".join(f"<th>{c.replace('_', ' ')}</th>" for c in columns) + "</tr>"
+            + cells + "</table>")
+
+
 def _png(fig) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
@@ -166,8 +178,11 @@ def write_report(spark: SparkSession, lake: Lakehouse, out_dir: str, echo=print)
         (out / f"{name}.png").write_bytes(png)
         sections.append(f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' "
                         f"src='data:image/png;base64,{base64.b64encode(png).decode()}'>")
+    sections.append(verdicts_section(spark, lake))
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>ecom_lakehouse report</title>"
-            "<style>body{font-family:sans-serif;max-width:1000px;margin:auto}img{max-width:100%}</style></head><body>"
+            "<style>body{font-family:sans-serif;max-width:1000px;margin:auto}img{max-width:100%}"
+            "table{border-collapse:collapse;font-size:90%}td,th{border:1px solid #ccc;padding:4px;text-align:left;"
+            "vertical-align:top}</style></head><body>"
             f"<h1>ecom_lakehouse report</h1><p>Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} from "
             f"{html.escape(_where(lake))}. Revenue counts orders that were neither "
             "cancelled nor returned.</p>" + "".join(sections) + "</body></html>")

@@ -9,6 +9,7 @@ from pyspark.sql import functions as F
 
 from ecom_lakehouse.config import Lakehouse
 from ecom_lakehouse.gold import RESTOCK_COVER_DAYS
+from ecom_lakehouse.ml.checks import TOO_LITTLE_DATA
 
 LOCALE_HINT_SHARE = 0.5
 
@@ -100,7 +101,8 @@ def _print_ml(spark: SparkSession, lake: Lakehouse, echo) -> None:
     if verdicts.exists(spark):
         echo("Model checks:")
         for r in verdicts.read(spark).orderBy("model", "data_mode", "check").collect():  # a few rows
-            echo(f"  {r['model']:<12} {r['data_mode']:<9} {r['check']:<20} {r['verdict']:<12} {r['consequence'] or ''}")
+            why = f" ({r['detail']})" if r["verdict"] == TOO_LITTLE_DATA else ""
+            echo(f"  {r['model']:<12} {r['data_mode']:<9} {r['check']:<20} {r['verdict']:<12} {r['consequence'] or ''}{why}")
     served = lake.table("gold", "served_recommendations")
     if served.exists(spark):
         by = served.read(spark).groupBy("strategy").agg(F.countDistinct("user_id").alias("users"),

@@ -12,6 +12,10 @@
 * `beats_best_baseline` (both data modes): exact McNemar test of ALS's per-user hits against the
   best servable baseline's. PASS (the 95% interval of the hit-rate difference is above 0)
   serves ALS; otherwise the baseline's recommendations are served, and the verdict says so.
+
+Before any of them, `enough_data` (every ML stage): a shop with no purchase to learn from, or no
+user to score a model on, gets TOO_LITTLE_DATA instead of a statistical verdict. No model is fitted
+and the stage publishes its default; unlike INCONCLUSIVE, there was nothing to test.
 """
 from __future__ import annotations
 
@@ -26,19 +30,25 @@ from ecom_lakehouse.ml.baselines import K, product_gender
 LEAK_ALPHA = 0.001
 MEANINGFUL_LIFT = 3.0
 LEAKS_TO_DETECT = (3.0, 10.0)  # power is reported for leaks this many times chance
+TOO_LITTLE_DATA = "TOO_LITTLE_DATA"
 
 
 @dataclass
 class Check:
     model: str
     check: str
-    verdict: str  # PASS, FAIL, INCONCLUSIVE
+    verdict: str  # PASS, FAIL, INCONCLUSIVE or TOO_LITTLE_DATA
     statistic: float
     interval_low: float
     interval_high: float
     p_value: float
     detail: str
     consequence: str = ""
+
+
+def too_little_data(model: str, why: str, consequence: str) -> Check:
+    """The verdict of a stage that had nothing to fit or test a model on."""
+    return Check(model, "enough_data", TOO_LITTLE_DATA, 0.0, 0.0, 0.0, 1.0, why, consequence)
 
 
 def chance_of_a_hit(pool: int, hittable: int, k: int = K) -> float:

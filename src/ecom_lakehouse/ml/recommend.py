@@ -11,11 +11,14 @@
   recall@10, NDCG@10, MAP; plus hit rate@10) for ALS and the baselines in `baselines.BASELINES`.
   Users with no training history ("cold") get the fallback, reported apart.
 * Two checks with consequences (`checks`): leakage on faithful data stops publication; ALS is
-  served only when it beats the best baseline, else that baseline is served.
+  served only when it beats the best baseline, else that baseline is served. Data too thin to train
+  and score on (no purchase before the test period, no test user with a history) fits nothing: the
+  verdict is TOO_LITTLE_DATA and every user gets the fallback.
 * `served_recommendations` gives every user 10 products with the strategy that chose each one.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -28,7 +31,8 @@ from ecom_lakehouse import lineage
 from ecom_lakehouse.config import Lakehouse
 from ecom_lakehouse.gold import INVALID_STATUSES
 from ecom_lakehouse.ml import ModelCheckFailed, checks, save_model, stats, tracking, write_verdicts
-from ecom_lakehouse.ml.baselines import BASELINES, CHANCE, FALLBACK, K, age_band, popularity_by_gender_age, top_k_unbought
+from ecom_lakehouse.ml.baselines import (BASELINES, CHANCE, FALLBACK, K, age_band, popularity_by_gender_age,
+                                         top_k_unbought)
 from ecom_lakehouse.ml.checks import Check
 from ecom_lakehouse.schemas import parse_value
 from ecom_lakehouse.session import side_by_side
@@ -45,6 +49,8 @@ MAX_ITER = 10
 # 2 cores half idle (the 4-point grid took 23.5 s two at a time, 29 s one at a time, same scores).
 AT_ONCE = 2
 MODELS = ("als", *BASELINES)
+# What can serve the users with history: ALS is fitted apart; the fallback serves when nothing could be tested.
+SERVABLE = {**BASELINES, FALLBACK: popularity_by_gender_age}
 
 
 # --- data -----------------------------------------------------------------------------
@@ -76,8 +82,9 @@ def from_export(spark: SparkSession, raw: str) -> tuple[DataFrame, DataFrame]:
 
 
 def cutoff_at(events: DataFrame, quantile: float):
-    seconds = events.select(F.unix_timestamp("created_at").alias("t")).approxQuantile("t", [quantile], 0.0001)[0]
-    return F.lit(int(seconds)).cast("timestamp")
+    """The time at `quantile` of the events; NULL (nothing before or after it) when there are none."""
+    seconds = events.select(F.unix_timestamp("created_at").alias("t")).approxQuantile("t", [quantile], 0.0001)
+    return F.lit(int(seconds[0]) if seconds else None).cast("timestamp")
 
 
 def time_split(events: DataFrame, cutoff) -> tuple[DataFrame, DataFrame]:
@@ -136,7 +143,10 @@ RANKING_METRICS = {"precision@10": "precisionAtK", "recall@10": "recallAtK", "nd
 
 
 def ranking_metrics(frame: DataFrame, names=tuple(RANKING_METRICS), k: int = K) -> dict[str, float]:
-    """RankingEvaluator's metrics `names` plus hits, users and hit rate@10, exact over `frame`."""
+    """RankingEvaluator's metrics `names` plus hits, users and hit rate@10, exact over `frame`;
+    NaN rates over no users (the evaluator refuses an empty frame)."""
+    if frame.isEmpty():
+        return {**{name: math.nan for name in names}, "hits": 0.0, "users": 0.0, "hit_rate@10": math.nan}
     cached = frame.is_cached
     if not cached:  # every evaluator reads the frame again: compute the recommendations once
         frame = frame.persist()
@@ -146,7 +156,7 @@ def ranking_metrics(frame: DataFrame, names=tuple(RANKING_METRICS), k: int = K) 
     if not cached:
         frame.unpersist()
     out["hits"], out["users"] = float(hits[0] or 0), float(hits[1])
-    out["hit_rate@10"] = out["hits"] / out["users"] if out["users"] else 0.0
+    out["hit_rate@10"] = out["hits"] / out["users"]
     return out
 
 
@@ -169,9 +179,9 @@ class Evaluation:
     best_params: dict = field(default_factory=dict)
     checks: list[Check] = field(default_factory=list)
     served: str = "als"  # the strategy serving users with history
-    repurchase_share: float = 0.0  # of test purchases: products the user had bought before (unhittable)
-    coverage: float = 0.0
-    cross_category: float = 0.0
+    repurchase_share: float | None = None  # of test purchases: products the user had bought before (unhittable)
+    coverage: float | None = None  # of ALS's recommendations: None when no model was fitted
+    cross_category: float | None = None
 
     def check(self, name: str) -> Check | None:
         return next((c for c in self.checks if c.check == name), None)
@@ -207,6 +217,20 @@ def evaluation_split(events: DataFrame) -> EvaluationSplit:
                            cold=labels.join(history, "user_id", "left_anti").persist())
 
 
+def missing_evidence(events: DataFrame, split: EvaluationSplit) -> str | None:
+    """Why `events` cannot train and score a recommender (None when they can): it takes a test-period
+    buyer who bought something new and had bought before."""
+    if not split.warm.isEmpty():
+        return None
+    purchases = events.count()
+    if purchases == 0:
+        return "no valid purchase (order neither cancelled nor returned) to learn from"
+    if split.train.isEmpty():
+        return f"none of the {purchases} valid purchase(s) came before the test period: nothing to train on"
+    return (f"no buyer of the test period (the last {TEST_FRACTION:.0%} of {purchases} valid purchases) bought a new "
+            "product after buying before it: no user to score a model on")
+
+
 def choose_params(split: EvaluationSplit, grid, fit=fit_als, recommend=als_recommendations, echo=print,
                   products: DataFrame | None = None) -> dict:
     """The grid point with the best validation NDCG@10 (CrossValidator cannot rank with ALS).
@@ -218,12 +242,11 @@ def choose_params(split: EvaluationSplit, grid, fit=fit_als, recommend=als_recom
     point hits validation users no more often than a random pick from their gender's catalogue
     (p >= SIGNAL_ALPHA, the leakage check's exact test): the other points' scores would then differ
     by noise (on faithful data every point scores at chance, FACTS.md)."""
-    if len(grid) > 1:
-        users = split.validation.select("user_id").distinct().count()
-        if users < MIN_VALIDATION_USERS:
-            echo(f"  recommend validation: {users} labelled users (< {MIN_VALIDATION_USERS}) cannot rank {len(grid)} "
-                 f"grid points: using the first, {grid[0]}")
-            return grid[0]
+    users = split.validation.select("user_id").distinct().count()
+    if users == 0 or (len(grid) > 1 and users < MIN_VALIDATION_USERS):
+        echo(f"  recommend validation: {users} labelled users (< {MIN_VALIDATION_USERS}) cannot rank {len(grid)} "
+             f"grid point(s): using the first, {grid[0]}")
+        return grid[0]
 
     def validation_metrics(params: dict) -> dict[str, float]:
         model = fit(split.fit, params)
@@ -268,6 +291,12 @@ def evaluate(events: DataFrame, products: DataFrame, data_mode: str = "faithful"
     would be; the leakage check must then say FAIL."""
     result = Evaluation()
     split = evaluation_split(events)
+    missing = missing_evidence(events, split)
+    if missing:
+        split.unpersist()
+        result.served = FALLBACK
+        result.checks.append(checks.too_little_data("als", missing, f"no model fitted; serving {FALLBACK} to every user"))
+        return result
     train, warm = split.train, split.warm
     pairs = split.test.select("user_id", "product_id").distinct()
     result.repurchase_share = 1 - split.warm.unionByName(split.cold).select("user_id", "product_id").distinct().count() / \
@@ -300,9 +329,9 @@ def evaluate(events: DataFrame, products: DataFrame, data_mode: str = "faithful"
 def evaluation_rows(result: Evaluation, data_mode: str) -> list[tuple]:
     rows = [(m, metric, data_mode, "warm", value) for m, ms in result.metrics.items() for metric, value in ms.items()]
     rows += [(FALLBACK, metric, data_mode, "cold", value) for metric, value in result.cold.items()]
-    rows += [("als", "catalogue_coverage", data_mode, "warm", result.coverage),
-             ("als", "cross_category_rate", data_mode, "warm", result.cross_category),
-             ("all", "repurchase_share_of_test_purchases", data_mode, "all", result.repurchase_share)]
+    rows += [(model, metric, data_mode, users, value) for model, metric, users, value in (
+        ("als", "catalogue_coverage", "warm", result.coverage), ("als", "cross_category_rate", "warm", result.cross_category),
+        ("all", "repurchase_share_of_test_purchases", "all", result.repurchase_share)) if value is not None]
     return rows
 
 
@@ -374,14 +403,16 @@ def run(spark: SparkSession, lake: Lakehouse, data_mode: str = "faithful", grid=
             model_version = run.log_model(final, "als", events.select("user_id", "product_id"), ["prediction"],
                                           champion=True)
         else:
-            primary = BASELINES[result.served](events, buyers, products)
+            primary = SERVABLE[result.served](events, buyers, products)
+            run.retire("als")  # an earlier ALS model no longer serves
         fallback = popularity_by_gender_age(events, everyone, products)
         with lineage.recorded(spark, built_from):
             served_table.overwrite(served_recommendations(primary, fallback, result.served, model_version,
                                                           run.info.run_id))
     events.unpersist()
     _print(result, data_mode, echo)
-    echo(f"  served: {result.served} for users with history, {FALLBACK} for the rest"
+    echo(f"  served: {result.served} " + (f"to every user" if result.served == FALLBACK else
+                                          f"for users with history, {FALLBACK} for the rest")
          + (f"; ALS model saved to {lake.model_path('als')}, registered as "
             f"{lake.model_name(tracking.MODELS['als'])} v{model_version} (champion)" if serving_als else
             "; no ALS model published (it does not beat the best baseline)")
@@ -390,13 +421,14 @@ def run(spark: SparkSession, lake: Lakehouse, data_mode: str = "faithful", grid=
 
 
 def _print(result: Evaluation, data_mode: str, echo) -> None:
-    echo(f"  {'model':<26} {'hit@10':>8} {'prec@10':>8} {'recall@10':>9} {'NDCG@10':>8} {'MAP':>8}  users")
-    rows = [(name, result.metrics[name]) for name in MODELS] + [(f"cold users: {FALLBACK}", result.cold)]
-    for name, m in rows:
-        echo(f"  {name:<26} {m['hit_rate@10']:8.4f} {m['precision@10']:8.4f} {m['recall@10']:9.4f} {m['ndcg@10']:8.4f} "
-             f"{m['map']:8.4f}  {int(m['users']):,}")
-    echo(f"  ALS catalogue coverage {result.coverage:.1%}, cross-category rate {result.cross_category:.1%}, "
-         f"params {result.best_params}; repurchases (unhittable, left out of the labels) "
-         f"{result.repurchase_share:.1%} of test purchases")
+    if result.metrics:
+        echo(f"  {'model':<26} {'hit@10':>8} {'prec@10':>8} {'recall@10':>9} {'NDCG@10':>8} {'MAP':>8}  users")
+        rows = [(name, result.metrics[name]) for name in MODELS] + [(f"cold users: {FALLBACK}", result.cold)]
+        for name, m in rows:
+            echo(f"  {name:<26} {m['hit_rate@10']:8.4f} {m['precision@10']:8.4f} {m['recall@10']:9.4f} "
+                 f"{m['ndcg@10']:8.4f} {m['map']:8.4f}  {int(m['users']):,}")
+        echo(f"  ALS catalogue coverage {result.coverage:.1%}, cross-category rate {result.cross_category:.1%}, "
+             f"params {result.best_params}; repurchases (unhittable, left out of the labels) "
+             f"{result.repurchase_share:.1%} of test purchases")
     for c in result.checks:
         echo(f"  check {c.check} ({data_mode} data): {c.verdict}: {c.detail}" + (f" -> {c.consequence}" if c.consequence else ""))

@@ -4,11 +4,13 @@ Features: recency, frequency and average basket (logs). Total spend is left out 
 frequency x basket (it correlates 0.91 with basket), and category diversity because it follows
 frequency (0.71): redundant features would weigh the same thing twice.
 
-k is chosen by silhouette (ClusteringEvaluator) in 2..K_MAX, capped by the number of distinct
-feature vectors, with the WSSSE elbow recorded beside it. KMeans has no restarts, so each k is
+k is chosen by silhouette (ClusteringEvaluator) in 2..K_MAX, below the number of distinct feature
+vectors (k groups of k points are forced by the data, not found in it: every seed agrees and the
+silhouette is 0), with the WSSSE elbow recorded beside it. KMeans has no restarts, so each k is
 fitted with several seeds and the lowest cost kept; a k whose assignments disagree across seeds
 (adjusted Rand index under MIN_STABILITY) is never published. With fewer than two distinct
-buyers, or no stable k, one "all buyers" segment is published instead, and the verdict says why.
+buyer profiles than three (verdict TOO_LITTLE_DATA), or no stable k (FAIL), no model is fitted or published: the
+buyers form one "all buyers" segment, and the verdict says why.
 Segments are named from the share of their members meeting each condition (`name_segment`);
 non-buyers are a row of their own (segment_id -1).
 """
@@ -27,7 +29,7 @@ from pyspark.sql import functions as F
 from ecom_lakehouse import lineage
 from ecom_lakehouse.config import Lakehouse
 from ecom_lakehouse.ml import save_model, tracking, write_verdicts
-from ecom_lakehouse.ml.checks import Check
+from ecom_lakehouse.ml.checks import Check, too_little_data
 
 K_MAX = 6
 SEEDS = (1, 2, 3)
@@ -180,14 +182,16 @@ class Segmentation:
 
 
 def stability_check(results: list[KResult], chosen: KResult | None, distinct: int) -> Check:
-    if distinct < 2:
-        return Check("segmentation", "seed_stability", "INCONCLUSIVE", 0.0, 0.0, 0.0, 1.0,
-                     f"{distinct} distinct buyer feature vector(s): nothing to cluster",
-                     f"published one '{ALL_BUYERS}' segment")
+    if distinct == 0:
+        return too_little_data("segmentation", "no buyer with a valid order: nothing to cluster",
+                               f"no model fitted; every user is in '{NON_BUYERS}'")
+    if distinct < 3:
+        return too_little_data("segmentation", f"{distinct} distinct buyer profile(s) (recency, frequency, basket): "
+                               "k segments need more than k", f"no model fitted; published one '{ALL_BUYERS}' segment")
     if chosen is None:
         best = max((r.stability_ari for r in results), default=0.0)
         return Check("segmentation", "seed_stability", "FAIL", best, best, best, 1.0,
-                     f"no k in 2..{min(K_MAX, distinct)} gives the same clusters across seeds {SEEDS} "
+                     f"no k in 2..{min(K_MAX, distinct - 1)} gives the same clusters across seeds {SEEDS} "
                      f"(best min ARI {best:.3f} < {MIN_STABILITY})", f"published one '{ALL_BUYERS}' segment")
     return Check("segmentation", "seed_stability", "PASS", chosen.stability_ari, chosen.stability_ari,
                  chosen.stability_ari, 1.0, f"k={chosen.k}: min ARI across seeds {chosen.stability_ari:.3f} >= "
@@ -217,8 +221,8 @@ def fit_each_k(data: DataFrame, ks: range, echo=print) -> list[KResult]:
 def segment(features: DataFrame, echo=print) -> Segmentation:
     """Segments for the buyers in gold customer_features (data persisted by the caller)."""
     data = buyers(features)  # a projection of the caller's cached rows: caching it again left it cached
-    distinct = data.select(*RAW_FEATURES).distinct().limit(K_MAX).count()
-    results = fit_each_k(data, range(2, min(K_MAX, distinct) + 1), echo)
+    distinct = data.select(*RAW_FEATURES).distinct().limit(K_MAX + 1).count()
+    results = fit_each_k(data, range(2, min(K_MAX, distinct - 1) + 1), echo)
     chosen = choose_k(results)
     assigned = (chosen.model.transform(data) if chosen else data.withColumn("segment_id", F.lit(0))).select(
         "user_id", F.col("segment_id").cast("int"), "frequency", "monetary", "recency_days")
@@ -244,7 +248,7 @@ def run(spark: SparkSession, lake: Lakehouse, echo=print) -> dict:
     features = source.read(spark).persist()
     result = segment(features, echo)
     chosen, check = result.chosen, result.check
-    echo(f"  check seed_stability: {check.verdict}: {check.detail} -> {check.consequence}")
+    echo(f"  check {check.check}: {check.verdict}: {check.detail} -> {check.consequence}")
     selection = spark.createDataFrame([(r.k, float(r.wssse), float(r.silhouette), float(r.stability_ari),
                                         chosen is not None and r.k == chosen.k) for r in result.results],
                                       "k int, wssse double, silhouette double, stability_ari double, chosen boolean")
@@ -255,7 +259,7 @@ def run(spark: SparkSession, lake: Lakehouse, echo=print) -> dict:
                             for m in ("silhouette", "wssse", "stability_ari")},
                          **({"silhouette": chosen.silhouette, "stability_ari": chosen.stability_ari} if chosen else {})},
                 tags={"training_table": str(source), "training_table.delta_version": version,
-                      "check.seed_stability": check.verdict, "check.seed_stability.detail": check.detail})
+                      f"check.{check.check}": check.verdict, f"check.{check.check}.detail": check.detail})
         with lineage.recorded(spark, built_from):
             write_verdicts(spark, lake, [check], "segmentation", "all", built_from, run.info.run_id)
             lake.table("gold", "segment_summary").overwrite(result.summary)
@@ -265,6 +269,8 @@ def run(spark: SparkSession, lake: Lakehouse, echo=print) -> dict:
             save_model(spark, chosen.model, lake.model_path("segmentation"),
                        {"table": str(source), "delta_version": version, "k": chosen.k})
             model_version = run.log_model(chosen.model, "segmentation", buyers(features), ["segment_id"], champion=True)
+        else:
+            run.retire("segmentation")
     features.unpersist()
     echo(f"  segments written; " + (
         f"model saved to {lake.model_path('segmentation')} (trained on {source} v{version}) and registered as "

@@ -10,7 +10,8 @@ Where runs and models go, decided here only:
   when the run ends.
 
 A model gets the alias `champion` only when it passed its checks; a failed one is still logged and
-registered, so it can be inspected, but nothing points to it.
+registered, so it can be inspected, but nothing points to it. A run that publishes no model (its
+default serves instead) takes the alias away from the older one.
 """
 from __future__ import annotations
 
@@ -87,6 +88,20 @@ class Run:
             client.set_registered_model_alias(name, CHAMPION, version)
         mlflow.set_tags({f"{key}.registered_model": name, f"{key}.version": version, f"{key}.champion": champion})
         return version
+
+    def retire(self, key: str) -> None:
+        """No model of `key` is published by this run: the alias `champion` may not keep pointing
+        to an older one, which no longer serves."""
+        import mlflow
+        from mlflow.exceptions import MlflowException
+
+        name, client = self.lake.model_name(MODELS[key]), mlflow.MlflowClient()
+        try:
+            client.get_model_version_by_alias(name, CHAMPION)
+        except MlflowException:  # no such model, or no champion: nothing to retire
+            return
+        client.delete_registered_model_alias(name, CHAMPION)
+        mlflow.set_tags({f"{key}.champion": False, f"{key}.champion_retired": name})
 
 
 @contextmanager
