@@ -411,11 +411,14 @@ def run(spark: SparkSession, lake: Lakehouse, data_mode: str = "faithful", grid=
                                                           run.info.run_id))
     events.unpersist()
     _print(result, data_mode, echo)
-    echo(f"  served: {result.served} " + (f"to every user" if result.served == FALLBACK else
-                                          f"for users with history, {FALLBACK} for the rest")
-         + (f"; ALS model saved to {lake.model_path('als')}, registered as "
-            f"{lake.model_name(tracking.MODELS['als'])} v{model_version} (champion)" if serving_als else
-            "; no ALS model published (it does not beat the best baseline)")
+    if serving_als:
+        outcome = (f"for users with history, {FALLBACK} for the rest; ALS model saved to {lake.model_path('als')}, "
+                   f"registered as {lake.model_name(tracking.MODELS['als'])} v{model_version} (champion)")
+    elif result.served == FALLBACK:
+        outcome = "to every user; no model fitted (too little data)"
+    else:
+        outcome = f"for users with history, {FALLBACK} for the rest; no ALS model published (it does not beat the best baseline)"
+    echo(f"  served: {result.served} {outcome}"
          + f"; MLflow run {run.info.run_id}, in {time.time() - started:.1f}s")
     return result
 
