@@ -10,12 +10,13 @@ from urllib.parse import parse_qs, urlparse
 
 
 class FakeWorkspace:
-    def __init__(self, fail_task: str | None = None, throttle_first_statement: bool = True):
+    def __init__(self, fail_task: str | None = None, throttle_first_statement: bool = True, never_finish: bool = False):
         self.files: dict[str, bytes] = {}
         self.requests: list[tuple[str, str]] = []
         self.jobs = [{"job_id": i, "settings": {"name": f"other_job_{i}"}} for i in range(1, 30)]
         self.jobs.append({"job_id": 77, "settings": {"name": "[dev alice] ecom_lakehouse_pipeline"}})
         self.fail_task = fail_task
+        self.never_finish = never_finish
         self.run_polls = 0
         self.throttle = throttle_first_statement
         self.statements = 0
@@ -47,7 +48,7 @@ class FakeWorkspace:
         self.run_polls += 1
         tasks = ["bronze", "silver", "gold"]
         url = f"{self.host}/#job/77/run/{query['run_id'][0]}"
-        if self.run_polls < 3:
+        if self.run_polls < 3 or self.never_finish:
             return 200, {"run_id": 500, "run_page_url": url, "state": {"life_cycle_state": "RUNNING"},
                          "tasks": [{"task_key": t, "run_id": 600 + i, "state": {"life_cycle_state": "RUNNING" if i == 0 else "PENDING"}}
                                    for i, t in enumerate(tasks)]}
@@ -73,7 +74,10 @@ class FakeWorkspace:
     def statement_get(self, statement_id):
         return 200, {"statement_id": statement_id, "status": {"state": "SUCCEEDED"},
                      "manifest": {"schema": {"columns": [{"name": "metric", "position": 0}, {"name": "value", "position": 1}]}},
-                     "result": {"data_array": [["revenue", "123.45"]]}}
+                     "result": {"chunk_index": 0, "data_array": [["revenue", "123.45"]], "next_chunk_index": 1}}
+
+    def statement_chunk(self, statement_id, index):
+        return 200, {"chunk_index": index, "data_array": [["margin", "60.0"]]}
 
     def _handler(self):
         ws = self
@@ -123,6 +127,9 @@ class FakeWorkspace:
                     return self._send(200, {"error": "AnalysisException: table not found", "metadata": {}})
                 if p == "/api/2.0/sql/statements" or p == "/api/2.0/sql/statements/":
                     return self._send(*ws.statement(json.loads(raw or b"{}")))
+                if p.startswith("/api/2.0/sql/statements/") and "/result/chunks/" in p:
+                    statement, _, index = p[len("/api/2.0/sql/statements/"):].partition("/result/chunks/")
+                    return self._send(*ws.statement_chunk(statement, int(index)))
                 if p.startswith("/api/2.0/sql/statements/"):
                     return self._send(*ws.statement_get(p.rsplit("/", 1)[-1]))
                 return self._send(404, {"error_code": "NOT_FOUND", "message": f"fake workspace: no {p}"})

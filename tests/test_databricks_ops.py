@@ -64,7 +64,7 @@ def test_results_retries_a_429_and_polls_pending_statements(capsys):
     with FakeWorkspace() as ws:
         results = ops.query_results(_client(ws), "wh-1", "main", "shop", poll_seconds=0)
         assert len(results) == len(ops.RESULT_QUERIES)
-        assert all(rows == [["revenue", "123.45"]] for rows in results.values())
+        assert all(rows == [["revenue", "123.45"], ["margin", "60.0"]] for rows in results.values())  # both chunks
         posts = [p for m, p in ws.requests if m == "POST" and p.startswith("/api/2.0/sql/statements")]
         assert len(posts) == len(ops.RESULT_QUERIES) + 1  # one throttled, retried by the SDK
 
@@ -73,3 +73,9 @@ def test_missing_job_says_how_to_deploy():
     with FakeWorkspace() as ws:
         with pytest.raises(ops.OperationFailed, match="databricks bundle deploy"):
             ops.find_job(_client(ws), "no_such_job")
+
+
+def test_waiting_for_a_run_ends_at_the_timeout_and_says_where_the_run_goes_on():
+    with FakeWorkspace(never_finish=True) as ws:
+        with pytest.raises(ops.OperationFailed, match=r"still RUNNING after 0 s of waiting.*#job/77/run/500"):
+            ops.run_job(_client(ws), poll_seconds=0, timeout_seconds=0, echo=lambda *_: None)

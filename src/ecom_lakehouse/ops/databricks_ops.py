@@ -94,8 +94,12 @@ def find_job(w: WorkspaceClient, name: str = JOB_NAME):
     return matches[0]
 
 
+# The job's own timeout_seconds (resources/ecom_lakehouse.job.yml): waiting longer waits for nothing.
+RUN_WAIT_SECONDS = 4 * 3600
+
+
 def run_job(w: WorkspaceClient, name: str = JOB_NAME, wait: bool = True, poll_seconds: float = 10.0,
-            echo=print) -> int:
+            echo=print, timeout_seconds: float = RUN_WAIT_SECONDS) -> int:
     job = find_job(w, name)
     run_id = w.jobs.run_now(job_id=job.job_id).run_id
     run = w.jobs.get_run(run_id=run_id)
@@ -103,6 +107,7 @@ def run_job(w: WorkspaceClient, name: str = JOB_NAME, wait: bool = True, poll_se
     if not wait:
         return run_id
     seen: dict[str, str] = {}
+    deadline = time.monotonic() + timeout_seconds
     while True:
         run = w.jobs.get_run(run_id=run_id)
         for task in run.tasks or []:
@@ -113,6 +118,10 @@ def run_job(w: WorkspaceClient, name: str = JOB_NAME, wait: bool = True, poll_se
                 echo(f"  {task.task_key:<10} {label}")
         if run.state and run.state.life_cycle_state in TERMINAL:
             break
+        if time.monotonic() >= deadline:
+            state = getattr(run.state.life_cycle_state, "value", "not finished") if run.state else "not finished"
+            raise OperationFailed(f"run {run_id} is still {state} after {timeout_seconds:,.0f} s of waiting; it goes on "
+                                  f"without us: follow it at {run.run_page_url}")
         time.sleep(poll_seconds)
     if run.state.result_state == RunResultState.SUCCESS:
         echo(f"run {run_id} succeeded: {run.run_page_url}")
@@ -141,7 +150,11 @@ def query_results(w: WorkspaceClient, warehouse_id: str, catalog: str, schema: s
             message = resp.status.error.message if resp.status.error else resp.status.state.value
             raise OperationFailed(f"query '{title}' failed: {message}")
         columns = [c.name for c in resp.manifest.schema.columns]
-        rows = (resp.result.data_array or []) if resp.result else []
+        rows, chunk = [], resp.result
+        while chunk is not None:  # a larger result comes in chunks: the first with the statement, the rest by index
+            rows += chunk.data_array or []
+            chunk = (w.statement_execution.get_statement_result_chunk_n(resp.statement_id, chunk.next_chunk_index)
+                     if chunk.next_chunk_index is not None else None)
         results[title] = rows
         echo(f"{title}:")
         echo("  " + " | ".join(columns))
