@@ -158,18 +158,23 @@ def _ingested_files_rows(spark: SparkSession, source: files.TableSource, paths: 
 RAW_STREAM_OVERRIDE = "ECOM_RAW_STREAM"
 
 
-def raw_line_stream(spark: SparkSession, lake: Lakehouse, source: files.TableSource) -> DataFrame:
-    """The one place that chooses how raw lines are streamed. On Databricks: Auto Loader
-    (`cloudFiles`, text), what Databricks users expect, with its default of ignoring rewritten files
-    (`cloudFiles.allowOverwrites` false; bronze's own check stops the run on those). Elsewhere, and in
-    the Databricks twin test (ECOM_RAW_STREAM=files, Auto Loader exists only on Databricks): Spark's
-    file source. Both keep their state in the same checkpoint folder and report `_metadata.file_path`."""
-    reader = spark.readStream
+def raw_stream_source(lake: Lakehouse, name_glob: str) -> tuple[str, dict[str, str]]:
+    """The one place that chooses how raw lines are streamed: (source format, its options). On
+    Databricks: Auto Loader (`cloudFiles`, text), what Databricks users expect, with its default of
+    ignoring rewritten files (`cloudFiles.allowOverwrites` false; bronze's own check stops the run on
+    those). Elsewhere, and in the Databricks twin test (ECOM_RAW_STREAM=files, Auto Loader exists only on
+    Databricks): Spark's file source. Both keep their state in the same checkpoint folder, report
+    `_metadata.file_path` and take `pathGlobFilter`."""
     if lake.env == "databricks" and os.environ.get(RAW_STREAM_OVERRIDE) != "files":
-        reader = reader.format("cloudFiles").option("cloudFiles.format", "text")
-    else:
-        reader = reader.format("text")
-    return reader.option("pathGlobFilter", source.name_glob).load(files.literal_path(files.folder_path(source.directory)))
+        return "cloudFiles", {"cloudFiles.format": "text", "cloudFiles.allowOverwrites": "false",
+                              "pathGlobFilter": name_glob}
+    return "text", {"pathGlobFilter": name_glob}
+
+
+def raw_line_stream(spark: SparkSession, lake: Lakehouse, source: files.TableSource) -> DataFrame:
+    source_format, options = raw_stream_source(lake, source.name_glob)
+    return (spark.readStream.format(source_format).options(**options)
+            .load(files.literal_path(files.folder_path(source.directory))))
 
 
 def start_ingest(spark: SparkSession, lake: Lakehouse, source: files.TableSource):
