@@ -77,3 +77,14 @@ def mlflow_environment():
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def built_wheel(tmp_path_factory) -> Path:
+    """The wheel as `databricks bundle deploy` builds it, once per session, copied out of dist/."""
+    import shutil
+
+    from tests.bundle_resolution import build_wheel
+
+    wheel = build_wheel()
+    return Path(shutil.copy(wheel, tmp_path_factory.mktemp("wheel") / wheel.name))

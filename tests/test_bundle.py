@@ -5,35 +5,17 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
-import yaml
 
 from ecom_lakehouse.cli import STEP_STAGES, main
+from tests.bundle_resolution import BundleError, grants, job_parameters, merged_bundle, resolve
 from tests.conftest import SHARED
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _deep_merge(into: dict, other: dict) -> dict:
-    for key, value in other.items():
-        if isinstance(value, dict) and isinstance(into.get(key), dict):
-            _deep_merge(into[key], value)
-        else:
-            into[key] = value
-    return into
-
-
-def merged_bundle() -> dict:
-    config = yaml.safe_load((ROOT / "databricks.yml").read_text())
-    for pattern in config.get("include", []):
-        for path in sorted(glob.glob(str(ROOT / pattern))):
-            _deep_merge(config, yaml.safe_load(Path(path).read_text()))
-    return config
 
 
 def bundle_schema() -> dict:
@@ -93,72 +75,124 @@ def test_targets_dev_and_prod():
     assert prod["run_as"]["service_principal_name"] == "${var.service_principal}" and prod["permissions"]
 
 
-def resolved_target(target: str, user: str) -> dict:
-    """The merged bundle with one target's variables applied and ${…} references resolved, as
-    `databricks bundle validate -t <target>` would for `user`."""
-    config = merged_bundle()
-    values = {name: spec.get("default") for name, spec in config["variables"].items()}
-    values.update(config["targets"][target].get("variables", {}))
-    known = {"workspace.current_user.userName": user, "workspace.current_user.short_name": user.split("@")[0],
-             "bundle.name": config["bundle"]["name"], "bundle.target": target}
-
-    def resolve(value):
-        if isinstance(value, dict):
-            return {k: resolve(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [resolve(v) for v in value]
-        if not isinstance(value, str):
-            return value
-        for _ in range(5):  # references to references
-            value = re.sub(r"\$\{var\.(\w+)\}", lambda m: str(values[m.group(1)]), value)
-            value = re.sub(r"\$\{resources\.schemas\.(\w+)\.name\}",
-                           lambda m: config["resources"]["schemas"][m.group(1)]["name"], value)
-            value = re.sub(r"\$\{([\w.]+)\}", lambda m: known.get(m.group(1), m.group(0)), value)
-        return value
-
-    values = {k: resolve(v) for k, v in values.items()}
-    config = resolve(config)
-    config["variables"] = values
-    return config
+# What an admin passes to a deployment: the catalog always; for prod the run-as principal and two groups.
+DEV_VARS = {"catalog": "main", "node_type": "m5d.xlarge"}
+PROD_VARS = {"catalog": "main", "node_type": "m5d.xlarge", "service_principal": "6a1b2c3d-sp", "engineers_group": "lakehouse-engineers",
+             "analysts_group": "merchandising-analysts"}
 
 
 def _storage_of(config) -> set[str]:
-    """Every table name, checkpoint, model path and volume a deployment of this target writes."""
+    """Every table name, checkpoint, model path and volume a deployment of this target writes; each
+    path a task is given must lie in the volume the deployment creates."""
     from ecom_lakehouse.config import Lakehouse
     from ecom_lakehouse.schemas import TABLES
 
-    params = {p["name"]: p["default"] for p in config["resources"]["jobs"]["ecom_lakehouse_pipeline"]["parameters"]}
+    params = job_parameters(config)
     lake = Lakehouse(env="databricks", raw=params["raw_path"], root=params["lakehouse_path"], catalog=params["catalog"],
-                     schema=params["schema"], gold_schema=params["gold_schema"])
+                     schema=params["schema"], gold_schema=params["gold_schema"], experiment=params["experiment"])
     names = {str(lake.table(layer, t)) for layer in ("bronze", "silver", "gold") for t in TABLES}
-    names |= {str(lake.quarantine(layer)) for layer in ("bronze", "silver")}
+    names |= {str(lake.quarantine(layer)) for layer in ("bronze", "silver")} | {params["experiment"]}
     paths = {lake.checkpoint("bronze", t) for t in TABLES} | {lake.model_path("als"), lake.reports_path(), lake.raw}
-    volume = config["resources"]["volumes"]["lakehouse"]
-    paths.add(f"/Volumes/{volume['catalog_name']}/{volume['schema_name']}/{volume['name']}")
-    assert all(p.startswith(min(paths, key=len)) for p in paths)  # everything lives in the target's own volume
-    return names | paths
+    [volume] = config["resources"]["volumes"].values()
+    outside = [p for p in paths if not p.startswith(volume["volume_path"] + "/")]
+    assert not outside, f"paths outside the volume {volume['volume_path']} the deployment creates: {outside}"
+    schemas = {f"{s['catalog_name']}.{s['name']}" for s in config["resources"]["schemas"].values()}
+    assert {f"{params['catalog']}.{params[k]}" for k in ("schema", "gold_schema")} == schemas
+    return names | paths | {volume["volume_path"]}
 
 
-def test_dev_and_prod_share_no_table_checkpoint_or_volume():
-    dev_alice, dev_bob = resolved_target("dev", "alice@example.com"), resolved_target("dev", "bob@example.com")
-    prod = resolved_target("prod", "ci-principal@example.com")
+def test_each_task_path_lies_in_the_volume_the_deployment_creates():
+    """Dev mode prefixes schema names after variables are resolved (the CLI's order, tests/bundle_resolution.py):
+    a path built from ${var.schema} names a volume that does not exist."""
+    config = resolve("dev", "alice.smith@example.com", DEV_VARS)
+    assert config["resources"]["schemas"]["lakehouse"]["name"] == "dev_alice_smith_ecom_lakehouse"
+    assert job_parameters(config)["raw_path"] == "/Volumes/main/dev_alice_smith_ecom_lakehouse/lakehouse/raw"
+    _storage_of(config)
+    _storage_of(resolve("prod", "ci@example.com", PROD_VARS))
+    # the check reads what it checks: a path from the unprefixed variable is caught
+    config["resources"]["jobs"]["ecom_lakehouse_pipeline"]["parameters"][3]["default"] = "/Volumes/main/ecom_lakehouse/lakehouse/raw"
+    with pytest.raises(AssertionError, match="outside the volume"):
+        _storage_of(config)
+
+
+def test_dev_and_prod_share_no_table_checkpoint_experiment_or_volume():
+    dev_alice, dev_bob = (resolve("dev", user, DEV_VARS) for user in ("alice@example.com", "bob@example.com"))
+    prod = resolve("prod", "ci-principal@example.com", PROD_VARS)
     assert not _storage_of(dev_alice) & _storage_of(prod)
     assert not _storage_of(dev_alice) & _storage_of(dev_bob)  # two developers do not collide either
-    assert prod["targets"]["prod"]["workspace"]["root_path"].startswith("/Workspace/Users/ci-principal@example.com/")
+    assert prod["workspace"]["root_path"].startswith("/Workspace/Users/ci-principal@example.com/")
     assert "default" not in merged_bundle()["variables"]["service_principal"]  # prod must be given one
     assert "service_principal" not in merged_bundle()["targets"]["prod"].get("variables", {})
 
 
-def test_the_bundle_creates_the_schemas_and_volume_with_grants():
-    config = resolved_target("prod", "ci@example.com")
-    schemas, [volume] = config["resources"]["schemas"], config["resources"]["volumes"].values()
-    grants = {name: {g["principal"]: set(g["privileges"]) for g in s["grants"]} for name, s in schemas.items()}
-    assert grants["gold"]["analysts"] == {"USE_SCHEMA", "SELECT"}
-    assert "analysts" not in grants["lakehouse"]  # personal data stops at silver
-    assert {"MODIFY", "CREATE_TABLE"} <= grants["lakehouse"]["data-engineers"]
-    assert volume["schema_name"] == schemas["lakehouse"]["name"] and volume["volume_type"] == "MANAGED"
-    job = config["resources"]["jobs"]["ecom_lakehouse_pipeline"]
-    assert job["max_concurrent_runs"] == 1 and "periodic" in job["trigger"]
+def test_the_catalog_node_type_and_prods_principals_must_be_named_by_whoever_deploys():
+    """No default names a catalog, a node type or a group that exists in one workspace or cloud only."""
+    for missing in ("catalog", "node_type"):
+        with pytest.raises(BundleError, match=f"required variable {missing}"):
+            resolve("dev", "alice@example.com", {k: v for k, v in DEV_VARS.items() if k != missing})
+    for missing in ("service_principal", "engineers_group", "analysts_group"):
+        with pytest.raises(BundleError, match=f"required variable {missing}"):
+            resolve("prod", "ci@example.com", {k: v for k, v in PROD_VARS.items() if k != missing})
+
+
+def undeclared_principals(config: dict) -> list[str]:
+    """Grant principals, wherever a grant is written (resources, grant variables, targets), that are not a
+    `${var.<name>}` without a default: Unity Catalog refuses a grant to a principal it cannot find ("Could
+    not find principal"), so only whoever deploys may name them."""
+    def grants_in(node):
+        if isinstance(node, dict):
+            if {"principal", "privileges"} <= set(node):
+                yield node["principal"]
+            for value in node.values():
+                yield from grants_in(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from grants_in(value)
+
+    variables = config["variables"]
+    named = [(p, re.fullmatch(r"\$\{var\.(\w+)\}", p)) for p in grants_in(config)]
+    return [p for p, m in named if not m or "default" in variables.get(m.group(1), {"default": None})]
+
+
+def test_every_grant_names_a_principal_the_deployer_supplies():
+    config = merged_bundle()
+    assert undeclared_principals(config) == []
+    config["targets"]["prod"]["variables"]["gold_grants"].append({"principal": "analysts", "privileges": ["SELECT"]})
+    assert undeclared_principals(config) == ["analysts"]
+    config = merged_bundle()
+    config["variables"]["analysts_group"]["default"] = "analysts"
+    assert undeclared_principals(config) == ["${var.analysts_group}"]
+
+
+def test_dev_grants_nothing_and_prod_grants_the_job_and_the_groups_what_they_need():
+    assert grants(resolve("dev", "alice@example.com", DEV_VARS)) == {}  # the developer owns what they deploy
+    granted = grants(resolve("prod", "ci@example.com", PROD_VARS))
+    job, engineers, analysts = (PROD_VARS[k] for k in ("service_principal", "engineers_group", "analysts_group"))
+    assert {"USE_SCHEMA", "CREATE_TABLE", "MODIFY", "SELECT", "CREATE_MODEL"} <= granted[("schemas", "lakehouse")][job]
+    assert {"USE_SCHEMA", "CREATE_TABLE", "MODIFY"} <= granted[("schemas", "gold")][job]
+    assert granted[("volumes", "lakehouse")][job] == {"READ_VOLUME", "WRITE_VOLUME"}
+    assert granted[("schemas", "gold")][analysts] == {"USE_SCHEMA", "SELECT"}
+    assert analysts not in granted[("schemas", "lakehouse")]  # personal data stops at silver
+    assert {"MODIFY", "CREATE_TABLE"} <= granted[("schemas", "lakehouse")][engineers]
+    prod = resolve("prod", "ci@example.com", PROD_VARS)
+    [volume] = prod["resources"]["volumes"].values()
+    assert volume["schema_name"] == prod["resources"]["schemas"]["lakehouse"]["name"] and volume["volume_type"] == "MANAGED"
+    job_config = prod["resources"]["jobs"]["ecom_lakehouse_pipeline"]
+    assert job_config["max_concurrent_runs"] == 1 and "periodic" in job_config["trigger"]
+
+
+def test_the_experiment_is_a_bundle_resource_in_a_folder_the_workspace_has():
+    """MLflow on Databricks cannot create an experiment whose parent folder is missing
+    ("RESOURCE_DOES_NOT_EXIST: Parent directory ... does not exist", databricks-demos/dbdemos#155); every
+    user and service principal has a home folder /Users/<name>, and /Users itself is protected
+    (mlflow-export-import#24). The tasks get the experiment the deployment creates."""
+    for target, user, variables in (("dev", "alice@example.com", DEV_VARS), ("prod", "ci@example.com", PROD_VARS)):
+        config = resolve(target, user, variables)
+        [experiment] = config["resources"]["experiments"].values()
+        assert experiment["name"].rpartition("/")[0] == f"/Users/{user}"
+        assert job_parameters(config)["experiment"] == experiment["name"]
+    ml_tasks = [t for _, _, t in _tasks(merged_bundle()) if t["python_wheel_task"]["parameters"][0] in ("segment", "recommend")]
+    assert ml_tasks and all("{{job.parameters.experiment}}" in t["python_wheel_task"]["parameters"] for t in ml_tasks)
 
 
 def test_tasks_call_console_scripts_that_exist_and_answer_help(capsys):
@@ -190,10 +224,8 @@ def test_task_graph_runs_bronze_silver_gold_in_order():
     assert "autoscale" in cluster and cluster["data_security_mode"] in ("SINGLE_USER", "USER_ISOLATION")
 
 
-def test_the_wheel_builds_and_contains_the_package(tmp_path):
-    subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", str(tmp_path), str(ROOT)],
-                   check=True, capture_output=True)
-    [wheel] = list(tmp_path.glob("ecom_lakehouse-*.whl"))
+def test_the_wheel_builds_and_contains_the_package(built_wheel):
+    wheel = built_wheel
     names = zipfile.ZipFile(wheel).namelist()
     assert "ecom_lakehouse/cli.py" in names and "ecom_lakehouse/bronze.py" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))

@@ -1,10 +1,14 @@
 """The Databricks twin: every task of the job, run the way a Databricks job cluster runs it.
 
-What is the same as on Databricks: the wheel `python -m build` makes (what `bundle deploy` uploads),
+What is the same as on Databricks: the wheel the bundle's own artifact build command makes (what
+`bundle deploy` uploads),
 installed with --no-deps into an environment holding only what DBR 16.4 LTS provides (pyspark 3.5.2
 and the runtime's usual libraries: `make install` builds `.venv-dbr`); each task of
 resources/ecom_lakehouse.job.yml as its own Python process through the console script, with the
-task's exact parameters and the job's parameter values substituted; one job cluster for the whole
+task's exact parameters and the job's parameter values substituted, all taken from the bundle as the
+Databricks CLI resolves it for a dev deployment by a user (tests/bundle_resolution.py: variables, then
+the target mode's presets, which prefix the schemas and the experiment, then resource references);
+one job cluster for the whole
 job: a driver JVM started before the first task and stopped after the last, to which every task's
 Python attaches (tests/databricks_runtime/sitecustomize.py does what the runtime does there), so
 tasks share its Spark context, Delta's cached logs and its warm JIT as they do on a job cluster, each
@@ -12,14 +16,18 @@ task with a Spark session of its own; tasks run in the job's dependency order, s
 allows (segment and recommend, both after gold);
 Delta configured from outside the package, as the platform does; tables in a catalog that outlives
 each process, addressed as `<catalog>.<schema>.<table>`; raw files, checkpoints, models and the report in a folder playing the
-volume, delivered under the names `databricks upload-raw` gives them.
+volume, delivered under the names `databricks upload-raw` gives them. `bundle deploy` is played with the
+workspace's rules (`_deploy`): a grant to a principal the workspace does not have fails, and MLflow
+creates no experiment whose parent folder is missing (tests/databricks_runtime/sitecustomize.py), so a
+task given a path or an experiment the deployment did not create fails here as it would there.
 
 What differs, each in one named place: the catalog is Spark's session catalog on a local Derby
 metastore (`spark_catalog`, for which config.delta_api_name drops the catalog part that open-source
 Delta cannot parse); bronze reads with Spark's file source instead of Auto Loader
 (ECOM_RAW_STREAM=files, bronze.raw_line_stream), which exists only on Databricks; Python is this
 machine's 3.11, not the runtime's 3.12; grants, retries, the job scheduler and autoscaling are not
-played.
+played; the catalog is named `spark_catalog` through `--var catalog=…` and `/Volumes` is a folder of
+the test's (`_local`).
 """
 from __future__ import annotations
 
@@ -27,7 +35,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import textwrap
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -35,15 +42,22 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import yaml
 
 from ecom_lakehouse.ops.databricks_ops import delivery_name
 from ecom_lakehouse.schemas import TABLES
 from ecom_lakehouse.session import _local_delta_jars
+from tests.bundle_resolution import grants, job_parameters, resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNTIME = ROOT / ".venv-dbr"
-CATALOG, SCHEMA, GOLD_SCHEMA = "spark_catalog", "ecom_twin", "ecom_twin_gold"
+# `databricks bundle deploy -t dev --var catalog=spark_catalog --var node_type=local` by this user.
+USER, CATALOG = "alice.smith@example.com", "spark_catalog"
+DEPLOYMENT = resolve("dev", USER, {"catalog": CATALOG, "node_type": "local"})
+SCHEMA, GOLD_SCHEMA = (DEPLOYMENT["resources"]["schemas"][key]["name"] for key in ("lakehouse", "gold"))
+EXPERIMENT = DEPLOYMENT["resources"]["experiments"]["ecom_lakehouse"]["name"]
+# What the workspace has before the deployment: the user and their home folder (every user has
+# /Users/<name>; /Users itself is protected, mlflow/mlflow-export-import#24), and /Shared.
+PRINCIPALS, WORKSPACE_FOLDERS = {USER}, [f"/Users/{USER}", "/Shared"]
 
 pytestmark = pytest.mark.twin
 
@@ -70,7 +84,7 @@ def _runtime_env(work: Path) -> dict[str, str]:
         args += ["--conf", f"{key}={value}"]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYSPARK", "SPARK_", "ECOM_"))}
     env.update(PYSPARK_SUBMIT_ARGS=" ".join(args + ["pyspark-shell"]), PYSPARK_PYTHON=str(RUNTIME / "bin" / "python"),
-               ECOM_RAW_STREAM="files",
+               ECOM_RAW_STREAM="files", DATABRICKS_TWIN_WORKSPACE_FOLDERS=json.dumps(WORKSPACE_FOLDERS),
                # plays the workspace tracking server and Unity Catalog's model registry
                MLFLOW_TRACKING_URI=(work / "mlruns").as_uri(), MLFLOW_REGISTRY_URI=(work / "mlruns").as_uri())
     return env
@@ -116,7 +130,12 @@ def _job_cluster(work: Path, env):
 
 
 def _job():
-    return yaml.safe_load((ROOT / "resources" / "ecom_lakehouse.job.yml").read_text())["resources"]["jobs"]["ecom_lakehouse_pipeline"]
+    return DEPLOYMENT["resources"]["jobs"]["ecom_lakehouse_pipeline"]
+
+
+def _local(work: Path, value: str) -> str:
+    """A workspace path as the twin has it: /Volumes/... is a folder under `work`."""
+    return str(work) + value if value.startswith("/Volumes/") else value
 
 
 def _task_command(task: dict, values: dict[str, str]) -> list[str]:
@@ -137,39 +156,51 @@ def twin_raw(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def twin(tmp_path_factory, twin_raw):
+def twin(tmp_path_factory, twin_raw, built_wheel):
     if not (RUNTIME / "bin" / "python").exists():
         pytest.skip(f"{RUNTIME} is missing: `make install` builds the Databricks runtime twin environment")
     work = tmp_path_factory.mktemp("dbr-twin")
     runtime_env = _runtime_env(work)
-    built = subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", str(work / "dist"), str(ROOT)],
-                           capture_output=True, text=True)
-    assert built.returncode == 0, built.stderr[-2000:]
-    [wheel] = (work / "dist").glob("*.whl")
-    installed = _run([str(RUNTIME / "bin" / "pip"), "install", "-q", "--no-deps", "--force-reinstall", str(wheel)],
+    installed = _run([str(RUNTIME / "bin" / "pip"), "install", "-q", "--no-deps", "--force-reinstall", str(built_wheel)],
                      runtime_env, work)
     assert installed.returncode == 0, installed.stderr
     with _job_cluster(work, runtime_env) as env:
         yield _run_job(work, env, twin_raw)
 
 
+def _deploy(config: dict, work: Path, env) -> None:
+    """What `bundle deploy` creates from the resolved resources, under the workspace's rules: Unity
+    Catalog refuses a grant to a principal it cannot find (PRINCIPAL_DOES_NOT_EXIST, "Could not find
+    principal"), and the experiment is created by MLflow, which refuses a missing parent folder."""
+    unknown = {p for granted in grants(config).values() for p in granted} - PRINCIPALS
+    assert not unknown, f"Could not find principal(s) {sorted(unknown)}: the deployment fails"
+    resources = config["resources"]
+    for volume in resources["volumes"].values():
+        Path(_local(work, volume["volume_path"])).mkdir(parents=True, exist_ok=True)
+    schemas = [f"{s['catalog_name']}.{s['name']}" for s in resources["schemas"].values()]
+    experiments = [e["name"] for e in resources["experiments"].values()]
+    deploy = _run([str(RUNTIME / "bin" / "python"), "-c", textwrap.dedent(f"""
+        import mlflow
+        from pyspark.sql import SparkSession
+        spark = SparkSession.builder.getOrCreate()
+        for schema in {schemas!r}:
+            spark.sql(f"CREATE SCHEMA IF NOT EXISTS {{schema}}")
+        for name in {experiments!r}:
+            if mlflow.get_experiment_by_name(name) is None:
+                mlflow.create_experiment(name)
+    """)], env, work)
+    assert deploy.returncode == 0, deploy.stderr[-2000:]
+
+
 def _run_job(work: Path, env, twin_raw):
-    volume = work / "Volumes" / "main" / SCHEMA / "lakehouse"
+    _deploy(DEPLOYMENT, work, env)
+    values = {name: _local(work, value) for name, value in job_parameters(DEPLOYMENT).items()}
+    volume = Path(_local(work, DEPLOYMENT["resources"]["volumes"]["lakehouse"]["volume_path"]))
     raw, _ = twin_raw
-    for table in TABLES:  # as `databricks upload-raw` delivers them
+    for table in TABLES:  # as `databricks upload-raw --volume <the volume's path>` delivers them
         target = volume / "raw" / delivery_name(table, raw / f"{table}.csv")
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(raw / f"{table}.csv", target)
-    # What `bundle deploy` creates from resources/lakehouse.catalog.yml.
-    deploy = _run([str(RUNTIME / "bin" / "python"), "-c", textwrap.dedent(f"""
-        from pyspark.sql import SparkSession
-        spark = SparkSession.builder.getOrCreate()
-        for schema in ({SCHEMA!r}, {GOLD_SCHEMA!r}):
-            spark.sql(f"CREATE SCHEMA IF NOT EXISTS {CATALOG}.{{schema}}")
-    """)], env, work)
-    assert deploy.returncode == 0, deploy.stderr[-2000:]
-    values = {"catalog": CATALOG, "schema": SCHEMA, "gold_schema": GOLD_SCHEMA, "raw_path": str(volume / "raw"),
-              "lakehouse_path": str(volume)}
     return work, env, volume, values, _run_tasks(_job()["tasks"], values, env, work)
 
 
@@ -203,6 +234,18 @@ def _inspect(work: Path, env, names: list[str]) -> dict[str, int]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _columns(work: Path, env, names: list[str]) -> dict[str, list[str]]:
+    """Column names read through the catalog by a process of the runtime's own."""
+    done = _run([str(RUNTIME / "bin" / "python"), "-c", textwrap.dedent(f"""
+        import json
+        from pyspark.sql import SparkSession
+        spark = SparkSession.builder.getOrCreate()
+        print(json.dumps({{n: spark.table(n).columns for n in {names!r}}}))
+    """)], env, work)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def test_the_runtime_environment_has_only_the_runtime_and_our_wheel(twin):
     work, env, *_ = twin
     done = _run([str(RUNTIME / "bin" / "python"), "-c",
@@ -226,6 +269,20 @@ def test_each_task_process_gets_a_session_of_its_own_over_the_one_context(twin):
     assert (first_seen, second_seen) == ("unset", "unset")
 
 
+def test_the_workspace_refuses_an_experiment_in_a_missing_folder(twin):
+    """The rule the twin plays for MLflow: the experiment the bundle declares exists in its user's home
+    folder; the one earlier code made up (/Shared/ecom_lakehouse/<schema>) has no parent folder and is
+    refused as the workspace refuses it."""
+    work, env, *_ = twin
+    probe = _run([str(RUNTIME / "bin" / "python"), "-c", textwrap.dedent(f"""
+        import mlflow
+        print(mlflow.get_experiment_by_name({EXPERIMENT!r}) is not None)
+        mlflow.set_experiment("/Shared/ecom_lakehouse/{SCHEMA}")
+    """)], env, work)
+    assert probe.stdout.split()[:1] == ["True"], probe.stderr[-2000:]
+    assert probe.returncode != 0 and "Parent directory /Shared/ecom_lakehouse does not exist" in probe.stderr
+
+
 def test_every_task_leaves_its_tables_in_the_catalog(twin, twin_raw):
     work, env, volume, _, outputs = twin
     _, counts = twin_raw
@@ -243,9 +300,11 @@ def test_every_task_leaves_its_tables_in_the_catalog(twin, twin_raw):
     assert set(gold) <= set(found), set(gold) - set(found)
     # every gold table has rows (restock alerts may rightly be empty on tiny data)
     assert all(found[n] > 0 for n in gold if not n.endswith("inventory_restock_alerts")), {n: found[n] for n in gold}
-    # personal data stops at silver: nothing of it in the gold schema's tables' names or rows is checked by
-    # test_pipeline; here it is that gold lives in a schema of its own
-    assert not [n for n in found if n.startswith(f"{CATALOG}.{GOLD_SCHEMA}.") and ("bronze" in n or "silver" in n)]
+    # personal data stops at silver: no column of a gold table, read through the catalog, holds it
+    from ecom_lakehouse.silver import PII_COLUMNS
+    columns = _columns(work, env, gold + [f"{CATALOG}.{SCHEMA}.silver_users"])
+    assert set(PII_COLUMNS) <= set(columns.pop(f"{CATALOG}.{SCHEMA}.silver_users"))  # the check can see them
+    assert not {name: set(PII_COLUMNS) & set(cols) for name, cols in columns.items() if set(PII_COLUMNS) & set(cols)}
     assert "reconciliation" in outputs["bronze"].stdout and "MISMATCH" not in outputs["bronze"].stdout
 
 
@@ -269,7 +328,10 @@ def test_published_models_are_registered_under_three_part_names_as_champion(twin
             versions = client.search_model_versions(f"name='{{full}}'")
             out[name] = [sorted(str(v.version) for v in versions),
                          sorted(client.get_registered_model(full).aliases) if versions else []]
-        experiment = mlflow.get_experiment_by_name("/Shared/ecom_lakehouse/{SCHEMA}")
+            # Unity Catalog registers only models with a signature: every logged version has one, with named inputs
+            out[name + ".inputs"] = [[c.get("name") for c in mlflow.models.get_model_info(f"models:/{{full}}/{{v.version}}").signature.inputs.to_dict()]
+                                     for v in versions]
+        experiment = mlflow.get_experiment_by_name({EXPERIMENT!r})
         [run] = client.search_runs([experiment.experiment_id], "tags.stage = 'recommend'")
         out["recommend"] = [run.data.params["served"], run.data.tags["check.leakage"]]
         print(json.dumps(out))
@@ -277,6 +339,8 @@ def test_published_models_are_registered_under_three_part_names_as_champion(twin
     assert done.returncode == 0, done.stderr[-2000:]
     models = json.loads(done.stdout.strip().splitlines()[-1])
     assert models["customer_segmentation"] == [["1"], ["champion"]]
+    assert models["customer_segmentation.inputs"] == [["user_id", "recency_days", "frequency", "monetary", "avg_basket"]]
+    assert all(names and None not in names for names in models["product_recommender_als.inputs"])
     served, leakage = models["recommend"]
     assert leakage in ("PASS", "INCONCLUSIVE")
     als_served = served == "als"

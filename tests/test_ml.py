@@ -294,7 +294,8 @@ def test_each_ml_stage_is_an_mlflow_run_with_its_metrics_verdict_and_registered_
         version = client.get_model_version(name, run.data.tags[f"{key}.version"])
         assert version.run_id == run.info.run_id
         signature = mlflow.models.get_model_info(f"runs:/{run.info.run_id}/{key}").signature
-        assert signature.inputs and signature.outputs
+        # named and typed columns, as Unity Catalog requires: not MLflow's untyped fallback when inference fails
+        assert signature.inputs.has_input_names() and signature.outputs.has_input_names(), signature
         if run.data.tags[f"{key}.champion"] == "True":
             assert client.get_model_version_by_alias(name, "champion").version == version.version
     assert ("als.version" in recommend_run.data.tags) == served_als  # ALS is registered only when it serves

@@ -46,6 +46,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gold-schema", help="Databricks: Unity Catalog schema of the gold tables, the one analysts may "
                                          "read (default: <schema>_gold); EMR: Glue database to register the gold "
                                          "tables in, for Athena")
+    p.add_argument("--experiment",
+                   help="Databricks: the MLflow experiment (a workspace path) that segment and recommend log to; the "
+                        "bundle declares it and passes its name (elsewhere runs go to <lakehouse>/mlruns)")
     p.add_argument("--tables", nargs="+", choices=TABLES, default=list(TABLES), metavar="TABLE",
                    help="bronze only: ingest these tables (default: all 7)")
 
@@ -263,10 +266,16 @@ def _databricks(args) -> int:
     return 0
 
 
+ML_STAGES = ("segment", "recommend")
+
+
 def _lake(args) -> Lakehouse:
+    if args.env == "databricks" and not args.experiment and args.command in (*ML_STAGES, "run"):
+        raise ConfigError(f"{args.command} --env databricks needs --experiment: the workspace path of the MLflow "
+                          "experiment (the bundle's job passes the one it declares)")
     root = args.lakehouse
     return Lakehouse(env=args.env, raw=args.raw, root=root, catalog=args.catalog, schema=args.schema,
-                     gold_schema=args.gold_schema)
+                     gold_schema=args.gold_schema, experiment=args.experiment)
 
 
 def _generate(out: str, scale: float, seed: int, taste: bool) -> None:

@@ -127,6 +127,7 @@ class Lakehouse:
     catalog: str | None = None
     schema: str | None = None
     gold_schema: str | None = None  # Databricks: defaults to <schema>_gold; EMR: the Glue database of gold
+    experiment: str | None = None  # Databricks: the MLflow experiment the bundle declares (a workspace path)
 
     def __post_init__(self):
         if self.env not in ENVIRONMENTS:

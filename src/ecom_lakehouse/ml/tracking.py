@@ -3,8 +3,9 @@
 Where runs and models go, decided here only:
 * MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI, when set, win (a server of your own, or the Databricks
   twin test's file store).
-* Databricks: the workspace's tracking server, experiment `/Shared/ecom_lakehouse/<schema>`, models
-  registered in Unity Catalog as `<catalog>.<schema>.<model>`.
+* Databricks: the workspace's tracking server, the experiment the bundle declares (`--experiment`: the
+  workspace has no parent folder for one we would make up), models registered in Unity Catalog as
+  `<catalog>.<schema>.<model>`.
 * Anywhere else: an embedded file store, no server: `<lakehouse>/mlruns` when the lakehouse is on this
   machine's disk; on S3 (EMR) a store on the driver's disk that is copied to `<lakehouse>/mlruns`
   when the run ends.
@@ -49,13 +50,32 @@ def _configure(lake: Lakehouse) -> str | None:
         store = None if _on_local_disk(lake.root) else folder
     if os.environ.get("MLFLOW_REGISTRY_URI"):
         mlflow.set_registry_uri(os.environ["MLFLOW_REGISTRY_URI"])
-    mlflow.set_experiment(f"/Shared/ecom_lakehouse/{lake.schema}" if lake.env == "databricks" else "ecom_lakehouse")
+    mlflow.set_experiment(lake.experiment if lake.env == "databricks" else "ecom_lakehouse")
     return store
 
 
 def metric_name(*parts: str) -> str:
     """MLflow metric names allow letters, digits, _ - . / and spaces: 'hit_rate@10' -> 'hit_rate_at_10'."""
     return re.sub(r"[^\w\-./ ]", "_", ".".join(parts).replace("@", "_at_"))
+
+
+# Spark SQL type -> MLflow column type, for the columns our models read and write.
+MLFLOW_TYPES = {"bigint": "long", "int": "integer", "double": "double", "float": "float", "string": "string",
+                "boolean": "boolean", "timestamp": "datetime", "date": "datetime"}
+
+
+def signature_of(inputs: DataFrame, outputs: DataFrame):
+    """The model signature, named and typed from the DataFrames' schemas (nothing computed). Unity
+    Catalog registers no model without one; MLflow's own inference needs scipy, which mlflow-skinny
+    lacks, and then logs an untyped `Any` in silence."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    def schema(df: DataFrame) -> Schema:
+        return Schema([ColSpec(MLFLOW_TYPES[f.dataType.simpleString()], f.name, required=not f.nullable)
+                       for f in df.schema.fields])
+
+    return ModelSignature(inputs=schema(inputs), outputs=schema(outputs))
 
 
 class Run:
@@ -73,14 +93,16 @@ class Run:
             mlflow.set_tags({k: str(v)[:5000] for k, v in tags.items()})
 
     def log_model(self, model, key: str, sample: DataFrame, output_columns: list[str], champion: bool) -> str:
-        """Logs and registers a Spark model with its signature (from a few rows); returns the version."""
+        """Logs and registers a Spark model with its signature; returns the version."""
         import mlflow
-        from mlflow.models import infer_signature
 
         name = self.lake.model_name(MODELS[key])
-        inputs = sample.limit(5)
-        signature = infer_signature(inputs.toPandas(), model.transform(inputs).select(*output_columns).toPandas())
+        signature = signature_of(sample, model.transform(sample.limit(0)).select(*output_columns))
+        # On Databricks the model passes through a folder in the volume, not the DBFS root, which standard and
+        # serverless compute, and workspaces with the DBFS root disabled, do not offer.
+        staging = f"{self.lake.root.rstrip('/')}/tmp/mlflow" if self.lake.env == "databricks" else None
         info = mlflow.spark.log_model(model, artifact_path=key, signature=signature, registered_model_name=name,
+                                      dfs_tmpdir=staging,
                                       pip_requirements=["pyspark>=3.5,<3.6"])  # no slow requirement inference
         version = str(info.registered_model_version)
         client = mlflow.MlflowClient()
