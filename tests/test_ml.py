@@ -130,6 +130,9 @@ def test_ranking_metrics_against_hand_computed_values(spark):
     assert m["ndcg@10"] == pytest.approx(((1 / math.log2(3)) / idcg_user1 + 0) / 2)
     assert m["map"] == pytest.approx(((1 / 2) / 2 + 0) / 2)  # AP = precision at the hit / |label|
     assert m["users"] == 2
+    # no users (a thin shop's cold users): no rate to give, and no evaluator error
+    empty = recommend.ranking_metrics(frame.limit(0), k=10)
+    assert empty["users"] == 0 and empty["hits"] == 0 and all(math.isnan(empty[n]) for n in ("hit_rate@10", "ndcg@10"))
 
 
 def test_recommendations_skip_bought_items_and_keep_k(spark):

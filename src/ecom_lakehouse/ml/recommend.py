@@ -145,18 +145,16 @@ RANKING_METRICS = {"precision@10": "precisionAtK", "recall@10": "recallAtK", "nd
 def ranking_metrics(frame: DataFrame, names=tuple(RANKING_METRICS), k: int = K) -> dict[str, float]:
     """RankingEvaluator's metrics `names` plus hits, users and hit rate@10, exact over `frame`;
     NaN rates over no users (the evaluator refuses an empty frame)."""
-    if frame.isEmpty():
-        return {**{name: math.nan for name in names}, "hits": 0.0, "users": 0.0, "hit_rate@10": math.nan}
     cached = frame.is_cached
     if not cached:  # every evaluator reads the frame again: compute the recommendations once
         frame = frame.persist()
+    hits, users = frame.agg(F.sum("hit"), F.count("*")).first()
     out = {name: float(RankingEvaluator(predictionCol="prediction", labelCol="label", metricName=RANKING_METRICS[name],
-                                        k=k).evaluate(frame)) for name in names}
-    hits = frame.agg(F.sum("hit"), F.count("*")).first()
+                                        k=k).evaluate(frame)) if users else math.nan for name in names}
     if not cached:
         frame.unpersist()
-    out["hits"], out["users"] = float(hits[0] or 0), float(hits[1])
-    out["hit_rate@10"] = out["hits"] / out["users"]
+    out["hits"], out["users"] = float(hits or 0), float(users)
+    out["hit_rate@10"] = out["hits"] / out["users"] if users else math.nan
     return out
 
 
