@@ -14,27 +14,56 @@ It also plays one rule of the workspace's MLflow: an experiment is created only 
 `mlflow.set_experiment` on Databricks: databricks-demos/dbdemos#155). The twin names the folders its
 workspace has in DATABRICKS_TWIN_WORKSPACE_FOLDERS.
 """
+import importlib.abc
+import importlib.util
 import json
 import os
+import sys
+
+
+class WorkspaceRefused(RuntimeError):
+    """Not an MlflowException: mlflow 2.21's set_experiment swallows those from create_experiment and
+    goes on with no experiment id, which a file store reads as its Default experiment; on Databricks
+    set_experiment fails with the workspace's message, and so it does here."""
+
+
+def _refuse_missing_parent_folders(file_store) -> None:
+    folders = set(json.loads(os.environ["DATABRICKS_TWIN_WORKSPACE_FOLDERS"]))
+    create_experiment = file_store.FileStore.create_experiment
+
+    def in_an_existing_folder(self, name, artifact_location=None, tags=None):
+        parent = name.rpartition("/")[0]
+        if parent not in folders:
+            raise WorkspaceRefused(f"RESOURCE_DOES_NOT_EXIST: Parent directory {parent} does not exist.")
+        return create_experiment(self, name, artifact_location, tags)
+
+    file_store.FileStore.create_experiment = in_an_existing_folder
+
+
+class _PatchAfterImport(importlib.abc.MetaPathFinder):
+    """Applies `patch` to module `name` when something first imports it: importing MLflow in every task
+    process up front would cost each 2.5 s, and only the ML tasks use it."""
+
+    def __init__(self, name, patch):
+        self.name, self.patch = name, patch
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != self.name:
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(fullname)
+        load = spec.loader.exec_module
+
+        def exec_module(module):
+            load(module)
+            self.patch(module)
+
+        spec.loader.exec_module = exec_module
+        return spec
+
 
 if "DATABRICKS_TWIN_WORKSPACE_FOLDERS" in os.environ:
-    from mlflow.store.tracking import file_store
-
-    class WorkspaceRefused(RuntimeError):
-        """Not an MlflowException: mlflow 2.21's set_experiment swallows those from create_experiment and
-        goes on with no experiment id, which a file store reads as its Default experiment; on Databricks
-        set_experiment fails with the workspace's message, and so it does here."""
-
-    _folders = set(json.loads(os.environ["DATABRICKS_TWIN_WORKSPACE_FOLDERS"]))
-    _create_experiment = file_store.FileStore.create_experiment
-
-    def _in_an_existing_folder(self, name, artifact_location=None, tags=None):
-        parent = name.rpartition("/")[0]
-        if parent not in _folders:
-            raise WorkspaceRefused(f"RESOURCE_DOES_NOT_EXIST: Parent directory {parent} does not exist.")
-        return _create_experiment(self, name, artifact_location, tags)
-
-    file_store.FileStore.create_experiment = _in_an_existing_folder
+    sys.meta_path.insert(0, _PatchAfterImport("mlflow.store.tracking.file_store", _refuse_missing_parent_folders))
 
 if "PYSPARK_GATEWAY_PORT" in os.environ:
     from pyspark import context
