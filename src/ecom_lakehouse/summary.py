@@ -102,7 +102,7 @@ def _print_ml(spark: SparkSession, lake: Lakehouse, echo) -> None:
         echo("Model checks:")
         for r in verdicts.read(spark).orderBy("model", "data_mode", "check").collect():  # a few rows
             why = f" ({r['detail']})" if r["verdict"] == TOO_LITTLE_DATA else ""
-            echo(f"  {r['model']:<12} {r['data_mode']:<9} {r['check']:<20} {r['verdict']:<12} {r['consequence'] or ''}{why}")
+            echo(f"  {r['model']:<12} {r['data_mode']:<9} {r['check']:<20} {r['verdict']:<15} {r['consequence'] or ''}{why}")
     served = lake.table("gold", "served_recommendations")
     if served.exists(spark):
         by = served.read(spark).groupBy("strategy").agg(F.countDistinct("user_id").alias("users"),

@@ -8,8 +8,8 @@ k is chosen by silhouette (ClusteringEvaluator) in 2..K_MAX, below the number of
 vectors (k groups of k points are forced by the data, not found in it: every seed agrees and the
 silhouette is 0), with the WSSSE elbow recorded beside it. KMeans has no restarts, so each k is
 fitted with several seeds and the lowest cost kept; a k whose assignments disagree across seeds
-(adjusted Rand index under MIN_STABILITY) is never published. With fewer than two distinct
-buyer profiles than three (verdict TOO_LITTLE_DATA), or no stable k (FAIL), no model is fitted or published: the
+(adjusted Rand index under MIN_STABILITY) is never published. With fewer than three distinct buyer
+profiles (verdict TOO_LITTLE_DATA), or no stable k (FAIL), no model is fitted or published: the
 buyers form one "all buyers" segment, and the verdict says why.
 Segments are named from the share of their members meeting each condition (`name_segment`);
 non-buyers are a row of their own (segment_id -1).
