@@ -168,11 +168,17 @@ def twin(tmp_path_factory, twin_raw, built_wheel):
         yield _run_job(work, env, twin_raw)
 
 
+def _unknown_principals(config: dict) -> set[str]:
+    """Grantees the workspace does not have. Unity Catalog refuses a grant to a principal it cannot find,
+    and the deploy with it (the platform's error code PRINCIPAL_DOES_NOT_EXIST, in the ErrorCode list of
+    mlflow/protos/databricks.proto, which mirrors Databricks' REST errors)."""
+    return {p for granted in grants(config).values() for p in granted} - PRINCIPALS
+
+
 def _deploy(config: dict, work: Path, env) -> None:
-    """What `bundle deploy` creates from the resolved resources, under the workspace's rules: Unity
-    Catalog refuses a grant to a principal it cannot find (PRINCIPAL_DOES_NOT_EXIST, "Could not find
-    principal"), and the experiment is created by MLflow, which refuses a missing parent folder."""
-    unknown = {p for granted in grants(config).values() for p in granted} - PRINCIPALS
+    """What `bundle deploy` creates from the resolved resources, under the workspace's rules: no grant
+    to an unknown principal, and the experiment created by MLflow, which refuses a missing parent folder."""
+    unknown = _unknown_principals(config)
     assert not unknown, f"Could not find principal(s) {sorted(unknown)}: the deployment fails"
     resources = config["resources"]
     for volume in resources["volumes"].values():
@@ -267,6 +273,15 @@ def test_each_task_process_gets_a_session_of_its_own_over_the_one_context(twin):
     (first_app, first_seen), (second_app, second_seen) = (p.stdout.split()[-2:] for p in (first, second))
     assert first_app == second_app  # the same job cluster's context
     assert (first_seen, second_seen) == ("unset", "unset")
+
+
+def test_the_deploy_fails_on_a_grant_to_a_principal_the_workspace_lacks():
+    """Dev grants nothing; prod's grantees are whatever the deployer names, and a workspace without them
+    refuses the deploy, as the twin's deploy step does."""
+    assert _unknown_principals(DEPLOYMENT) == set()
+    prod = resolve("prod", "ci@example.com", {"catalog": CATALOG, "node_type": "local", "service_principal": "sp-1",
+                                               "engineers_group": "eng", "analysts_group": "analysts"})
+    assert _unknown_principals(prod) == {"sp-1", "eng", "analysts"}
 
 
 def test_the_workspace_refuses_an_experiment_in_a_missing_folder(twin):
