@@ -49,8 +49,6 @@ MAX_ITER = 10
 # 2 cores half idle (the 4-point grid took 23.5 s two at a time, 29 s one at a time, same scores).
 AT_ONCE = 2
 MODELS = ("als", *BASELINES)
-# What can serve the users with history: ALS is fitted apart; the fallback serves when nothing could be tested.
-SERVABLE = {**BASELINES, FALLBACK: popularity_by_gender_age}
 
 
 # --- data -----------------------------------------------------------------------------
@@ -335,13 +333,15 @@ def evaluation_rows(result: Evaluation, data_mode: str) -> list[tuple]:
 
 # --- what is served --------------------------------------------------------------------------
 
-def served_recommendations(primary: DataFrame, fallback: DataFrame, strategy: str, model_version: str | None,
+def served_recommendations(primary: DataFrame | None, fallback: DataFrame, strategy: str, model_version: str | None,
                            run_id: str, k: int = K) -> DataFrame:
     """k products per user: the serving strategy's first, then the fallback's for whatever is left
-    (users without history get only the fallback). Each row names the strategy that chose it."""
-    ranked = (primary.select("user_id", "product_id", "rank", F.lit(0).alias("_tier"), F.lit(strategy).alias("strategy"))
-              .unionByName(fallback.select("user_id", "product_id", "rank", F.lit(1).alias("_tier"),
-                                           F.lit(FALLBACK).alias("strategy"))))
+    (users without history get only the fallback; with no `primary`, everyone does). Each row names
+    the strategy that chose it."""
+    ranked = fallback.select("user_id", "product_id", "rank", F.lit(1).alias("_tier"), F.lit(FALLBACK).alias("strategy"))
+    if primary is not None:
+        ranked = primary.select("user_id", "product_id", "rank", F.lit(0).alias("_tier"),
+                                F.lit(strategy).alias("strategy")).unionByName(ranked)
     first = Window.partitionBy("user_id", "product_id").orderBy("_tier", "rank")
     order = Window.partitionBy("user_id").orderBy("_tier", "rank", "product_id")
     return (ranked.withColumn("_n", F.row_number().over(first)).where("_n = 1")
@@ -400,8 +400,8 @@ def run(spark: SparkSession, lake: Lakehouse, data_mode: str = "faithful", grid=
                         "delta_versions": [items.version(spark), users.version(spark)]})
             model_version = run.log_model(final, "als", events.select("user_id", "product_id"), ["prediction"],
                                           champion=True)
-        else:
-            primary = SERVABLE[result.served](events, buyers, products)
+        else:  # a baseline serves, or the fallback alone when there was too little data to test anything
+            primary = None if result.served == FALLBACK else BASELINES[result.served](events, buyers, products)
             run.retire("als")  # an earlier ALS model no longer serves
         fallback = popularity_by_gender_age(events, everyone, products)
         with lineage.recorded(spark, built_from):
