@@ -56,8 +56,8 @@ DEPLOYMENT = resolve("dev", USER, {"catalog": CATALOG, "node_type": "local"})
 SCHEMA, GOLD_SCHEMA = (DEPLOYMENT["resources"]["schemas"][key]["name"] for key in ("lakehouse", "gold"))
 EXPERIMENT = DEPLOYMENT["resources"]["experiments"]["ecom_lakehouse"]["name"]
 # What the workspace has before the deployment: the user and their home folder (every user has
-# /Users/<name>; /Users itself is protected, mlflow/mlflow-export-import#24), and /Shared.
-PRINCIPALS, WORKSPACE_FOLDERS = {USER}, [f"/Users/{USER}", "/Shared"]
+# /Users/<name>; /Users itself is protected, mlflow/mlflow-export-import#24).
+PRINCIPALS, WORKSPACE_FOLDERS = {USER}, [f"/Users/{USER}"]
 
 pytestmark = pytest.mark.twin
 
@@ -228,25 +228,14 @@ def _run_tasks(tasks: list[dict], values, env, work) -> dict[str, subprocess.Com
     return outputs
 
 
-def _inspect(work: Path, env, names: list[str]) -> dict[str, int]:
-    """Row counts read through the catalog by a process of the runtime's own."""
+def _inspect(work: Path, env, names: list[str], of_table: str = "count()") -> dict:
+    """`spark.table(n).<of_table>` for each existing table n (row counts by default), read through the
+    catalog by a process of the runtime's own."""
     done = _run([str(RUNTIME / "bin" / "python"), "-c", textwrap.dedent(f"""
         import json
         from pyspark.sql import SparkSession
         spark = SparkSession.builder.getOrCreate()
-        print(json.dumps({{n: spark.table(n).count() for n in {names!r} if spark.catalog.tableExists(n)}}))
-    """)], env, work)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def _columns(work: Path, env, names: list[str]) -> dict[str, list[str]]:
-    """Column names read through the catalog by a process of the runtime's own."""
-    done = _run([str(RUNTIME / "bin" / "python"), "-c", textwrap.dedent(f"""
-        import json
-        from pyspark.sql import SparkSession
-        spark = SparkSession.builder.getOrCreate()
-        print(json.dumps({{n: spark.table(n).columns for n in {names!r}}}))
+        print(json.dumps({{n: spark.table(n).{of_table} for n in {names!r} if spark.catalog.tableExists(n)}}))
     """)], env, work)
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -317,7 +306,7 @@ def test_every_task_leaves_its_tables_in_the_catalog(twin, twin_raw):
     assert all(found[n] > 0 for n in gold if not n.endswith("inventory_restock_alerts")), {n: found[n] for n in gold}
     # personal data stops at silver: no column of a gold table, read through the catalog, holds it
     from ecom_lakehouse.silver import PII_COLUMNS
-    columns = _columns(work, env, gold + [f"{CATALOG}.{SCHEMA}.silver_users"])
+    columns = _inspect(work, env, gold + [f"{CATALOG}.{SCHEMA}.silver_users"], "columns")
     assert set(PII_COLUMNS) <= set(columns.pop(f"{CATALOG}.{SCHEMA}.silver_users"))  # the check can see them
     assert not {name: set(PII_COLUMNS) & set(cols) for name, cols in columns.items() if set(PII_COLUMNS) & set(cols)}
     assert "reconciliation" in outputs["bronze"].stdout and "MISMATCH" not in outputs["bronze"].stdout
