@@ -136,13 +136,11 @@ def resolve(target: str, user: str, overrides: dict | None = None, root: Path = 
             raise BundleError(f'no value assigned to required variable {name}. Variables are usually assigned in '
                               f'databricks.yml, and they can be overridden using "--var", the BUNDLE_VAR_{name} '
                               f"environment variable, or .databricks/bundle/<target>/variable-overrides.json")
-    workspace = {"current_user.userName": user, "current_user.short_name": short_name(user)}
-    workspace["root_path"] = _until_stable(
-        config.get("workspace", {}).get("root_path", f"/Workspace/Users/{user}/.bundle/${{bundle.name}}/${{bundle.target}}"),
-        lambda ref: {"bundle.name": config["bundle"]["name"], "bundle.target": target,
-                     **{f"workspace.{k}": v for k, v in workspace.items()}}.get(ref))
     known = {"bundle.name": config["bundle"]["name"], "bundle.target": target,
-             **{f"workspace.{k}": v for k, v in workspace.items()}}
+             "workspace.current_user.userName": user, "workspace.current_user.short_name": short_name(user)}
+    known["workspace.root_path"] = _until_stable(  # DefineDefaultWorkspaceRoot: ~/.bundle/<name>/<target>
+        config.get("workspace", {}).get("root_path", f"/Workspace/Users/{user}/.bundle/${{bundle.name}}/${{bundle.target}}"),
+        known.get)
 
     # 3. ${var.*}, ${bundle.*}, ${workspace.*}
     def variable_or_known(ref: str):
