@@ -241,8 +241,9 @@ def test_a_planted_leak_fails_the_check_and_nothing_is_published(spark, pipeline
     served = copy.table("gold", "served_recommendations")
     before = served.version(spark)
     model_files = {p: p.stat().st_mtime_ns for p in (tmp_path / "lake" / "models").rglob("*") if p.is_file()}
-    # a new version of an input, so the stage does not skip as unchanged
-    spark.sql(f"ALTER TABLE delta.`{copy.table('silver', 'products').path}` SET TBLPROPERTIES ('probe' = '1')")
+    # a new data version of an input (its rows rewritten), so the stage does not skip as unchanged
+    products = copy.table("silver", "products")
+    products.overwrite(products.read(spark))
     evaluate = recommend.evaluate
     monkeypatch.setattr(recommend, "evaluate", lambda events, products, mode, grid, echo: evaluate(
         events, products, mode, SMALL_GRID, echo, plant_leak=True))

@@ -12,9 +12,18 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 USER_METADATA = "spark.databricks.delta.commitInfo.userMetadata"
-# Commits that rewrite files but not rows: a table compacted or vacuumed (`maintain`, after every
-# scheduled run) is still the version its readers were built from, so they need no rebuild.
-MAINTENANCE_OPERATIONS = ("OPTIMIZE", "VACUUM START", "VACUUM END")
+# The commits that change what a reader of the table gets: the operations Delta itself marks as
+# changing data (`changesData` in DeltaOperations.scala: writes, streaming updates, MERGE, UPDATE,
+# DELETE, TRUNCATE, RESTORE, CLONE, CONVERT, CTAS/RTAS), Databricks' COPY INTO, the table's creation
+# and schema changes. Every other commit rewrites files or metadata only: `maintain`'s OPTIMIZE and
+# VACUUM, and whatever predictive optimization runs in the background (compaction, clustering,
+# deletion-vector purges, statistics, row-tracking backfills). A table built from the versions
+# before those is still current, so it is not rebuilt.
+DATA_OPERATIONS = frozenset({
+    "WRITE", "STREAMING UPDATE", "MERGE", "UPDATE", "DELETE", "TRUNCATE", "RESTORE", "CLONE", "CONVERT",
+    "COPY INTO", "CREATE TABLE", "CREATE TABLE AS SELECT", "REPLACE TABLE", "REPLACE TABLE AS SELECT",
+    "CREATE OR REPLACE TABLE", "CREATE OR REPLACE TABLE AS SELECT",
+    "ADD COLUMNS", "DROP COLUMNS", "RENAME COLUMN", "CHANGE COLUMN", "REPLACE COLUMNS", "UPDATE SCHEMA"})
 
 
 def label(versions: dict, extra: str = "") -> str:
@@ -30,7 +39,7 @@ def of(spark: SparkSession, tables, extra: str = "") -> str:
 def _last_data_commit(spark: SparkSession, table):
     if not table.exists(spark):
         return None
-    return (table.delta(spark).history().where(~F.col("operation").isin(*MAINTENANCE_OPERATIONS))
+    return (table.delta(spark).history().where(F.col("operation").isin(*DATA_OPERATIONS))
             .orderBy(F.desc("version")).select("version", "userMetadata").first())  # one row per commit
 
 

@@ -197,8 +197,9 @@ def merge_quarantine(spark: SparkSession, quarantine_table, rows: DataFrame, key
      .execute())
 
 
-# Commits after which a bronze table holds the rows it held before, and maybe more.
-APPEND_ONLY_OPERATIONS = {("WRITE", "Append"), *((op, None) for op in lineage.MAINTENANCE_OPERATIONS)}
+def keeps_every_row(operation: str, mode: str | None) -> bool:
+    """Whether a bronze table holds the rows it held before this commit, and maybe more."""
+    return operation not in lineage.DATA_OPERATIONS or (operation, mode) == ("WRITE", "Append")
 
 
 def delivered_after(spark: SparkSession, lake: Lakehouse, table: str, previous: str | None, now: str):
@@ -216,7 +217,7 @@ def delivered_after(spark: SparkSession, lake: Lakehouse, table: str, previous: 
         return None
     commits = (lake.table("bronze", table).delta(spark).history().where(F.col("version") > before[own])
                .select("operation", F.col("operationParameters")["mode"].alias("mode")).collect())  # one row per commit
-    if not all((c["operation"], c["mode"]) in APPEND_ONLY_OPERATIONS for c in commits):
+    if not all(keeps_every_row(c["operation"], c["mode"]) for c in commits):
         return None
     # In microseconds: a Python datetime would pass through the local time zone (ambiguous in a DST change).
     return lake.table("silver", table).read(spark).agg(F.unix_micros(F.max(INGESTED_AT))).first()[0]
