@@ -10,6 +10,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 from ecom_lakehouse.cli import STEP_STAGES, main
 from tests.bundle_resolution import BundleError, grants, job_parameters, merged_bundle, resolve
@@ -236,3 +237,19 @@ def test_the_wheel_builds_and_contains_the_package(built_wheel):
                 if line.startswith("Requires-Dist:") and "extra ==" not in line]
     assert not [r for r in required if re.match(r"(pyspark|delta-spark|py4j)\b", r, re.I)], required
     assert any(line.startswith("Requires-Dist: pyspark") and "extra == \"local\"" in line for line in metadata.splitlines())
+
+
+def test_each_target_deploys_to_the_host_of_the_local_hosts_file_and_only_that_file_sets_hosts(tmp_path):
+    assert "host" not in json.dumps(merged_bundle())  # no company's host is committed
+    for item in ("databricks.yml", "resources"):
+        (shutil.copytree if (ROOT / item).is_dir() else shutil.copy)(ROOT / item, tmp_path / item)
+    assert "host" not in resolve("prod", "ci@example.com", PROD_VARS, root=tmp_path)["workspace"]
+    shutil.copy(ROOT / "workspaces.example.yml", tmp_path / "workspaces.local.yml")
+    example = yaml.safe_load((ROOT / "workspaces.example.yml").read_text())["targets"]
+    hosts = {target: resolve(target, "ci@example.com", PROD_VARS if target == "prod" else DEV_VARS, root=tmp_path)
+             ["workspace"]["host"] for target in ("dev", "prod")}
+    assert hosts == {target: example[target]["workspace"]["host"] for target in ("dev", "prod")}
+    assert hosts["dev"] != hosts["prod"]
+    errors = list(_validator(bundle_schema()).iter_errors(merged_bundle(tmp_path)))
+    assert not errors, errors[0].message
+    assert "workspaces.local*.yml" in (ROOT / ".gitignore").read_text().split()
