@@ -27,15 +27,18 @@ resource "aws_ec2_tag" "subnet_managed_policy" {
   value       = each.value
 }
 
-# HTTPS out: S3 (gateway endpoint), KMS, EMR, STS and Glue (NAT or interface endpoints).
-resource "aws_vpc_security_group_egress_rule" "nodes_https" {
+# All traffic out, as AWS lists it for the primary and core/task groups of a cluster in a private
+# subnet (emr-man-sec-groups.html). EMR adds missing inbound rules to custom managed groups but never
+# outbound ones: nodes talk to each other on many ports (YARN, HDFS, Spark's block manager) and to the
+# service-access group, and reach S3, KMS, STS and Glue through the gateway endpoint or NAT. Narrowing
+# this to 443 left a cluster that never finished starting. Inbound stays closed to the internet.
+resource "aws_vpc_security_group_egress_rule" "nodes_all" {
   for_each          = aws_security_group.emr_node
   security_group_id = each.value.id
-  description       = "HTTPS to AWS APIs (S3, KMS, EMR, STS, Glue)"
-  ip_protocol       = "tcp"
-  from_port         = 443
-  to_port           = 443
+  description       = "All traffic out, as EMR requires of its managed groups"
+  ip_protocol       = "-1"
   cidr_ipv4         = "0.0.0.0/0"
+  #checkov:skip=CKV_AWS_382:EMR's managed primary and core groups need all egress (emr-man-sec-groups.html)
 }
 
 # The rules EMR needs between the service-access group and the nodes in a private subnet.

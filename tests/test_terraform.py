@@ -111,18 +111,49 @@ def test_managed_policy_tag_is_on_the_cluster_the_security_groups_and_the_subnet
     assert "local.cluster.tags" in managed
 
 
-def test_security_group_rules_are_separate_resources_with_emr_private_subnet_ports(tf):
+# The rules AWS lists for EMR-managed security groups of a cluster in a private subnet
+# (docs.aws.amazon.com/emr/latest/ManagementGuide/emr-man-sec-groups.html: ElasticMapReduce-Master-Private,
+# ElasticMapReduce-Slave-Private, ElasticMapReduce-ServiceAccess), as (protocol, from, to, peer). EMR adds
+# missing *inbound* rules to custom managed groups, never outbound ones: every outbound rule below must be
+# in the Terraform, or the nodes cannot reach each other or the service and the cluster never starts.
+AWS_PRIVATE_SUBNET_EGRESS = {
+    "primary": {("-1", None, None, "0.0.0.0/0")},
+    "core": {("-1", None, None, "0.0.0.0/0")},
+    "service_access": {("tcp", 8443, 8443, "primary"), ("tcp", 8443, 8443, "core")},
+}
+# Of the inbound rules, the two between the service-access group and the primary node (EMR would add
+# them too; the rules among the nodes it adds itself, with the groups' own ids).
+AWS_PRIVATE_SUBNET_SERVICE_INGRESS = {"service_access": {("tcp", 9443, 9443, "primary")},
+                                      "primary": {("tcp", 8443, 8443, "service_access")}}
+NODE_GROUPS = ("primary", "core")
+
+
+def _rendered_rules(tf, kind) -> dict[str, set]:
+    """{group: {(protocol, from, to, peer)}} of every rule resource of `kind`, for_each over the node
+    groups expanded, security group references named by their group."""
+    def group(ref: str, key: str | None) -> str:
+        ref = ref.replace('\\"', '"').replace("each.value.id", f'aws_security_group.emr_node["{key}"].id')
+        if "emr_service_access" in ref:
+            return "service_access"
+        return next(g for g in NODE_GROUPS if f'emr_node["{g}"]' in ref)
+
+    out: dict[str, set] = {}
+    for rule in _resources(tf, kind).values():
+        keys = NODE_GROUPS if "aws_security_group.emr_node" in _text(rule.get("for_each", "")) else (None,)
+        for key in keys:
+            peer = rule.get("cidr_ipv4") or group(rule["referenced_security_group_id"], key)
+            ports = (rule.get("from_port"), rule.get("to_port"))
+            out.setdefault(group(rule["security_group_id"], key), set()).add((str(rule["ip_protocol"]), *ports, peer))
+    return out
+
+
+def test_security_group_rules_are_the_ones_aws_lists_for_emr_in_a_private_subnet(tf):
     for name, group in _resources(tf, "aws_security_group").items():
         assert "ingress" not in group and "egress" not in group, f"{name}: inline rules fight the rules EMR adds"
-    ingress = _resources(tf, "aws_vpc_security_group_ingress_rule")
-    egress = _resources(tf, "aws_vpc_security_group_egress_rule")
-    from_primary = ingress["service_access_from_primary"]
-    assert (from_primary["from_port"], from_primary["to_port"]) == (9443, 9443)
-    assert "emr_service_access" in _text(from_primary["security_group_id"])
-    assert 'emr_node[\\"primary\\"]' in _text(from_primary["referenced_security_group_id"])
-    assert ingress["primary_from_service_access"]["from_port"] == 8443
-    assert egress["service_access_to_nodes"]["from_port"] == 8443
-    assert all(r.get("cidr_ipv4") != "0.0.0.0/0" for r in ingress.values())  # nothing in from the internet
+    assert _rendered_rules(tf, "aws_vpc_security_group_egress_rule") == AWS_PRIVATE_SUBNET_EGRESS
+    ingress = _rendered_rules(tf, "aws_vpc_security_group_ingress_rule")
+    assert ingress == AWS_PRIVATE_SUBNET_SERVICE_INGRESS
+    assert not any(peer == "0.0.0.0/0" for rules in ingress.values() for *_, peer in rules)  # nothing in from the internet
 
 
 def test_managed_scaling_counts_core_and_task_nodes_and_caps_core(tf):
