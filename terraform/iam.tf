@@ -9,10 +9,17 @@ data "aws_iam_policy_document" "emr_assume" {
       type        = "Service"
       identifiers = ["elasticmapreduce.amazonaws.com"]
     }
+    # Confused-deputy protection, as AWS documents for the EMR service role: only EMR acting for
+    # clusters of this account and region may assume it.
     condition {
       test     = "StringEquals"
       variable = "aws:SourceAccount"
       values   = [data.aws_caller_identity.current.account_id]
+    }
+    condition {
+      test     = "ArnLike"
+      variable = "aws:SourceArn"
+      values   = ["arn:aws:elasticmapreduce:${var.region}:${data.aws_caller_identity.current.account_id}:*"]
     }
   }
 }
@@ -149,9 +156,11 @@ data "aws_iam_policy_document" "emr_instance" {
     resources = ["arn:aws:glue:${var.region}:${data.aws_caller_identity.current.account_id}:catalog", "arn:aws:glue:${var.region}:${data.aws_caller_identity.current.account_id}:database/default"]
   }
 
+  # SSE-KMS: a write asks KMS for a data key, a read decrypts it. Nothing on the nodes calls
+  # kms:Encrypt or re-encrypts (the EBS and local-disk keys are the service role's).
   statement {
     sid       = "UseProjectKey"
-    actions   = ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey", "kms:ReEncryptFrom", "kms:ReEncryptTo"]
+    actions   = ["kms:Decrypt", "kms:GenerateDataKey", "kms:DescribeKey"]
     resources = [aws_kms_key.lake.arn]
   }
 }
@@ -183,6 +192,17 @@ data "aws_iam_policy_document" "kms" {
     principals {
       type        = "Service"
       identifiers = ["logging.s3.amazonaws.com"]
+    }
+    # only for access logs of this account's buckets
+    condition {
+      test     = "StringEquals"
+      variable = "aws:SourceAccount"
+      values   = [data.aws_caller_identity.current.account_id]
+    }
+    condition {
+      test     = "ArnLike"
+      variable = "aws:SourceArn"
+      values   = ["arn:aws:s3:::${local.name}-*"]
     }
   }
 }

@@ -104,6 +104,24 @@ data "aws_iam_policy_document" "tls_only" {
       values   = ["false"]
     }
   }
+  statement {
+    sid     = "DenyOutdatedTls"
+    effect  = "Deny"
+    actions = ["s3:*"]
+    resources = [
+      aws_s3_bucket.this[each.key].arn,
+      "${aws_s3_bucket.this[each.key].arn}/*",
+    ]
+    principals {
+      type        = "*"
+      identifiers = ["*"]
+    }
+    condition {
+      test     = "NumericLessThan"
+      variable = "s3:TlsVersion"
+      values   = ["1.2"]
+    }
+  }
   dynamic "statement" {
     # S3 server access logging writes into the log bucket as the logging service.
     for_each = each.key == "logs" ? [1] : []

@@ -30,18 +30,31 @@ variable "release_label" {
   description = "EMR release: 7.11.0+ runs Spark 3.5.6 with Delta 3.3.2, the versions this project pins"
   type        = string
   default     = "emr-7.12.0"
+  validation {
+    # the same rule as `ecom-lakehouse emr run-transient` (emr_ops.check_cluster_shape)
+    condition     = try(tonumber(split(".", trimprefix(var.release_label, "emr-"))[0]) * 1000 + tonumber(split(".", trimprefix(var.release_label, "emr-"))[1]) >= 7011 && can(regex("^emr-[0-9]+\\.[0-9]+\\.[0-9]+$", var.release_label)), false)
+    error_message = "release_label must be emr-7.11.0 or later: Spark 3.5.6 and Delta 3.3.2, which the wheelhouse pins, and Python 3.11."
+  }
 }
 
 variable "master_instance_type" {
-  description = "Primary node instance type"
+  description = "Primary node instance type (x86_64: the wheelhouse has no arm64 wheels)"
   type        = string
   default     = "m5.xlarge"
+  validation {
+    condition     = !can(regex("^(a1|[a-z]+[0-9]+[a-z]*g[a-z]*)(-[a-z]+)?\\.", var.master_instance_type))
+    error_message = "master_instance_type is a Graviton (arm64) type; the wheelhouse holds x86_64 wheels only: use e.g. m5.xlarge or m6i.xlarge."
+  }
 }
 
 variable "core_instance_type" {
-  description = "Core node instance type"
+  description = "Core and task node instance type (x86_64: the wheelhouse has no arm64 wheels)"
   type        = string
   default     = "m5.xlarge"
+  validation {
+    condition     = !can(regex("^(a1|[a-z]+[0-9]+[a-z]*g[a-z]*)(-[a-z]+)?\\.", var.core_instance_type))
+    error_message = "core_instance_type is a Graviton (arm64) type; the wheelhouse holds x86_64 wheels only: use e.g. m5.xlarge or m6i.xlarge."
+  }
 }
 
 variable "core_instance_count" {

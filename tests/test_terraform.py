@@ -65,11 +65,15 @@ def test_buckets_are_private_encrypted_versioned_tls_only_with_lifecycle(tf):
     assert "checkpoints/" in s3_text and "expire-logs" in s3_text
 
 
-def _policy(tf, name):
+def _policy_statements(tf, name) -> list[dict]:
     docs = {}
     for d in tf["data"]:
         docs.update(d.get("aws_iam_policy_document", {}))
-    return {st["sid"]: st for st in docs[name]["statement"]}
+    return docs[name]["statement"]
+
+
+def _policy(tf, name):
+    return {st["sid"]: st for st in _policy_statements(tf, name) if "sid" in st}
 
 
 def test_instance_role_is_least_privilege(tf):
@@ -83,6 +87,39 @@ def test_instance_role_is_least_privilege(tf):
     assert "local.lake_prefixes" in lake and "${prefix}/*" in lake and "${prefix}_$folder$" in lake
     assert "local.catalog_databases" in _text(by_sid["RegisterTablesInProjectDatabases"]["resources"])
     assert "AmazonEMRServicePolicy_v2" in iam_text
+    # SSE-KMS needs a data key to write and Decrypt to read; the nodes never encrypt or re-encrypt
+    assert set(by_sid["UseProjectKey"]["actions"]) == {"kms:Decrypt", "kms:GenerateDataKey", "kms:DescribeKey"}
+
+
+def _conditions(statement) -> dict[str, tuple[str, list]]:
+    blocks = statement.get("condition", [])
+    return {c["variable"]: (c["test"], c["values"]) for c in (blocks if isinstance(blocks, list) else [blocks])}
+
+
+def test_service_principals_act_only_for_this_account(tf):
+    """Confused-deputy protection: the EMR service role's trust and the key's grant to S3 log delivery
+    hold only for this account's clusters and buckets."""
+    [trust] = _policy_statements(tf, "emr_assume")
+    conditions = _conditions(trust)
+    assert conditions["aws:SourceAccount"][0] == "StringEquals"
+    test, [arn] = conditions["aws:SourceArn"]
+    assert test == "ArnLike" and arn.startswith("arn:aws:elasticmapreduce:${var.region}:${data.aws_caller_identity.current.account_id}:")
+    logs = _policy(tf, "kms")["S3AccessLogDelivery"]
+    assert {"aws:SourceAccount", "aws:SourceArn"} <= set(_conditions(logs))
+
+
+def test_buckets_refuse_tls_below_1_2(tf):
+    statements = [st for st in _policy_statements(tf, "tls_only") if st.get("sid") == "DenyOutdatedTls"]
+    [deny] = statements
+    assert deny["effect"] == "Deny" and _conditions(deny)["s3:TlsVersion"] == ("NumericLessThan", ["1.2"])
+
+
+def test_the_provider_sends_an_empty_task_group_as_empty(tf):
+    """Providers before 5.65.0 created an instance for a task group of 0 (terraform-provider-aws#38837,
+    fixed by #37740 in 5.65.0): the constraint must exclude them."""
+    constraint = _text(tf["terraform"]).split('"version": "')[1].split('"')[0]
+    assert constraint.startswith("~> 5.") and tuple(map(int, constraint[3:].split("."))) >= (5, 65)
+    assert _resources(tf, "aws_emr_instance_group")["task"]["instance_count"] == 0
 
 
 def test_service_role_can_use_the_key_for_encrypted_volumes(tf):
@@ -186,7 +223,8 @@ def test_nodes_run_one_python_that_the_package_accepts(tf):
     assert python.rsplit("python", 1)[1] in SpecifierSet(requires)  # EMR 7's python3 (3.9) would not be
     assert "3.9" not in SpecifierSet(requires)
     bootstrap = (ops_dir / "emr_bootstrap.sh").read_text()
-    assert '"$PYTHON" -m pip install' in bootstrap and "--no-index" in bootstrap and "--no-deps" in bootstrap
+    # pip from the wheelhouse, run by the cluster's Python (the twin's node has no pip of its own)
+    assert '"$PYTHON" "$PIP_WHEEL/pip" install' in bootstrap and "--no-index" in bootstrap and "--no-deps" in bootstrap
     assert "local.cluster.python" in _text(_resources(tf, "aws_emr_cluster")["this"]["bootstrap_action"])
 
 
