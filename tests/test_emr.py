@@ -8,6 +8,7 @@ from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
 
 from ecom_lakehouse.ops import emr_ops as ops
+from tests import terraform_eval
 from ecom_lakehouse.schemas import TABLES
 
 REGION = "eu-west-1"
@@ -216,3 +217,39 @@ def test_transient_cluster_is_shaped_like_the_terraform_cluster(aws):
     ebs = groups["CORE"]["EbsConfiguration"]["EbsBlockDeviceConfigs"][0]["VolumeSpecification"]
     assert ebs == {"SizeInGB": ops.cluster_spec()["ebs"]["core"]["size_gib"], "VolumeType": "gp3"}
     assert request["AutoTerminationPolicy"] == {"IdleTimeout": ops.cluster_spec()["idle_timeout_seconds"]}
+
+
+RELEASES = {"emr-7.12.0": True, "emr-7.11.0": True, "emr-8.0.1": True, "emr-7.10.0": False, "emr-7.1.0": False,
+            "emr-6.15.0": False, "7.12.0": False, "emr-latest": False}
+# x86_64 types, then Graviton ones (EC2's naming: a `g` after the generation, and a1)
+INSTANCE_TYPES = {"m5.xlarge": True, "m6i.2xlarge": True, "g4dn.xlarge": True, "m7i-flex.large": True, "r5d.4xlarge": True,
+                  "m6g.xlarge": False, "c7gn.large": False, "r8gd.2xlarge": False, "is4gen.xlarge": False,
+                  "a1.large": False, "g5g.xlarge": False}
+
+
+def test_unsupported_releases_and_arm_instance_types_are_refused_in_one_line():
+    for release, supported in RELEASES.items():
+        if supported:
+            ops.check_cluster_shape(release)
+        else:
+            with pytest.raises(ops.OperationFailed, match="emr-7.11.0 or later"):
+                ops.check_cluster_shape(release)
+    for instance_type, x86 in INSTANCE_TYPES.items():
+        if x86:
+            ops.check_cluster_shape("emr-7.12.0", instance_type)
+        else:
+            with pytest.raises(ops.OperationFailed, match="Graviton"):
+                ops.check_cluster_shape("emr-7.12.0", instance_type)
+
+
+@pytest.mark.skipif(not terraform_eval.available(), reason="terraform is not installed")
+def test_terraform_validates_release_and_instance_types_as_the_cli_does():
+    variables = terraform_eval.blocks("variable")
+
+    def condition(name: str, values) -> list:
+        expression = terraform_eval.as_expression(variables[f'"{name}"']["validation"][0]["condition"])
+        return terraform_eval.evaluate("[" + ", ".join(expression.replace(f"var.{name}", json.dumps(v)) for v in values) + "]")
+
+    assert condition("release_label", RELEASES) == list(RELEASES.values())
+    for name in ("master_instance_type", "core_instance_type"):
+        assert condition(name, INSTANCE_TYPES) == list(INSTANCE_TYPES.values())

@@ -3,7 +3,7 @@
 What is the same as on EMR:
 * the artifacts are the ones `emr deploy-artifacts` uploads (this build under builds/<sha>/, the
   wheelhouse, the bootstrap script), sent by that code to S3;
-* a node: a fresh Python 3.11 (the cluster's PYSPARK_PYTHON) holding nothing, with Spark 3.5.6 (EMR
+* a node: a fresh Python 3.11 (the cluster's PYSPARK_PYTHON) holding nothing, not even pip, with Spark 3.5.6 (EMR
   7.12's) on the side and Delta's jars on the class path as delta-defaults puts them; the bootstrap
   script, fetched from S3, installs the wheelhouse into it with `pip --no-index` (the `aws` command it
   calls is a small stand-in that copies from the same S3 endpoint with boto3, `sudo` runs the command);
@@ -202,7 +202,8 @@ def emr_run(s3_endpoint, tmp_path_factory):
                                                   headers={"Content-Type": "text/plain"}))
 
     node = work / "node"
-    subprocess.run([sys.executable, "-m", "venv", str(node)], check=True)
+    # A Python without pip: the bootstrap must bring its own (the wheelhouse's pip wheel).
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(node)], check=True)
     node_python = node / "bin" / "python"
     shims = work / "bin"
     shims.mkdir()

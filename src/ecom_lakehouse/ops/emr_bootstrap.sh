@@ -10,6 +10,9 @@ WHEELHOUSE_URI="${1%/}/"
 PYTHON="$2"
 LOCAL="$(mktemp -d)"
 aws s3 cp --recursive --only-show-errors "$WHEELHOUSE_URI" "$LOCAL/"
+# pip runs from the wheelhouse's own pip wheel (a wheel on the path runs as-is, as get-pip.py runs its
+# bundled pip): nothing shows EMR installs pip for python3.11, only the interpreter (aws/FACTS.md).
 # --no-deps: the file pins the whole closure; pyspark is EMR's own (on the Python path spark-submit sets).
-sudo "$PYTHON" -m pip install --quiet --no-index --no-deps --find-links "$LOCAL" -r "$LOCAL/requirements.txt"
+PIP_WHEEL="$(ls "$LOCAL"/pip-*-py3-none-any.whl)"
+sudo "$PYTHON" "$PIP_WHEEL/pip" install --quiet --no-index --no-deps --find-links "$LOCAL" -r "$LOCAL/requirements.txt"
 rm -rf "$LOCAL"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -133,9 +134,32 @@ def upload_if_changed(s3, local: Path, bucket: str, key: str, echo=print) -> boo
     return True
 
 
+# emr-7.11.0 is the first release with Spark 3.5.6 and Delta 3.3.2, which the wheelhouse's delta-spark and
+# this package pin (aws/FACTS.md; Python 3.11 is there from 7.1.0).
+MIN_RELEASE = (7, 11, 0)
+# EC2 names Graviton (arm64) types with a `g` among the letters after the generation (m6g, c7gn,
+# r8gd, is4gen) and a1 (docs.aws.amazon.com/ec2/latest/instancetypes/instance-type-names.html); the
+# wheelhouse holds x86_64 wheels only.
+_GRAVITON = re.compile(r"^(a1|[a-z]+\d+[a-z]*g[a-z]*)(-[a-z]+)?\.")
+
+
+def check_cluster_shape(release_label: str, instance_type: str | None = None) -> None:
+    """Refuse, in one line each, a release without the Spark/Delta/Python the artifacts are built for,
+    and an instance type of an architecture the wheelhouse has no wheels for."""
+    version = re.fullmatch(r"emr-(\d+)\.(\d+)\.(\d+)", release_label)
+    if not version or tuple(map(int, version.groups())) < MIN_RELEASE:
+        raise OperationFailed(f"EMR release {release_label!r} is not supported: use emr-{'.'.join(map(str, MIN_RELEASE))} "
+                              "or later (Spark 3.5.6 and Delta 3.3.2, which the wheelhouse pins; Python 3.11)")
+    if instance_type and _GRAVITON.match(instance_type):
+        raise OperationFailed(f"instance type {instance_type} is Graviton (arm64) and the wheelhouse holds x86_64 "
+                              "wheels only: use an x86_64 type such as m5.xlarge or m6i.xlarge")
+
+
 def build_wheel(project_dir: str, out_dir: str) -> Path:
-    subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", out_dir, project_dir],
-                   check=True, capture_output=True)
+    done = subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", out_dir, project_dir],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise OperationFailed(f"building the wheel of {project_dir} failed: {_last_line(done.stderr)}")
     wheels = sorted(Path(out_dir).glob("ecom_lakehouse-*.whl"), key=lambda p: p.stat().st_mtime)
     return wheels[-1]
 
@@ -263,6 +287,7 @@ def cluster_request(target: EmrTarget, artifacts: Artifacts, instance_type: str 
                     stages=STAGES) -> dict:
     """run_job_flow arguments for a transient cluster shaped like Terraform's: same classifications,
     applications, bootstrap, EBS, tags, security groups, security configuration, idle timeout."""
+    check_cluster_shape(target.release_label, instance_type)
     if not (target.service_role and target.instance_profile):
         raise OperationFailed("run-transient needs the EMR service role and instance profile (Terraform outputs "
                               "service_role, instance_profile) — pass --terraform-dir or the options")
