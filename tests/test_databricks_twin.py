@@ -6,8 +6,10 @@ installed with --no-deps into an environment holding only what DBR 16.4 LTS prov
 and the runtime's usual libraries: `make install` builds `.venv-dbr`); each task of
 resources/ecom_lakehouse.job.yml as its own Python process through the console script, with the
 task's exact parameters and the job's parameter values substituted, all taken from the bundle as the
-Databricks CLI resolves it for a dev deployment by a user (tests/bundle_resolution.py: variables, then
-the target mode's presets, which prefix the schemas and the experiment, then resource references);
+Databricks CLI resolves it (tests/bundle_resolution.py: variables, then the target mode's presets,
+which prefix the schemas and the experiment in dev, then resource references), for two deployments
+on one workspace: dev by a user, and prod by its service principal, from CI, with grants to it and to
+the two groups;
 one job cluster for the whole
 job: a driver JVM started before the first task and stopped after the last, to which every task's
 Python attaches (tests/databricks_runtime/sitecustomize.py does what the runtime does there), so
@@ -39,6 +41,7 @@ import textwrap
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -50,14 +53,21 @@ from tests.bundle_resolution import grants, job_parameters, resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNTIME = ROOT / ".venv-dbr"
-# `databricks bundle deploy -t dev --var catalog=spark_catalog --var node_type=local` by this user.
-USER, CATALOG = "alice.smith@example.com", "spark_catalog"
-DEPLOYMENT = resolve("dev", USER, {"catalog": CATALOG, "node_type": "local"})
-SCHEMA, GOLD_SCHEMA = (DEPLOYMENT["resources"]["schemas"][key]["name"] for key in ("lakehouse", "gold"))
-EXPERIMENT = DEPLOYMENT["resources"]["experiments"]["ecom_lakehouse"]["name"]
-# What the workspace has before the deployment: the user and their home folder (every user has
-# /Users/<name>; /Users itself is protected, mlflow/mlflow-export-import#24).
-PRINCIPALS, WORKSPACE_FOLDERS = {USER}, [f"/Users/{USER}"]
+CATALOG = "spark_catalog"
+# A developer, and prod's service principal (its user name is its application id) with the two groups
+# an admin made for prod (README, "Deploy to Databricks").
+USER, SERVICE_PRINCIPAL, GROUPS = "alice.smith@example.com", "6a1b2c3d-0000-4000-8000-00000000e5a1", ("lakehouse-engineers", "merchandising-analysts")
+# `databricks bundle deploy -t dev --var catalog=spark_catalog --var node_type=local` by the user, and
+# `databricks bundle deploy -t prod --var ...` by the service principal, from CI.
+DEPLOYMENTS = {
+    "dev": resolve("dev", USER, {"catalog": CATALOG, "node_type": "local"}),
+    "prod": resolve("prod", SERVICE_PRINCIPAL, {"catalog": CATALOG, "node_type": "local", "service_principal": SERVICE_PRINCIPAL,
+                                                "engineers_group": GROUPS[0], "analysts_group": GROUPS[1]}),
+}
+# What the workspace has before the deployments: its principals and their home folders (every user and
+# service principal has /Users/<name>; /Users itself is protected, mlflow/mlflow-export-import#24).
+PRINCIPALS = {USER, SERVICE_PRINCIPAL, *GROUPS}
+WORKSPACE_FOLDERS = [f"/Users/{USER}", f"/Users/{SERVICE_PRINCIPAL}"]
 
 pytestmark = pytest.mark.twin
 
@@ -129,10 +139,6 @@ def _job_cluster(work: Path, env):
         log.close()
 
 
-def _job():
-    return DEPLOYMENT["resources"]["jobs"]["ecom_lakehouse_pipeline"]
-
-
 def _local(work: Path, value: str) -> str:
     """A workspace path as the twin has it: /Volumes/... is a folder under `work`."""
     return str(work) + value if value.startswith("/Volumes/") else value
@@ -155,8 +161,33 @@ def twin_raw(tmp_path_factory):
     return out, generate(out, GeneratorOptions(scale=0.004, seed=11))
 
 
+@dataclass
+class Deployed:
+    """A deployment, deployed and its job run once, on the twin's workspace."""
+    target: str
+    config: dict
+    work: Path
+    env: dict
+    volume: Path
+    values: dict[str, str]  # the job's parameters, /Volumes paths mapped to the twin's folder
+    outputs: dict[str, subprocess.CompletedProcess]
+
+    @property
+    def job(self) -> dict:
+        return self.config["resources"]["jobs"]["ecom_lakehouse_pipeline"]
+
+    def schema(self, key: str) -> str:
+        return self.config["resources"]["schemas"][key]["name"]
+
+    @property
+    def experiment(self) -> str:
+        return self.config["resources"]["experiments"]["ecom_lakehouse"]["name"]
+
+
 @pytest.fixture(scope="module")
-def twin(tmp_path_factory, twin_raw, built_wheel):
+def workspace(tmp_path_factory, twin_raw, built_wheel):
+    """The workspace with one job cluster, on which each deployment is deployed and run once, when a
+    test first asks for it."""
     if not (RUNTIME / "bin" / "python").exists():
         pytest.skip(f"{RUNTIME} is missing: `make install` builds the Databricks runtime twin environment")
     work = tmp_path_factory.mktemp("dbr-twin")
@@ -164,8 +195,25 @@ def twin(tmp_path_factory, twin_raw, built_wheel):
     installed = _run([str(RUNTIME / "bin" / "pip"), "install", "-q", "--no-deps", "--force-reinstall", str(built_wheel)],
                      runtime_env, work)
     assert installed.returncode == 0, installed.stderr
+    deployed: dict[str, Deployed] = {}
     with _job_cluster(work, runtime_env) as env:
-        yield _run_job(work, env, twin_raw)
+        def deployment(target: str) -> Deployed:
+            if target not in deployed:
+                deployed[target] = _run_job(target, work, env, twin_raw)
+            return deployed[target]
+        yield deployment
+
+
+@pytest.fixture(scope="module", params=sorted(DEPLOYMENTS))
+def twin(workspace, request) -> Deployed:
+    """Each deployment's run, for what every deployment must leave behind."""
+    return workspace(request.param)
+
+
+@pytest.fixture(scope="module")
+def dev_twin(workspace) -> Deployed:
+    """The dev deployment's run, for how tasks behave (reruns, failures, sessions)."""
+    return workspace("dev")
 
 
 def _unknown_principals(config: dict) -> set[str]:
@@ -198,19 +246,21 @@ def _deploy(config: dict, work: Path, env) -> None:
     assert deploy.returncode == 0, deploy.stderr[-2000:]
 
 
-def _run_job(work: Path, env, twin_raw):
-    _deploy(DEPLOYMENT, work, env)
-    values = {name: _local(work, value) for name, value in job_parameters(DEPLOYMENT).items()}
-    volume = Path(_local(work, DEPLOYMENT["resources"]["volumes"]["lakehouse"]["volume_path"]))
+def _run_job(target: str, work: Path, env, twin_raw) -> Deployed:
+    config = DEPLOYMENTS[target]
+    _deploy(config, work, env)
+    values = {name: _local(work, value) for name, value in job_parameters(config).items()}
+    volume = Path(_local(work, config["resources"]["volumes"]["lakehouse"]["volume_path"]))
     raw, _ = twin_raw
     for table in TABLES:  # as `databricks upload-raw --volume <the volume's path>` delivers them
-        target = volume / "raw" / delivery_name(table, raw / f"{table}.csv")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(raw / f"{table}.csv", target)
-    return work, env, volume, values, _run_tasks(_job()["tasks"], values, env, work)
+        delivered = volume / "raw" / delivery_name(table, raw / f"{table}.csv")
+        delivered.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(raw / f"{table}.csv", delivered)
+    outputs = _run_tasks(config["resources"]["jobs"]["ecom_lakehouse_pipeline"]["tasks"], values, env, work, target)
+    return Deployed(target, config, work, env, volume, values, outputs)
 
 
-def _run_tasks(tasks: list[dict], values, env, work) -> dict[str, subprocess.CompletedProcess]:
+def _run_tasks(tasks: list[dict], values, env, work, target: str) -> dict[str, subprocess.CompletedProcess]:
     """As the job runs them: a task once every task it depends on has succeeded, side by side with
     the others that are ready then (segment and recommend)."""
     outputs, pending = {}, list(tasks)
@@ -220,7 +270,7 @@ def _run_tasks(tasks: list[dict], values, env, work) -> dict[str, subprocess.Com
         started = time.time()
         with ThreadPoolExecutor(len(ready)) as pool:
             runs = list(pool.map(lambda task: _run(_task_command(task, values), env, work), ready))
-        print(f"[databricks twin] {' + '.join(t['task_key'] for t in ready)}: {time.time() - started:.0f}s", flush=True)
+        print(f"[databricks twin, {target}] {' + '.join(t['task_key'] for t in ready)}: {time.time() - started:.0f}s", flush=True)
         for task, done in zip(ready, runs):
             outputs[task["task_key"]] = done
             assert done.returncode == 0, f"task {task['task_key']} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
@@ -241,8 +291,8 @@ def _inspect(work: Path, env, names: list[str], of_table: str = "count()") -> di
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def test_the_runtime_environment_has_only_the_runtime_and_our_wheel(twin):
-    work, env, *_ = twin
+def test_the_runtime_environment_has_only_the_runtime_and_our_wheel(dev_twin):
+    work, env = dev_twin.work, dev_twin.env
     done = _run([str(RUNTIME / "bin" / "python"), "-c",
                  "import pyspark, ecom_lakehouse, importlib.metadata as m; "
                  "required = [r for r in m.requires('ecom_lakehouse') or [] if 'extra ==' not in r]; "
@@ -250,10 +300,10 @@ def test_the_runtime_environment_has_only_the_runtime_and_our_wheel(twin):
     assert done.stdout.split() == ["3.5.2", "0.1.0", "0"]
 
 
-def test_each_task_process_gets_a_session_of_its_own_over_the_one_context(twin):
+def test_each_task_process_gets_a_session_of_its_own_over_the_one_context(dev_twin):
     """Segment and recommend run side by side and both set session settings (lineage.recorded's
     commit metadata): as on Databricks, what one task sets must not reach the other."""
-    work, env, *_ = twin
+    work, env = dev_twin.work, dev_twin.env
     probe = ("from pyspark.sql import SparkSession\nspark = SparkSession.builder.getOrCreate()\n"
              "print(spark.sparkContext.applicationId, spark.conf.get('ecom.twin.probe', 'unset'))\n"
              "spark.conf.set('ecom.twin.probe', 'set')\n")
@@ -267,53 +317,54 @@ def test_each_task_process_gets_a_session_of_its_own_over_the_one_context(twin):
 def test_the_deploy_fails_on_a_grant_to_a_principal_the_workspace_lacks():
     """Dev grants nothing; prod's grantees are whatever the deployer names, and a workspace without them
     refuses the deploy, as the twin's deploy step does."""
-    assert _unknown_principals(DEPLOYMENT) == set()
+    assert _unknown_principals(DEPLOYMENTS["dev"]) == set() and not grants(DEPLOYMENTS["dev"])
+    assert {SERVICE_PRINCIPAL, *GROUPS} == {p for granted in grants(DEPLOYMENTS["prod"]).values() for p in granted}
     prod = resolve("prod", "ci@example.com", {"catalog": CATALOG, "node_type": "local", "service_principal": "sp-1",
                                                "engineers_group": "eng", "analysts_group": "analysts"})
     assert _unknown_principals(prod) == {"sp-1", "eng", "analysts"}
 
 
 def test_the_workspace_refuses_an_experiment_in_a_missing_folder(twin):
-    """The rule the twin plays for MLflow: the experiment the bundle declares exists in its user's home
-    folder; the one earlier code made up (/Shared/ecom_lakehouse/<schema>) has no parent folder and is
-    refused as the workspace refuses it."""
-    work, env, *_ = twin
+    """The rule the twin plays for MLflow: the experiment the bundle declares exists in its deployer's
+    home folder; the one earlier code made up (/Shared/ecom_lakehouse/<schema>) has no parent folder and
+    is refused as the workspace refuses it."""
     probe = _run([str(RUNTIME / "bin" / "python"), "-c", textwrap.dedent(f"""
         import mlflow
-        print(mlflow.get_experiment_by_name({EXPERIMENT!r}) is not None)
-        mlflow.set_experiment("/Shared/ecom_lakehouse/{SCHEMA}")
-    """)], env, work)
+        print(mlflow.get_experiment_by_name({twin.experiment!r}) is not None)
+        mlflow.set_experiment("/Shared/ecom_lakehouse/{twin.schema('lakehouse')}")
+    """)], twin.env, twin.work)
     assert probe.stdout.split()[:1] == ["True"], probe.stderr[-2000:]
     assert probe.returncode != 0 and "Parent directory /Shared/ecom_lakehouse does not exist" in probe.stderr
 
 
 def test_every_task_leaves_its_tables_in_the_catalog(twin, twin_raw):
-    work, env, volume, _, outputs = twin
+    work, env, outputs = twin.work, twin.env, twin.outputs
+    schema, gold_schema = twin.schema("lakehouse"), twin.schema("gold")
     _, counts = twin_raw
     from ecom_lakehouse.gold import OUTPUTS
-    bronze = [f"{CATALOG}.{SCHEMA}.bronze_{t}" for t in TABLES]
-    silver = [f"{CATALOG}.{SCHEMA}.silver_{t}" for t in TABLES]
-    gold = [f"{CATALOG}.{GOLD_SCHEMA}.{t}" for t in (*OUTPUTS, "customer_segments", "segment_summary",
+    bronze = [f"{CATALOG}.{schema}.bronze_{t}" for t in TABLES]
+    silver = [f"{CATALOG}.{schema}.silver_{t}" for t in TABLES]
+    gold = [f"{CATALOG}.{gold_schema}.{t}" for t in (*OUTPUTS, "customer_segments", "segment_summary",
                                                     "served_recommendations", "recommender_evaluation", "model_verdicts")]
-    quarantines = [f"{CATALOG}.{SCHEMA}.bronze_quarantine", f"{CATALOG}.{SCHEMA}.silver_quarantine",
-                   f"{CATALOG}.{SCHEMA}.bronze_ingested_files"]
+    quarantines = [f"{CATALOG}.{schema}.bronze_quarantine", f"{CATALOG}.{schema}.silver_quarantine",
+                   f"{CATALOG}.{schema}.bronze_ingested_files"]
     found = _inspect(work, env, bronze + silver + gold + quarantines)
-    assert {t: found[f"{CATALOG}.{SCHEMA}.bronze_{t}"] for t in TABLES} == counts
-    assert found[f"{CATALOG}.{SCHEMA}.bronze_quarantine"] == 0 and found[f"{CATALOG}.{SCHEMA}.bronze_ingested_files"] == 7
-    assert found[f"{CATALOG}.{SCHEMA}.silver_orders"] > 0
+    assert {t: found[f"{CATALOG}.{schema}.bronze_{t}"] for t in TABLES} == counts
+    assert found[f"{CATALOG}.{schema}.bronze_quarantine"] == 0 and found[f"{CATALOG}.{schema}.bronze_ingested_files"] == 7
+    assert found[f"{CATALOG}.{schema}.silver_orders"] > 0
     assert set(gold) <= set(found), set(gold) - set(found)
     # every gold table has rows (restock alerts may rightly be empty on tiny data)
     assert all(found[n] > 0 for n in gold if not n.endswith("inventory_restock_alerts")), {n: found[n] for n in gold}
     # personal data stops at silver: no column of a gold table, read through the catalog, holds it
     from ecom_lakehouse.silver import PII_COLUMNS
-    columns = _inspect(work, env, gold + [f"{CATALOG}.{SCHEMA}.silver_users"], "columns")
-    assert set(PII_COLUMNS) <= set(columns.pop(f"{CATALOG}.{SCHEMA}.silver_users"))  # the check can see them
+    columns = _inspect(work, env, gold + [f"{CATALOG}.{schema}.silver_users"], "columns")
+    assert set(PII_COLUMNS) <= set(columns.pop(f"{CATALOG}.{schema}.silver_users"))  # the check can see them
     assert not {name: set(PII_COLUMNS) & set(cols) for name, cols in columns.items() if set(PII_COLUMNS) & set(cols)}
     assert "reconciliation" in outputs["bronze"].stdout and "MISMATCH" not in outputs["bronze"].stdout
 
 
 def test_checkpoints_models_and_report_live_in_the_volume(twin):
-    _, _, volume, _, _ = twin
+    volume = twin.volume
     assert all((volume / "checkpoints" / "bronze" / t / "commits").is_dir() for t in TABLES)
     assert (volume / "models" / "segmentation").is_dir()  # ALS's is there only when ALS serves: see below
     assert (volume / "reports" / "report.html").stat().st_size > 10_000
@@ -322,24 +373,23 @@ def test_checkpoints_models_and_report_live_in_the_volume(twin):
 def test_published_models_are_registered_under_three_part_names_as_champion(twin):
     """Segmentation is published; ALS only if it beat its best baseline (on faithful data it does
     not, and then it is neither saved to the volume nor registered)."""
-    work, env, volume, *_ = twin
     done = _run([str(RUNTIME / "bin" / "python"), "-c", textwrap.dedent(f"""
         import json, mlflow
         client = mlflow.MlflowClient()
         out = {{}}
         for name in ("customer_segmentation", "product_recommender_als"):
-            full = "{CATALOG}.{SCHEMA}." + name
+            full = "{CATALOG}.{twin.schema('lakehouse')}." + name
             versions = client.search_model_versions(f"name='{{full}}'")
             out[name] = [sorted(str(v.version) for v in versions),
                          sorted(client.get_registered_model(full).aliases) if versions else []]
             # Unity Catalog registers only models with a signature: every logged version has one, with named inputs
             out[name + ".inputs"] = [[c.get("name") for c in mlflow.models.get_model_info(f"models:/{{full}}/{{v.version}}").signature.inputs.to_dict()]
                                      for v in versions]
-        experiment = mlflow.get_experiment_by_name({EXPERIMENT!r})
+        experiment = mlflow.get_experiment_by_name({twin.experiment!r})
         [run] = client.search_runs([experiment.experiment_id], "tags.stage = 'recommend'")
         out["recommend"] = [run.data.params["served"], run.data.tags["check.leakage"]]
         print(json.dumps(out))
-    """)], env, work)
+    """)], twin.env, twin.work)
     assert done.returncode == 0, done.stderr[-2000:]
     models = json.loads(done.stdout.strip().splitlines()[-1])
     assert models["customer_segmentation"] == [["1"], ["champion"]]
@@ -349,12 +399,12 @@ def test_published_models_are_registered_under_three_part_names_as_champion(twin
     assert leakage in ("PASS", "INCONCLUSIVE")
     als_served = served == "als"
     assert models["product_recommender_als"] == ([["1"], ["champion"]] if als_served else [[], []])
-    assert (volume / "models" / "als").is_dir() == als_served
+    assert (twin.volume / "models" / "als").is_dir() == als_served
 
 
-def test_a_rerun_of_bronze_adds_nothing_and_a_failing_task_fails(twin):
-    work, env, volume, values, _ = twin
-    bronze = next(t for t in _job()["tasks"] if t["task_key"] == "bronze")
+def test_a_rerun_of_bronze_adds_nothing_and_a_failing_task_fails(dev_twin):
+    work, env, volume, values = dev_twin.work, dev_twin.env, dev_twin.volume, dev_twin.values
+    bronze = next(t for t in dev_twin.job["tasks"] if t["task_key"] == "bronze")
     rerun = _run(_task_command(bronze, values), env, work)
     assert rerun.returncode == 0 and "no new files" in rerun.stdout
     bad = volume / "raw" / "orders" / "orders-broken.csv"
@@ -368,12 +418,12 @@ def test_a_rerun_of_bronze_adds_nothing_and_a_failing_task_fails(twin):
     assert "Traceback" not in failed.stderr
 
 
-def test_a_rerun_of_gold_and_segment_on_unchanged_inputs_is_skipped(twin):
+def test_a_rerun_of_gold_and_segment_on_unchanged_inputs_is_skipped(dev_twin):
     """Gold records its lineage per write (Delta's `userMetadata` write option) in catalog tables as
     well as in path tables; `maintain`'s OPTIMIZE/VACUUM since the first run change no lineage."""
     from ecom_lakehouse.gold import OUTPUTS
-    work, env, _, values, _ = twin
-    tasks = {t["task_key"]: t for t in _job()["tasks"]}
+    work, env, values = dev_twin.work, dev_twin.env, dev_twin.values
+    tasks = {t["task_key"]: t for t in dev_twin.job["tasks"]}
     gold = _run(_task_command(tasks["gold"], values), env, work)
     assert gold.returncode == 0, gold.stderr[-2000:]
     assert f"unchanged since their inputs, skipped: {', '.join(OUTPUTS)}" in gold.stdout, gold.stdout
