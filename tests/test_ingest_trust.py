@@ -259,3 +259,17 @@ def test_a_table_whose_creation_was_killed_is_created_on_the_rerun(spark, tmp_pa
 def test_a_bucket_given_as_the_raw_folder_is_a_path_hadoop_accepts(raw, folder):
     # `--raw s3://bucket` is what `emr submit` passes; S3A refused `s3://bucket` (found by the EMR twin).
     assert files.folder_path(raw) == folder
+
+
+def test_a_jvm_failure_is_one_line_that_names_its_root_cause(spark, tmp_path, capsys, monkeypatch):
+    """A real Py4J error: Spark says only "An error occurred while calling oNN.parquet."; the cause
+    that tells a user what to fix is at the end of the Java exception chain."""
+    from ecom_lakehouse import cli
+
+    monkeypatch.delenv("ECOM_DEBUG", raising=False)
+    monkeypatch.setattr(cli, "run_stage", lambda *_: spark.range(1).write.parquet("/proc/ecom/unwritable"))
+    capsys.readouterr()
+    assert main(["gold", "--lakehouse", str(tmp_path / "lh")]) == 1
+    line = _one_error_line(capsys)
+    assert "java.io.IOException: Mkdirs failed to create file:/proc/ecom/unwritable" in line, line
+    assert "An error occurred while calling" not in line and "Traceback" not in line

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -135,7 +136,7 @@ def _add_emr_commands(sub) -> None:
         emr.add_argument(f"--{name}", help=f"S3 bucket name (Terraform output {name.replace('-', '_')})")
     emr.add_argument("--log-uri", help="EMR log URI, s3://<logs>/emr/ (Terraform output log_uri)")
     ops = emr.add_subparsers(dest="operation", required=True, metavar="operation")
-    house = ops.add_parser("build-wheelhouse", help="download the wheels the cluster's Python needs (no AWS calls); "
+    house = ops.add_parser("build-wheelhouse", help="the wheels the cluster's Python needs, downloaded once per requirements file into ~/.cache/ecom_lakehouse (no AWS calls); "
                                                      "Terraform uploads this folder for the bootstrap")
     house.add_argument("--out", default="dist/wheelhouse", help="folder to fill (default %(default)s)")
     wheel_help = "an already built wheel (default: build one into dist/)"
@@ -196,7 +197,8 @@ def _emr(args) -> int:
 
     try:
         if args.operation == "build-wheelhouse":
-            print(f"wheelhouse for {ops.cluster_spec()['python']}: {ops.build_wheelhouse(args.out)}")
+            out = shutil.copytree(ops.cached_wheelhouse(), args.out, dirs_exist_ok=True)
+            print(f"wheelhouse for {ops.cluster_spec()['python']}: {out}")
             return 0
         target = _emr_target(args)
         session = boto3.session.Session(region_name=args.region)
@@ -361,13 +363,13 @@ def run_stage(stage: str, spark, lake: Lakehouse, args) -> object:
 def _report(spark, lake: Lakehouse):
     import tempfile
 
-    from ecom_lakehouse import report
+    from ecom_lakehouse import files, report
 
     if lake.env == "local":
         return report.write_report(spark, lake, lake.reports_path())
     local = Path(tempfile.mkdtemp(prefix="ecom-report-"))
     report.write_report(spark, lake, str(local), echo=lambda *_: None)
-    report.publish(spark, local, lake.reports_path())
+    files.upload_folder(spark, local, lake.reports_path())
     print(f"  report: {lake.reports_path()}/report.html")
     return lake.reports_path()
 
@@ -406,6 +408,36 @@ def _one_line(err: BaseException) -> str:
     return text.splitlines()[0].strip()
 
 
+# What to do about the root causes a cluster's users meet most, by words in the cause.
+ROOT_CAUSE_HINTS = (
+    (("AccessDenied", "Access Denied", "403"), "the cluster's role may not do this on that path: check its S3 policy"),
+    (("KMS", "kms:"), "the cluster's role may not use the bucket's KMS key: check the key policy and the role's kms: actions"),
+    (("FileNotFoundException", "NoSuchKey", "NoSuchBucket", "does not exist"), "the path does not exist: check the --raw/--lakehouse URI"),
+)
+
+
+def _java_root_cause(err: BaseException) -> str | None:
+    """The last cause of a JVM error's chain, `java.Class: message` (first line); None for a Python error
+    or a JVM that is gone. Py4J's own line ("An error occurred while calling o58.save.") names no cause."""
+    java = getattr(err, "java_exception", None) or getattr(err, "_origin", None)  # Py4JJavaError, or pyspark's converted one
+    try:
+        while java is not None and java.getCause() is not None:
+            java = java.getCause()
+        return str(java.toString()).strip().splitlines()[0] if java is not None else None
+    except Exception:  # noqa: BLE001 - the JVM died with the error: the Python line is all there is
+        return None
+
+
+def _error_line(err: BaseException) -> str:
+    """One line for an unexpected error: the JVM's root cause when there is one, and what to do about it."""
+    root, first = _java_root_cause(err), _one_line(err)
+    if root is None:
+        return f"{type(err).__name__}: {first}"
+    line = root if root in first or first.startswith("An error occurred while calling") else f"{first}: caused by {root}"
+    hint = next((h for words, h in ROOT_CAUSE_HINTS if any(w in root for w in words)), None)
+    return f"{line} ({hint})" if hint else line
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -422,8 +454,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # noqa: BLE001 - the last resort: one line, never a traceback
         if os.environ.get("ECOM_DEBUG"):
             raise
-        print(f"ecom-lakehouse: error: {type(err).__name__}: {_one_line(err)} "
-              f"(set ECOM_DEBUG=1 for the traceback)", file=sys.stderr)
+        print(f"ecom-lakehouse: error: {_error_line(err)} (set ECOM_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
 
 
