@@ -229,6 +229,8 @@ resource "aws_s3_object" "bootstrap" {
   source      = "${local.ops_dir}/emr_bootstrap.sh"
   source_hash = filemd5("${local.ops_dir}/emr_bootstrap.sh")
   kms_key_id  = aws_kms_key.lake.arn
+  # what emr_ops.upload_if_changed writes and checks: `emr submit` then finds the object current
+  metadata = { sha256 = filesha256("${local.ops_dir}/emr_bootstrap.sh") }
 }
 
 # The wheelhouse `make wheelhouse` (ecom-lakehouse emr build-wheelhouse) downloads: every wheel the
@@ -240,4 +242,5 @@ resource "aws_s3_object" "wheelhouse" {
   source      = "${var.wheelhouse_dir}/${each.value}"
   source_hash = filemd5("${var.wheelhouse_dir}/${each.value}")
   kms_key_id  = aws_kms_key.lake.arn
+  metadata    = { sha256 = filesha256("${var.wheelhouse_dir}/${each.value}") }
 }

@@ -50,6 +50,8 @@ def as_expression(value) -> str:
     """python-hcl2's output back to HCL expression text."""
     if isinstance(value, list):
         return "[" + ", ".join(as_expression(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {as_expression(v)}" for k, v in value.items()) + "}"
     if isinstance(value, str) and value.startswith("${") and value.endswith("}"):
         return value[2:-1]
     return value if isinstance(value, str) else json.dumps(value)

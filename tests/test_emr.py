@@ -1,5 +1,6 @@
 """The boto3 EMR flow against moto: uploads, steps, waiting, failure, transient cluster."""
 import json
+import subprocess
 from pathlib import Path
 
 import boto3
@@ -103,6 +104,44 @@ def test_terraform_computes_the_same_artifact_keys():
     ops_dir = {"local.ops_dir": f'"{ROOT / "src/ecom_lakehouse/ops"}"'}
     for name, key in (("wheelhouse_key", ops.wheelhouse_key()), ("bootstrap_key", ops.bootstrap_key())):
         assert terraform_eval.evaluate(terraform_eval.substitute(locals_[name], ops_dir)) == key, name
+
+
+@pytest.mark.skipif(not terraform_eval.available(), reason="terraform is not installed")
+def test_objects_terraform_uploads_carry_the_metadata_the_cli_checks(aws, tmp_path):
+    """Terraform uploads the bootstrap and the wheelhouse; `emr submit` uploads them too when they are
+    missing or differ. Both must write the same object, or each submit re-uploads it and the next
+    `terraform plan` shows a change."""
+    s3, _ = aws
+    resources = terraform_eval.blocks("resource")["aws_s3_object"]
+    ops_dir = ROOT / "src/ecom_lakehouse/ops"
+    house = _fake_wheelhouse(tmp_path)
+    wheel = house / "numpy-1.26.4-cp311-cp311-manylinux2014_x86_64.whl"
+    for name, local, references in (
+            ("bootstrap", ops_dir / "emr_bootstrap.sh", {"local.ops_dir": f'"{ops_dir}"'}),
+            ("wheelhouse", wheel, {"var.wheelhouse_dir": f'"{house}"', "each.value": f'"{wheel.name}"'})):
+        rendered = terraform_eval.evaluate(terraform_eval.substitute(terraform_eval.as_expression(resources[name]["metadata"]), references))
+        # as Terraform writes it, then as the CLI would: unchanged, so not sent again
+        s3.put_object(Bucket="art-b", Key=f"tf/{name}", Body=local.read_bytes(), Metadata=rendered)
+        assert ops.upload_if_changed(s3, local, "art-b", f"tf/{name}", echo=lambda *_: None) is False, name
+        assert ops.upload_if_changed(s3, local, "art-b", f"cli/{name}", echo=lambda *_: None) is True
+        assert s3.head_object(Bucket="art-b", Key=f"cli/{name}")["Metadata"] == rendered, name
+
+
+def test_the_wheelhouse_is_downloaded_once_per_requirements_file(monkeypatch, tmp_path):
+    downloads = []
+
+    def pip_download(cmd, **_):
+        downloads.append(cmd)
+        out = Path(cmd[cmd.index("-d") + 1])
+        (out / "numpy-1.26.4-cp311-cp311-manylinux2014_x86_64.whl").write_bytes(b"PK numpy")
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(ops.subprocess, "run", pip_download)
+    first = ops.cached_wheelhouse()
+    assert first == ops.cached_wheelhouse() and len(downloads) == 1
+    assert first.parent.name == "wheelhouse" and first.name == ops.wheelhouse_key().split("/")[1]
+    assert sorted(p.name for p in first.iterdir()) == ["numpy-1.26.4-cp311-cp311-manylinux2014_x86_64.whl", "requirements.txt"]
 
 
 def test_steps_are_spark_submits_in_stage_order_carrying_their_build(aws):

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -186,6 +188,25 @@ def build_wheelhouse(out_dir: str) -> Path:
     return out
 
 
+def cached_wheelhouse() -> Path:
+    """The wheelhouse of the current requirements file, downloaded once into the user's cache
+    (`$XDG_CACHE_HOME` or ~/.cache, then ecom_lakehouse/wheelhouse/<requirements hash>): each
+    `emr submit` after the first sends nothing and downloads nothing."""
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ecom_lakehouse" / "wheelhouse"
+    house = root / wheelhouse_key().split("/")[1]
+    if (house / "requirements.txt").exists():  # written last: its presence means the download finished
+        return house
+    root.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(dir=root, prefix=".partial-"))
+    try:
+        build_wheelhouse(str(partial))
+        shutil.rmtree(house, ignore_errors=True)
+        os.replace(partial, house)  # whole, or not there at all
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return house
+
+
 def _last_line(text: str) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return lines[-1] if lines else "no output"
@@ -196,15 +217,14 @@ def deploy_artifacts(s3, target: EmrTarget, wheel: Path, wheelhouse: Path | None
     script, wheelhouse) under content-addressed keys. Unchanged objects are not sent again."""
     bucket = target.artifacts_bucket
     build = build_key(wheel)
-    with tempfile.TemporaryDirectory() as tmp:
-        wheelhouse = wheelhouse or build_wheelhouse(tmp)
-        uploads = [(wheel, build + wheel.name)]
-        uploads += [(f, wheelhouse_key() + f.name) for f in sorted(wheelhouse.iterdir()) if f.is_file()]
-        with resources.as_file(_PACKAGE.joinpath("emr_entry.py")) as entry, \
-                resources.as_file(_PACKAGE.joinpath("emr_bootstrap.sh")) as bootstrap:
-            uploads += [(Path(entry), build + "emr_entry.py"), (Path(bootstrap), bootstrap_key())]
-            for local, key in uploads:
-                upload_if_changed(s3, local, bucket, key, echo)
+    wheelhouse = wheelhouse or cached_wheelhouse()
+    uploads = [(wheel, build + wheel.name)]
+    uploads += [(f, wheelhouse_key() + f.name) for f in sorted(wheelhouse.iterdir()) if f.is_file()]
+    with resources.as_file(_PACKAGE.joinpath("emr_entry.py")) as entry, \
+            resources.as_file(_PACKAGE.joinpath("emr_bootstrap.sh")) as bootstrap:
+        uploads += [(Path(entry), build + "emr_entry.py"), (Path(bootstrap), bootstrap_key())]
+        for local, key in uploads:
+            upload_if_changed(s3, local, bucket, key, echo)
     return Artifacts(wheel_uri=f"s3://{bucket}/{build}{wheel.name}", entry_uri=f"s3://{bucket}/{build}emr_entry.py",
                      wheelhouse_uri=f"s3://{bucket}/{wheelhouse_key()}", bootstrap_uri=f"s3://{bucket}/{bootstrap_key()}")
 
