@@ -31,11 +31,16 @@ def test_maintenance_commits_of_every_kind_leave_the_data_version_where_it_was(s
     spark.sql(f"OPTIMIZE {path}")
     # row tracking on an existing table backfills every file: a ROW TRACKING BACKFILL commit
     spark.sql(f"ALTER TABLE {path} SET TBLPROPERTIES ('delta.enableRowTracking' = 'true')")
-    spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")
+    # RETAIN 0 so that it deletes something; listed in 2 tasks, not Spark's default 10,000 (30 s here)
+    vacuum_conf = {"spark.databricks.delta.retentionDurationCheck.enabled": "false",
+                   "spark.sql.sources.parallelPartitionDiscovery.parallelism": "2"}
+    for key, value in vacuum_conf.items():
+        spark.conf.set(key, value)
     try:
         spark.sql(f"VACUUM {path} RETAIN 0 HOURS")
     finally:
-        spark.conf.unset("spark.databricks.delta.retentionDurationCheck.enabled")
+        for key in vacuum_conf:
+            spark.conf.unset(key)
     operations = [r["operation"] for r in table.delta(spark).history().orderBy("version").collect()]
     assert {"REORG", "OPTIMIZE", "ROW TRACKING BACKFILL", "SET TBLPROPERTIES", "VACUUM END"} <= set(operations), operations
     assert table.version(spark) > built
