@@ -2,6 +2,8 @@
 leakage check on faithful data and the lift on taste data, all at small scale."""
 import math
 import os
+import tempfile
+from pathlib import Path
 
 import pytest
 from pyspark.sql import functions as F
@@ -344,3 +346,48 @@ def test_stability_verdict_fails_when_no_k_is_stable_and_passes_the_chosen_one()
     stable = unstable + [segmentation.KResult(4, 8.0, 0.4, 0.9, None)]
     passed = segmentation.stability_check(stable, segmentation.choose_k(stable), distinct=6)
     assert passed.verdict == "PASS" and passed.statistic == 0.9
+
+
+def test_a_store_on_object_storage_keeps_one_experiment_numbers_versions_and_keeps_every_artifact(
+        spark, tmp_path, mlflow_environment, monkeypatch):
+    """Where the lakehouse is not on this machine's disk (S3 on EMR; a file:// URI plays it here), MLflow
+    runs on a copy of the store on the driver that is published when the run ends. A second run must find
+    the experiment the first made, register version 2, and every artifact URI must still resolve once the
+    driver's copy is gone, as it is when the cluster terminates."""
+    import mlflow
+    import yaml
+    from pyspark.ml import Pipeline
+    from pyspark.ml.clustering import KMeans
+    from pyspark.ml.feature import VectorAssembler
+
+    from ecom_lakehouse.config import Lakehouse
+    from ecom_lakehouse.ml import tracking
+
+    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        os.environ.pop(key, None)
+    driver_tmp = tmp_path / "driver-tmp"
+    driver_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(driver_tmp))
+    lake = Lakehouse(root=(tmp_path / "lake").as_uri())
+    rows = spark.createDataFrame([(1, 1.0), (2, 1.1), (3, 9.0), (4, 9.2)], "user_id long, monetary double")
+    model = Pipeline(stages=[VectorAssembler(inputCols=["monetary"], outputCol="features"),
+                             KMeans(k=2, seed=1)]).fit(rows)
+    for _ in range(2):
+        with tracking.ml_run(spark, lake, "segment") as run:
+            run.log_model(model, "segmentation", rows, ["user_id", "prediction"], champion=True)
+    assert not list(driver_tmp.glob("mlruns-*")), "the driver's copy is left behind"
+
+    store = tmp_path / "lake" / "mlruns"
+    experiments = [yaml.safe_load(m.read_text()) for m in store.glob("*/meta.yaml")]
+    assert [e["name"] for e in experiments if e["name"] == "ecom_lakehouse"] == ["ecom_lakehouse"]
+    client = mlflow.MlflowClient(tracking_uri=store.as_uri(), registry_uri=store.as_uri())
+    versions = client.search_model_versions("name='customer_segmentation'")
+    assert sorted(int(v.version) for v in versions) == [1, 2]
+    assert int(client.get_model_version_by_alias("customer_segmentation", "champion").version) == 2
+    artifacts = (tmp_path / "lake" / "models" / "mlflow").as_uri()
+    runs = client.search_runs([next(e["experiment_id"] for e in experiments if e["name"] == "ecom_lakehouse")])
+    assert len(runs) == 2
+    for uri in [r.info.artifact_uri for r in runs] + [v.source for v in versions]:
+        assert uri.startswith(artifacts), uri
+    for v in versions:
+        assert Path(v.source[len("file://"):], "MLmodel").exists(), v.source

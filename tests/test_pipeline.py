@@ -69,16 +69,21 @@ def test_redelivered_rows_are_merged_latest_wins(spark, pipeline):
     assert users.where(F.col("id") == 1).first()["age"] == 99
 
 
-def test_publish_copies_nested_folders_file_by_file(spark, tmp_path):
-    from ecom_lakehouse.report import publish
+def test_a_folder_goes_to_the_lakehouse_and_back_file_by_file(spark, tmp_path):
+    from ecom_lakehouse.files import download_folder, upload_folder
 
     store = tmp_path / "mlruns"
     (store / "1" / "run" / "params").mkdir(parents=True)
     (store / "1" / "run" / "params" / "k").write_text("5")
     (store / "meta.yaml").write_text("name: x")
-    publish(spark, store, str(tmp_path / "lake" / "mlruns"))
+    upload_folder(spark, store, str(tmp_path / "lake" / "mlruns"))
     assert (tmp_path / "lake/mlruns/1/run/params/k").read_text() == "5"
     assert (tmp_path / "lake/mlruns/meta.yaml").read_text() == "name: x"
+    back = tmp_path / "back"
+    back.mkdir()
+    download_folder(spark, (tmp_path / "lake" / "mlruns").as_uri(), back)
+    assert (back / "1/run/params/k").read_text() == "5" and (back / "meta.yaml").read_text() == "name: x"
+    download_folder(spark, str(tmp_path / "nowhere"), back)  # nothing there: nothing copied, no error
 
 
 def _deliver(spark, table, rows: list[dict], after) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from pyspark.sql import Column, SparkSession
 from pyspark.sql import functions as F
@@ -74,6 +75,47 @@ def hadoop_fs(spark: SparkSession, path: str):
     jvm = spark.sparkContext._jvm
     p = jvm.org.apache.hadoop.fs.Path(folder_path(path))
     return p, p.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+
+
+def _without_checksums(fs):
+    """Hadoop's local file system writes a `.<name>.crc` beside each file it writes, which MLflow's
+    file store would read as one of its own files; its raw file system writes none."""
+    return fs.getRawFileSystem() if fs.getUri().getScheme() == "file" else fs
+
+
+def upload_folder(spark: SparkSession, local_dir: Path, target: str) -> None:
+    """Copy a local folder's files (the report, an MLflow store) to a lakehouse path (S3 or a volume) via
+    Hadoop FS, file by file: what is there already and not in `local_dir` stays, a file of the same
+    name is replaced (FileUtil.copy of a folder onto an existing one would nest it). With FileUtil.copy
+    (a plain create + stream): S3A 3.3.4's copyFromLocalFile fails on /tmp files ("Cannot get relative
+    path for URI"; found by the EMR twin)."""
+    jvm = spark.sparkContext._jvm
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+    local_fs = _without_checksums(jvm.org.apache.hadoop.fs.FileSystem.getLocal(conf))
+    dest, fs = hadoop_fs(spark, target)
+    fs = _without_checksums(fs)
+    for f in sorted(p for p in local_dir.rglob("*") if p.is_file()):
+        jvm.org.apache.hadoop.fs.FileUtil.copy(local_fs, jvm.org.apache.hadoop.fs.Path(str(f.resolve())), fs,
+                                               jvm.org.apache.hadoop.fs.Path(dest, f.relative_to(local_dir).as_posix()),
+                                               False, True, conf)
+
+
+def download_folder(spark: SparkSession, source: str, local_dir: Path) -> None:
+    """Copy a lakehouse folder's files to a local folder, file by file (nothing when it does not exist)."""
+    jvm = spark.sparkContext._jvm
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+    local_fs = _without_checksums(jvm.org.apache.hadoop.fs.FileSystem.getLocal(conf))
+    src, fs = hadoop_fs(spark, source)
+    if not fs.exists(src):
+        return
+    fs = _without_checksums(fs)
+    prefix = fs.makeQualified(src).toString().rstrip("/") + "/"
+    files = fs.listFiles(src, True)  # one flat listing on S3
+    while files.hasNext():
+        path = files.next().getPath()
+        relative = path.toString()[len(prefix):]
+        jvm.org.apache.hadoop.fs.FileUtil.copy(fs, path, local_fs, jvm.org.apache.hadoop.fs.Path(
+            str((local_dir / relative).resolve())), False, True, conf)
 
 
 def exists(spark: SparkSession, path: str) -> bool:

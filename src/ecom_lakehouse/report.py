@@ -151,20 +151,6 @@ def _where(lake: Lakehouse) -> str:
     return f"{lake.catalog}.{lake.schema}" if lake.env == "databricks" else lake.root
 
 
-def publish(spark: SparkSession, local_dir: Path, target: str) -> None:
-    """Copy a local folder (the report, an MLflow store) to a lakehouse path (S3 or a volume) via Hadoop FS.
-    With FileUtil.copy (a plain create + stream): S3A 3.3.4's copyFromLocalFile fails on /tmp files
-    ("Cannot get relative path for URI"; found by the EMR twin)."""
-    jvm = spark.sparkContext._jvm
-    conf = spark.sparkContext._jsc.hadoopConfiguration()
-    dest = jvm.org.apache.hadoop.fs.Path(target)
-    local_fs = jvm.org.apache.hadoop.fs.FileSystem.getLocal(conf)
-    fs = dest.getFileSystem(conf)
-    for f in sorted(local_dir.iterdir()):
-        jvm.org.apache.hadoop.fs.FileUtil.copy(local_fs, jvm.org.apache.hadoop.fs.Path(str(f.resolve())), fs,
-                                               jvm.org.apache.hadoop.fs.Path(f"{target}/{f.name}"), False, True, conf)
-
-
 def write_report(spark: SparkSession, lake: Lakehouse, out_dir: str, echo=print) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

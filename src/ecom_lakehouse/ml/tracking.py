@@ -7,8 +7,12 @@ Where runs and models go, decided here only:
   workspace has no parent folder for one we would make up), models registered in Unity Catalog as
   `<catalog>.<schema>.<model>`.
 * Anywhere else: an embedded file store, no server: `<lakehouse>/mlruns` when the lakehouse is on this
-  machine's disk; on S3 (EMR) a store on the driver's disk that is copied to `<lakehouse>/mlruns`
-  when the run ends.
+  machine's disk. On S3 (EMR) a file store cannot be written in place, so the run works on a copy of
+  `<lakehouse>/mlruns` on the driver's disk, fetched when the run starts (the experiment is found
+  again, model versions go on counting) and published back when it ends; artifacts (the models) go
+  straight to `<lakehouse>/models/mlflow` (boto3 on S3), so every artifact URI still resolves after
+  the cluster is gone. Two runs publishing at the same moment can lose one run's record: EMR runs the
+  ML steps one after the other.
 
 A model gets the alias `champion` only when it passed its checks; a failed one is still logged and
 registered, so it can be inspected, but nothing points to it. A run that publishes no model (its
@@ -18,15 +22,18 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 
+from ecom_lakehouse import files
 from ecom_lakehouse.config import Lakehouse
 
 CHAMPION = "champion"
+EXPERIMENT = "ecom_lakehouse"  # off Databricks
 MODELS = {"segmentation": "customer_segmentation", "als": "product_recommender_als"}
 
 
@@ -34,23 +41,29 @@ def _on_local_disk(path: str) -> bool:
     return "://" not in path and not path.startswith("dbfs:")
 
 
-def _configure(lake: Lakehouse) -> str | None:
-    """Sets tracking and registry URIs and the experiment; returns a local store to publish, or None."""
+def _configure(spark: SparkSession, lake: Lakehouse) -> Path | None:
+    """Sets tracking and registry URIs and the experiment; returns the driver's copy of a store to
+    publish when the run ends, or None."""
     import mlflow
 
+    root, store = lake.root.rstrip("/"), None
     if os.environ.get("MLFLOW_TRACKING_URI"):
-        store = None
+        pass
     elif lake.env == "databricks":
         mlflow.set_tracking_uri("databricks")
         mlflow.set_registry_uri("databricks-uc")
-        store = None
+    elif _on_local_disk(lake.root):
+        mlflow.set_tracking_uri(Path(os.path.abspath(f"{root}/mlruns")).as_uri())
     else:
-        folder = os.path.abspath(f"{lake.root}/mlruns") if _on_local_disk(lake.root) else tempfile.mkdtemp(prefix="mlruns-")
-        mlflow.set_tracking_uri(Path(folder).as_uri())
-        store = None if _on_local_disk(lake.root) else folder
+        store = Path(tempfile.mkdtemp(prefix="mlruns-"))
+        files.download_folder(spark, f"{root}/mlruns", store)
+        mlflow.set_tracking_uri(store.as_uri())
     if os.environ.get("MLFLOW_REGISTRY_URI"):
         mlflow.set_registry_uri(os.environ["MLFLOW_REGISTRY_URI"])
-    mlflow.set_experiment(lake.experiment if lake.env == "databricks" else "ecom_lakehouse")
+    name = lake.experiment if lake.env == "databricks" else EXPERIMENT
+    if store and mlflow.get_experiment_by_name(name) is None:
+        mlflow.create_experiment(name, artifact_location=f"{root}/models/mlflow")
+    mlflow.set_experiment(name)
     return store
 
 
@@ -101,10 +114,11 @@ class Run:
         # On Databricks the model passes through a folder in the volume, not the DBFS root, which standard and
         # serverless compute, and workspaces with the DBFS root disabled, do not offer.
         staging = f"{self.lake.root.rstrip('/')}/tmp/mlflow" if self.lake.env == "databricks" else None
-        info = mlflow.spark.log_model(model, artifact_path=key, signature=signature, registered_model_name=name,
-                                      dfs_tmpdir=staging,
+        info = mlflow.spark.log_model(model, artifact_path=key, signature=signature, dfs_tmpdir=staging,
                                       pip_requirements=["pyspark>=3.5,<3.6"])  # no slow requirement inference
-        version = str(info.registered_model_version)
+        # Registered apart: where the artifact store is not local (S3), the Spark flavour saves straight
+        # to it and its ModelInfo carries no registered version (found by the EMR twin).
+        version = str(mlflow.register_model(info.model_uri, name).version)
         client = mlflow.MlflowClient()
         if champion:
             client.set_registered_model_alias(name, CHAMPION, version)
@@ -136,7 +150,7 @@ def ml_run(spark: SparkSession, lake: Lakehouse, stage: str):
     user_uris = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     store = None
     try:
-        store = _configure(lake)
+        store = _configure(spark, lake)
         with mlflow.start_run(run_name=stage) as active:
             mlflow.set_tags({"stage": stage, "env": lake.env, "lakehouse": lake.root})
             yield Run(lake, active)
@@ -147,5 +161,7 @@ def ml_run(spark: SparkSession, lake: Lakehouse, stage: str):
             else:
                 os.environ[key] = value
         if store:  # a failed run's record matters most: it is published too
-            from ecom_lakehouse.report import publish
-            publish(spark, Path(store), f"{lake.root.rstrip('/')}/mlruns")
+            try:
+                files.upload_folder(spark, store, f"{lake.root.rstrip('/')}/mlruns")
+            finally:
+                shutil.rmtree(store, ignore_errors=True)
