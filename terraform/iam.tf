@@ -156,6 +156,13 @@ data "aws_iam_policy_document" "emr_instance" {
     resources = ["arn:aws:glue:${var.region}:${data.aws_caller_identity.current.account_id}:catalog", "arn:aws:glue:${var.region}:${data.aws_caller_identity.current.account_id}:database/default"]
   }
 
+  # Delta's multi-cluster log store: read and claim commits in its table, never create or scan it.
+  statement {
+    sid       = "DeltaCommitLog"
+    actions   = ["dynamodb:DescribeTable", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"]
+    resources = [aws_dynamodb_table.delta_log.arn]
+  }
+
   # SSE-KMS: a write asks KMS for a data key, a read decrypts it. Nothing on the nodes calls
   # kms:Encrypt or re-encrypts (the EBS and local-disk keys are the service role's).
   statement {

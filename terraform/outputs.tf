@@ -70,3 +70,11 @@ output "gold_database" {
 output "wheelhouse_uri" {
   value = local.wheelhouse_uri
 }
+
+output "delta_log_table" {
+  value = aws_dynamodb_table.delta_log.name
+}
+
+output "region" {
+  value = var.region
+}

@@ -244,3 +244,35 @@ resource "aws_s3_object" "wheelhouse" {
   kms_key_id  = aws_kms_key.lake.arn
   metadata    = { sha256 = filesha256("${var.wheelhouse_dir}/${each.value}") }
 }
+
+# Delta's commit log for S3 written by more than one cluster (the long-running one, a transient one):
+# delta-storage-s3-dynamodb claims each commit here with a conditional put before it writes
+# N.json, so two writers cannot both commit version N. Its key schema and TTL attribute are the ones
+# Delta's S3DynamoDBLogStore uses (tablePath, fileName, expireTime); created here, so the nodes need
+# no dynamodb:CreateTable.
+resource "aws_dynamodb_table" "delta_log" {
+  name         = "${local.name}-delta-log"
+  billing_mode = "PAY_PER_REQUEST"
+  hash_key     = "tablePath"
+  range_key    = "fileName"
+
+  attribute {
+    name = "tablePath"
+    type = "S"
+  }
+  attribute {
+    name = "fileName"
+    type = "S"
+  }
+  ttl {
+    attribute_name = "expireTime"
+    enabled        = true
+  }
+  server_side_encryption {
+    enabled     = true
+    kms_key_arn = aws_kms_key.lake.arn
+  }
+  point_in_time_recovery {
+    enabled = true
+  }
+}

@@ -260,3 +260,20 @@ def test_checkov_reports_no_failed_checks():
     assert failed == [], failed
     skipped = [c for r in reports for c in r.get("results", {}).get("skipped_checks", [])]
     assert all(c.get("suppress_comment") for c in skipped)  # every skip carries its reason
+
+
+def test_the_delta_commit_log_table_has_the_schema_delta_uses_and_the_nodes_only_what_it_calls(tf):
+    """Key schema and TTL attribute of io.delta.storage.S3DynamoDBLogStore (delta-io/delta,
+    storage-s3-dynamodb: ATTR_TABLE_PATH, ATTR_FILE_NAME, ATTR_EXPIRE_TIME); the log store calls
+    describeTable, getItem, putItem (conditional) and query, and createTable only when the table is
+    missing, which Terraform makes sure it is not."""
+    table = _resources(tf, "aws_dynamodb_table")["delta_log"]
+    assert (table["hash_key"], table["range_key"]) == ("tablePath", "fileName")
+    attributes = table["attribute"] if isinstance(table["attribute"], list) else [table["attribute"]]
+    assert {(a["name"], a["type"]) for a in attributes} == {("tablePath", "S"), ("fileName", "S")}
+    assert _text(table["ttl"]).count("expireTime") == 1 and "aws_kms_key.lake.arn" in _text(table["server_side_encryption"])
+    statement = _policy(tf, "emr_instance")["DeltaCommitLog"]
+    assert set(statement["actions"]) == {"dynamodb:DescribeTable", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"}
+    assert statement["resources"] == ["${aws_dynamodb_table.delta_log.arn}"]
+    outputs = {k for o in tf["output"] for k in o}
+    assert {"delta_log_table", "region"} <= outputs
