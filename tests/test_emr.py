@@ -35,7 +35,8 @@ TARGET = ops.EmrTarget(raw_bucket="raw-b", lake_bucket="lake-b", artifacts_bucke
                        service_role="svc-role", instance_profile="inst-profile", subnet_id="subnet-1",
                        security_configuration="sec-conf", primary_security_group="sg-primary",
                        core_security_group="sg-core", service_access_security_group="sg-service",
-                       silver_database="silver_db", gold_database="gold_db")
+                       silver_database="silver_db", gold_database="gold_db", delta_log_table="lake-delta-log",
+                       region="eu-west-1")
 
 
 def _cluster(emr):
@@ -158,8 +159,20 @@ def test_steps_are_spark_submits_in_stage_order_carrying_their_build(aws):
             "spark-submit", "--deploy-mode", "cluster",
             "--conf", "spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension",
             "--conf", "spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog",
+            # Delta's multi-cluster log store: a commit is claimed in DynamoDB first, so two clusters
+            # writing one table cannot both write version N (S3 alone would keep the last one)
+            "--conf", "spark.delta.logStore.s3.impl=io.delta.storage.S3DynamoDBLogStore",
+            "--conf", "spark.io.delta.storage.S3DynamoDBLogStore.ddb.tableName=lake-delta-log",
+            "--conf", "spark.io.delta.storage.S3DynamoDBLogStore.ddb.region=eu-west-1",
             "--py-files", ARTIFACTS.wheel_uri, ARTIFACTS.entry_uri, stage, "--env", "emr", "--raw", "s3://raw-b",
             "--lakehouse", "s3://lake-b", "--schema", "silver_db", "--gold-schema", "gold_db"]
+
+
+def test_steps_without_the_commit_log_table_are_refused():
+    import dataclasses
+
+    with pytest.raises(ops.OperationFailed, match="delta_log_table"):
+        ops.stage_arguments(dataclasses.replace(TARGET, delta_log_table=None), ARTIFACTS, "bronze")
 
 
 def test_submit_to_a_terminated_cluster_says_what_to_do(aws):
@@ -191,7 +204,7 @@ def test_a_failed_step_names_its_reason_and_both_log_locations(aws):
     message = str(failure.value)
     assert "ecom_lakehouse silver" in message and "FAILED" in message
     assert f"s3://logs-b/emr/{cluster_id}/steps/{step_ids[1]}/stderr.gz" in message
-    assert f"s3://logs-b/emr/{cluster_id}/containers/" in message
+    assert f"stdout.gz of the first container of the step's application under s3://logs-b/emr/{cluster_id}/containers/" in message
 
 
 def test_failure_details_are_reported_when_emr_gives_them():

@@ -20,7 +20,10 @@ EMRFS, makes the S3 calls (and deletes one key at a time: moto checks a bulk del
 bucket, S3 against each key); the Glue catalog is a Derby metastore (spark-hive-site's Glue factory
 exists only on EMR), so the Glue IAM statements are not exercised; moto checks identity policies on
 S3 actions and resources, but not policy conditions, bucket-policy allows or KMS (FACTS.md), so this
-proves the policy is sufficient and that writes elsewhere are denied, not the encryption path.
+proves the policy is sufficient and that writes elsewhere are denied, not the encryption path; boto3
+in a step (MLflow's artifact store) takes the instance role's credentials from the environment, not
+from the instance metadata service; Delta's DynamoDB log store is left out of the steps (`twin_step`:
+its jar is not served here), so they commit with Delta's default S3 log store.
 """
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ from pathlib import Path
 import boto3
 import pyspark
 import pytest
+import yaml
 from botocore.exceptions import ClientError
 
 from tests import terraform_eval
@@ -113,7 +117,8 @@ def instance_policy() -> dict:
         "local.lake_prefixes": terraform_eval.as_expression(locals_["lake_prefixes"]),
         "local.catalog_databases": "{" + ", ".join(f'{k} = "{v}"' for k, v in DATABASES.items()) + "}",
         "var.region": f'"{REGION}"', "data.aws_caller_identity.current.account_id": f'"{ACCOUNT}"',
-        "aws_kms_key.lake.arn": f'"arn:aws:kms:{REGION}:{ACCOUNT}:key/twin"'})
+        "aws_kms_key.lake.arn": f'"arn:aws:kms:{REGION}:{ACCOUNT}:key/twin"',
+        "aws_dynamodb_table.delta_log.arn": f'"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/twin-delta-log"'})
 
 
 def spark_properties(endpoint: str, key: str, secret: str, work: Path) -> dict[str, str]:
@@ -155,6 +160,22 @@ def node_environment(node_python: Path) -> dict[str, str]:
     return env
 
 
+def twin_step(args: list[str], target) -> list[str]:
+    """A step's spark-submit arguments after `spark-submit --deploy-mode cluster`, less Delta's DynamoDB
+    log store: its jar (io.delta:delta-storage-s3-dynamodb), on EMR 7's class path, is not served by the
+    package registry this machine reaches, so the twin's steps commit with Delta's default S3 log store."""
+    assert args[:3] == ["spark-submit", "--deploy-mode", "cluster"]
+    log_store, out, rest = set(ops.log_store_conf(target)), [], iter(args[3:])
+    for arg in rest:
+        value = next(rest) if arg == "--conf" else None
+        if value in log_store:
+            log_store.discard(value)
+        else:
+            out += [arg] if value is None else [arg, value]
+    assert not log_store, f"the step lacks the log store settings {log_store}"
+    return out
+
+
 def delta_row_count(s3, bucket: str, table_prefix: str) -> int:
     """Rows of a Delta table's current version, replayed from its JSON log (numRecords of live files)."""
     live: dict[str, int] = {}
@@ -187,15 +208,14 @@ def emr_run(s3_endpoint, tmp_path_factory):
 
     target = ops.EmrTarget(raw_bucket=BUCKETS["raw"], lake_bucket=BUCKETS["lake"], artifacts_bucket=BUCKETS["artifacts"],
                            log_uri=f"s3://{BUCKETS['logs']}/emr/", silver_database=DATABASES["silver"],
-                           gold_database=DATABASES["gold"])
+                           gold_database=DATABASES["gold"], delta_log_table="twin-delta-log", region=REGION)
     raw = work / "raw"
     # Seed 11, as the Databricks twin: its buyers give a stable segmentation, so a model is written
     # to S3 (with seed 7 no k is stable and one segment is published without a model).
     generated = generate(str(raw), GeneratorOptions(scale=0.004, seed=11))
     ops.upload_raw(deployer_s3, target, str(raw), echo=lambda *_: None)
     wheel = ops.build_wheel(str(ROOT), str(work / "dist"))
-    artifacts = ops.deploy_artifacts(deployer_s3, target, wheel, ops.build_wheelhouse(str(work / "wheelhouse")),
-                                     echo=lambda *_: None)
+    artifacts = ops.deploy_artifacts(deployer_s3, target, wheel, echo=lambda *_: None)  # the cached wheelhouse, as `submit`
 
     # From here on moto checks every request's signature and identity policy.
     urllib.request.urlopen(urllib.request.Request(f"{s3_endpoint}/moto-api/reset-auth", data=b"0", method="POST",
@@ -227,6 +247,9 @@ def emr_run(s3_endpoint, tmp_path_factory):
     timings = {"bootstrap": time.time() - started}
     print(f"[emr twin] bootstrap: {timings['bootstrap']:.0f}s", flush=True)
 
+    # What boto3 on a node (MLflow's S3 artifact store) finds: the instance profile's credentials, from
+    # the instance metadata service on EMR, from the environment here; S3 is the twin's endpoint.
+    env = {**env, **aws_env}
     properties = work / "spark-defaults.conf"
     properties.write_text("".join(f"{k} {v}\n" for k, v in spark_properties(s3_endpoint, *creds, work).items()))
     submit = [str(SPARK_HOME / "bin" / "spark-submit"), "--properties-file", str(properties)]
@@ -241,15 +264,15 @@ def emr_run(s3_endpoint, tmp_path_factory):
     outputs = {}
     for stage in ops.STAGES:
         args = ops.stage_arguments(target, artifacts, stage)
-        assert args[:3] == ["spark-submit", "--deploy-mode", "cluster"]
         started = time.time()
-        done = subprocess.run([*submit, *args[3:]], env=env, cwd=work, capture_output=True, text=True)
+        done = subprocess.run([*submit, *twin_step(args, target)], env=env, cwd=work, capture_output=True, text=True)
         timings[stage] = time.time() - started
         print(f"[emr twin] {stage}: {timings[stage]:.0f}s", flush=True)
         assert done.returncode == 0, f"step {stage} failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
         outputs[stage] = done.stdout
     print("EMR twin timings (s):", {k: round(v, 1) for k, v in timings.items()})
-    return {"s3": instance_s3, "generated": generated, "outputs": outputs, "submit": submit, "env": env, "work": work}
+    return {"s3": instance_s3, "generated": generated, "outputs": outputs, "submit": submit, "env": env, "work": work,
+            "target": target, "artifacts": artifacts}
 
 
 def test_every_step_runs_on_s3_under_the_instance_role_and_leaves_the_lake_complete(emr_run):
@@ -270,6 +293,16 @@ def test_every_step_runs_on_s3_under_the_instance_role_and_leaves_the_lake_compl
     assert "reports/report.html" in keys
     for prefix in ("checkpoints/bronze/orders/", "models/segmentation/", "mlruns/"):
         assert any(k.startswith(prefix) for k in keys), prefix
+    # The MLflow store on S3: every artifact its runs and model versions point to is on S3, not on the
+    # driver's disk, which is gone with the cluster.
+    metas = [yaml.safe_load(s3.get_object(Bucket=lake, Key=k)["Body"].read()) for k in keys
+             if k.startswith("mlruns/") and k.endswith("meta.yaml")]
+    uris = [m["artifact_uri"] for m in metas if "artifact_uri" in m] + [m["source"] for m in metas if "source" in m]
+    assert len(uris) >= 3, metas  # two runs, one registered segmentation model at least
+    for uri in uris:
+        assert uri.startswith(f"s3://{lake}/models/mlflow/"), uri
+    for source in (m["source"] for m in metas if "source" in m):
+        assert f"{source[len(f's3://{lake}/'):]}/MLmodel" in keys, source
     allowed = set(terraform_eval.evaluate(terraform_eval.as_expression(terraform_eval.blocks("locals")["lake_prefixes"])))
     assert {k.split("/")[0] for k in keys} <= allowed
     assert "tables compacted" in emr_run["outputs"]["maintain"]
@@ -298,3 +331,24 @@ def test_the_instance_role_cannot_write_outside_the_lake_prefixes(emr_run):
         assert denied.value.response["Error"]["Code"] == "AccessDenied", (bucket, key)
     s3.put_object(Bucket=BUCKETS["lake"], Key="reports/probe.txt", Body=b"x")  # the same client may write the lake
     s3.delete_object(Bucket=BUCKETS["lake"], Key="reports/probe.txt")
+
+
+def test_a_denied_s3_write_fails_the_step_in_one_line_naming_the_cause(emr_run):
+    """What a user sees when the role may not write where a step writes: Spark's own line ("An error
+    occurred while calling oNN...") names no cause; the one line must carry S3's AccessDenied from the
+    end of the Java exception chain. The step as submitted, with a lake the instance role cannot write
+    (the artifacts bucket), and without ECOM_DEBUG, as on a cluster."""
+    import dataclasses
+
+    elsewhere = dataclasses.replace(emr_run["target"], lake_bucket=BUCKETS["artifacts"])
+    args = ops.stage_arguments(elsewhere, emr_run["artifacts"], "bronze")
+    env = {k: v for k, v in emr_run["env"].items() if k != "ECOM_DEBUG"}
+    # spark-submit's Python runner merges the driver's stderr into its stdout: the step log a user opens
+    done = subprocess.run([*emr_run["submit"], *twin_step(args, elsewhere)], env=env, cwd=emr_run["work"],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert done.returncode != 0
+    marker = "ecom-lakehouse: error:"  # the JVM's log lines share the pipe: a line may start mid-way
+    ours = [line[line.index(marker):] for line in done.stdout.splitlines() if marker in line]
+    assert len(ours) == 1 and "Traceback" not in done.stdout, done.stdout[-3000:]
+    assert "AccessDenied" in ours[0] and "check its S3 policy" in ours[0], ours[0]
+    assert "An error occurred while calling" not in ours[0]

@@ -65,6 +65,8 @@ class EmrTarget:
     service_access_security_group: str | None = None
     silver_database: str | None = None  # Glue Data Catalog databases the tables are registered in
     gold_database: str | None = None
+    delta_log_table: str | None = None  # DynamoDB table of Delta's multi-cluster S3 log store
+    region: str | None = None
 
 
 @dataclass(frozen=True)
@@ -237,10 +239,22 @@ def upload_raw(s3, target: EmrTarget, source_dir: str, echo=print) -> None:
         upload_if_changed(s3, local, target.raw_bucket, f"{table}.csv", echo)
 
 
+def log_store_conf(target: EmrTarget) -> tuple[str, ...]:
+    """Delta's multi-cluster S3 log store (delta-storage-s3-dynamodb, on EMR 7's class path): each commit
+    is first claimed in DynamoDB with a conditional write, so two clusters (the long-running one and a
+    transient one) writing the same table cannot both write version N; S3 alone keeps the last PUT."""
+    prefix = "spark.io.delta.storage.S3DynamoDBLogStore"
+    return ("spark.delta.logStore.s3.impl=io.delta.storage.S3DynamoDBLogStore",
+            f"{prefix}.ddb.tableName={target.delta_log_table}", f"{prefix}.ddb.region={target.region}")
+
+
 def stage_arguments(target: EmrTarget, artifacts: Artifacts, stage: str) -> list[str]:
     """The spark-submit command of one step: the build travels with it (--py-files)."""
+    if not (target.delta_log_table and target.region):
+        raise OperationFailed("no DynamoDB table for Delta's commit log: give --terraform-dir (Terraform outputs "
+                              "delta_log_table and region); without it two clusters writing one table can lose a commit")
     args = ["spark-submit", "--deploy-mode", "cluster"]
-    for conf in DELTA_CONF:
+    for conf in (*DELTA_CONF, *log_store_conf(target)):
         args += ["--conf", conf]
     args += ["--py-files", artifacts.wheel_uri, artifacts.entry_uri, stage, "--env", "emr",
              "--raw", f"s3://{target.raw_bucket}", "--lakehouse", f"s3://{target.lake_bucket}"]
@@ -278,15 +292,17 @@ def step_log_uri(target: EmrTarget, cluster_id: str, step_id: str) -> str:
 
 
 def failure_report(target: EmrTarget, cluster_id: str, step: dict) -> str:
-    """What failed and where its traceback is. In cluster deploy mode the driver runs in a YARN
-    container: the Python traceback is in that container's stderr, not in the step's."""
+    """What failed and where its one-line error (and, with ECOM_DEBUG, its traceback) is. In cluster deploy
+    mode the driver runs in a YARN container, and Spark's PythonRunner merges the Python driver's stderr
+    into its stdout (ProcessBuilder.redirectErrorStream): the line is in that container's stdout, not
+    in the step's log (the EMR twin reads it there)."""
     state = step["Status"]["State"]
     details = step["Status"].get("FailureDetails", {})
     what = " — ".join(x for x in (details.get("Reason"), details.get("Message")) if x)
     logs = details.get("LogFile") or step_log_uri(target, cluster_id, step["Id"])
     containers = f"{target.log_uri.rstrip('/')}/{cluster_id}/containers/"
     return (f"step {step['Name']} ({step['Id']}) {state}{': ' + what if what else ''}; step log: {logs}; "
-            f"driver traceback: stderr.gz of the first container of the step's application under {containers}")
+            f"the driver's error: stdout.gz of the first container of the step's application under {containers}")
 
 
 def wait_for_steps(emr, cluster_id: str, step_ids: list[str], target: EmrTarget, waiter_config=None,
