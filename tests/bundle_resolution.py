@@ -184,7 +184,12 @@ def resolve(target: str, user: str, overrides: dict | None = None, root: Path = 
     for volume in resources.get("volumes", {}).values():
         parts = [_until_stable(volume[k], resource) for k in ("catalog_name", "schema_name", "name")]
         volume["volume_path"] = "/Volumes/" + "/".join(parts)
-    config["resources"] = resources = _until_stable(resources, resource)
+    for _ in range(10):  # a reference to a field that is itself a reference (libs/dyn/dynvar resolves chains)
+        resolved = _substitute(resources, resource)
+        if resolved == resources:
+            break
+        resources = resolved
+    config["resources"] = resources
     left = sorted(set(REFERENCE.findall(yaml.safe_dump(resources))))
     if left:
         raise BundleError(f"references the deployment cannot resolve: {left}")

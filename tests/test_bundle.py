@@ -196,6 +196,31 @@ def test_the_experiment_is_a_bundle_resource_in_a_folder_the_workspace_has():
     assert ml_tasks and all("{{job.parameters.experiment}}" in t["python_wheel_task"]["parameters"] for t in ml_tasks)
 
 
+def test_each_ml_task_registers_under_the_model_the_deployment_creates():
+    """Dev mode prefixes registered models' names (resourcemutator/apply_presets.go): a name the task built
+    from the schema would name a model the deployment never created, so each task gets its model's
+    three-part name from the resource as deployed."""
+    for target, user, variables in (("dev", "alice.smith@example.com", DEV_VARS), ("prod", "ci@example.com", PROD_VARS)):
+        config = resolve(target, user, variables)
+        models = {key: f"{m['catalog_name']}.{m['schema_name']}.{m['name']}"
+                  for key, m in config["resources"]["registered_models"].items()}
+        params = job_parameters(config)
+        assert (params["segmentation_model"], params["recommender_model"]) == (models["segmentation"], models["recommender"])
+        prefix = "dev_alice_smith_" if target == "dev" else ""
+        assert models["segmentation"] == f"main.{prefix}ecom_lakehouse.{prefix}customer_segmentation"
+    by_stage = {t["python_wheel_task"]["parameters"][0]: t["python_wheel_task"]["parameters"] for _, _, t in _tasks(merged_bundle())}
+    assert by_stage["segment"][-2:] == ["--registered-model", "{{job.parameters.segmentation_model}}"]
+    assert by_stage["recommend"][-2:] == ["--registered-model", "{{job.parameters.recommender_model}}"]
+
+
+def test_an_ml_stage_on_databricks_without_its_model_name_stops_in_one_line(capsys):
+    args = ["segment", "--env", "databricks", "--catalog", "c", "--schema", "s", "--experiment", "/Users/a/e"]
+    assert main(args) == 2
+    assert "needs --registered-model" in capsys.readouterr().err
+    assert main(["gold", "--registered-model", "c.s.m"]) == 2
+    assert "give it to segment or recommend" in capsys.readouterr().err
+
+
 def test_tasks_call_console_scripts_that_exist_and_answer_help(capsys):
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     for _, _, task in _tasks(merged_bundle()):

@@ -86,7 +86,8 @@ def _runtime_env(work: Path) -> dict[str, str]:
         "spark.sql.shuffle.partitions": "2",  # tiny data on 2 cores, as in the local session
         "spark.databricks.delta.snapshotPartitions": "2",
         "spark.ui.enabled": "false",
-        # One JVM serves every task, as a job cluster's driver does (with far more than Spark's default 1 GB).
+        # One JVM serves every task of both jobs, as a job cluster's driver does (with far more than
+        # Spark's default 1 GB).
         "spark.driver.memory": "2g",
     }
     args = ["--master", "local[2]", "--jars", ",".join(jars)]
@@ -185,9 +186,11 @@ class Deployed:
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory, twin_raw, built_wheel):
-    """The workspace with one job cluster, on which each deployment is deployed and run once, when a
-    test first asks for it."""
+def workspace(tmp_path_factory, twin_raw, built_wheel) -> dict[str, Deployed]:
+    """The workspace with one job cluster, on which both deployments are deployed and their jobs run,
+    one after the other: two task processes attached to one JVM by Py4J share its one callback
+    connection to Python, so two streams' foreachBatch at once would call each other's process (a
+    limit of this twin's attachment, not of a Databricks cluster)."""
     if not (RUNTIME / "bin" / "python").exists():
         pytest.skip(f"{RUNTIME} is missing: `make install` builds the Databricks runtime twin environment")
     work = tmp_path_factory.mktemp("dbr-twin")
@@ -195,25 +198,20 @@ def workspace(tmp_path_factory, twin_raw, built_wheel):
     installed = _run([str(RUNTIME / "bin" / "pip"), "install", "-q", "--no-deps", "--force-reinstall", str(built_wheel)],
                      runtime_env, work)
     assert installed.returncode == 0, installed.stderr
-    deployed: dict[str, Deployed] = {}
     with _job_cluster(work, runtime_env) as env:
-        def deployment(target: str) -> Deployed:
-            if target not in deployed:
-                deployed[target] = _run_job(target, work, env, twin_raw)
-            return deployed[target]
-        yield deployment
+        yield {target: _run_job(target, work, env, twin_raw) for target in DEPLOYMENTS}
 
 
 @pytest.fixture(scope="module", params=sorted(DEPLOYMENTS))
 def twin(workspace, request) -> Deployed:
     """Each deployment's run, for what every deployment must leave behind."""
-    return workspace(request.param)
+    return workspace[request.param]
 
 
 @pytest.fixture(scope="module")
 def dev_twin(workspace) -> Deployed:
     """The dev deployment's run, for how tasks behave (reruns, failures, sessions)."""
-    return workspace("dev")
+    return workspace["dev"]
 
 
 def _unknown_principals(config: dict) -> set[str]:
@@ -225,7 +223,8 @@ def _unknown_principals(config: dict) -> set[str]:
 
 def _deploy(config: dict, work: Path, env) -> None:
     """What `bundle deploy` creates from the resolved resources, under the workspace's rules: no grant
-    to an unknown principal, and the experiment created by MLflow, which refuses a missing parent folder."""
+    to an unknown principal, the experiment created by MLflow, which refuses a missing parent folder, and
+    the registered models created in the registry."""
     unknown = _unknown_principals(config)
     assert not unknown, f"Could not find principal(s) {sorted(unknown)}: the deployment fails"
     resources = config["resources"]
@@ -233,6 +232,7 @@ def _deploy(config: dict, work: Path, env) -> None:
         Path(_local(work, volume["volume_path"])).mkdir(parents=True, exist_ok=True)
     schemas = [f"{s['catalog_name']}.{s['name']}" for s in resources["schemas"].values()]
     experiments = [e["name"] for e in resources["experiments"].values()]
+    models = [f"{m['catalog_name']}.{m['schema_name']}.{m['name']}" for m in resources["registered_models"].values()]
     deploy = _run([str(RUNTIME / "bin" / "python"), "-c", textwrap.dedent(f"""
         import mlflow
         from pyspark.sql import SparkSession
@@ -242,6 +242,8 @@ def _deploy(config: dict, work: Path, env) -> None:
         for name in {experiments!r}:
             if mlflow.get_experiment_by_name(name) is None:
                 mlflow.create_experiment(name)
+        for name in {models!r}:  # the registry stand-in: the models exist before any task registers a version
+            mlflow.MlflowClient().create_registered_model(name)
     """)], env, work)
     assert deploy.returncode == 0, deploy.stderr[-2000:]
 
@@ -372,13 +374,15 @@ def test_checkpoints_models_and_report_live_in_the_volume(twin):
 
 def test_published_models_are_registered_under_three_part_names_as_champion(twin):
     """Segmentation is published; ALS only if it beat its best baseline (on faithful data it does
-    not, and then it is neither saved to the volume nor registered)."""
+    not, and then it is neither saved to the volume nor registered). Versions go to the models the
+    deployment created (prefixed in dev), not to names the tasks make up."""
+    registered = {name: "{catalog_name}.{schema_name}.{name}".format(**twin.config["resources"]["registered_models"][key])
+                  for key, name in (("segmentation", "customer_segmentation"), ("recommender", "product_recommender_als"))}
     done = _run([str(RUNTIME / "bin" / "python"), "-c", textwrap.dedent(f"""
         import json, mlflow
         client = mlflow.MlflowClient()
         out = {{}}
-        for name in ("customer_segmentation", "product_recommender_als"):
-            full = "{CATALOG}.{twin.schema('lakehouse')}." + name
+        for name, full in {registered!r}.items():
             versions = client.search_model_versions(f"name='{{full}}'")
             out[name] = [sorted(str(v.version) for v in versions),
                          sorted(client.get_registered_model(full).aliases) if versions else []]

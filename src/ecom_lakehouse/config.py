@@ -128,6 +128,7 @@ class Lakehouse:
     schema: str | None = None
     gold_schema: str | None = None  # Databricks: defaults to <schema>_gold; EMR: the Glue database of gold
     experiment: str | None = None  # Databricks: the MLflow experiment the bundle declares (a workspace path)
+    registered_model: str | None = None  # Databricks: the model the bundle declares for this (one) ML stage
 
     def __post_init__(self):
         if self.env not in ENVIRONMENTS:
@@ -192,7 +193,10 @@ class Lakehouse:
         return self._under_root("checkpoints", layer, name)
 
     def model_name(self, name: str) -> str:
-        """Registered-model name: Unity Catalog's three-part name on Databricks."""
+        """Registered-model name: on Databricks the one the bundle declares and passes (`--registered-model`:
+        the CLI prefixes it in dev, so it cannot be rebuilt here), else Unity Catalog's three-part name."""
+        if self.registered_model:
+            return self.registered_model
         return f"{self.catalog}.{self.schema}.{name}" if self.env == "databricks" else name
 
     def model_path(self, name: str) -> str:
