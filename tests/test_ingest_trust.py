@@ -273,3 +273,27 @@ def test_a_jvm_failure_is_one_line_that_names_its_root_cause(spark, tmp_path, ca
     line = _one_error_line(capsys)
     assert "java.io.IOException: Mkdirs failed to create file:/proc/ecom/unwritable" in line, line
     assert "An error occurred while calling" not in line and "Traceback" not in line
+
+
+def test_a_failure_in_a_streams_python_batch_is_one_line_naming_the_python_error(spark, tmp_path, capsys, monkeypatch):
+    """When Python code the JVM calls back (a stream's foreachBatch, as in bronze) fails, the end of the
+    Java chain holds that Python traceback as text: its last line is the error, not "Traceback (...)"."""
+    from ecom_lakehouse import cli
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.txt").write_text("x\n")
+
+    def failing_batch(*_):
+        raise ValueError("the batch's own error")
+
+    def stream(*_):
+        query = (spark.readStream.text(str(tmp_path / "in")).writeStream.foreachBatch(failing_batch)
+                 .option("checkpointLocation", str(tmp_path / "checkpoint")).trigger(availableNow=True).start())
+        query.awaitTermination()
+
+    monkeypatch.delenv("ECOM_DEBUG", raising=False)
+    monkeypatch.setattr(cli, "run_stage", stream)
+    capsys.readouterr()
+    assert main(["gold", "--lakehouse", str(tmp_path / "lh")]) == 1
+    line = _one_error_line(capsys)
+    assert "ValueError: the batch's own error" in line and "Traceback (most recent call last)" not in line, line

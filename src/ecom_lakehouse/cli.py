@@ -50,6 +50,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--experiment",
                    help="Databricks: the MLflow experiment (a workspace path) that segment and recommend log to; the "
                         "bundle declares it and passes its name (elsewhere runs go to <lakehouse>/mlruns)")
+    p.add_argument("--registered-model",
+                   help="Databricks: the Unity Catalog model (catalog.schema.name) that segment or recommend "
+                        "registers its model under; the bundle declares it and passes its name (default elsewhere: "
+                        "customer_segmentation, product_recommender_als)")
     p.add_argument("--tables", nargs="+", choices=TABLES, default=list(TABLES), metavar="TABLE",
                    help="bronze only: ingest these tables (default: all 7)")
 
@@ -171,7 +175,8 @@ def _emr_target(args):
         primary_security_group=outputs.get("primary_security_group"),
         core_security_group=outputs.get("core_security_group"),
         service_access_security_group=outputs.get("service_access_security_group"),
-        silver_database=outputs.get("silver_database"), gold_database=outputs.get("gold_database"))
+        silver_database=outputs.get("silver_database"), gold_database=outputs.get("gold_database"),
+        delta_log_table=outputs.get("delta_log_table"), region=outputs.get("region"))
 
 
 def _aws_error(err: Exception) -> str:
@@ -272,12 +277,16 @@ ML_STAGES = ("segment", "recommend")
 
 
 def _lake(args) -> Lakehouse:
-    if args.env == "databricks" and not args.experiment and args.command in (*ML_STAGES, "run"):
+    if args.env == "databricks" and args.command in (*ML_STAGES, "run") and not args.experiment:
         raise ConfigError(f"{args.command} --env databricks needs --experiment: the workspace path of the MLflow "
                           "experiment (the bundle's job passes the one it declares)")
-    root = args.lakehouse
-    return Lakehouse(env=args.env, raw=args.raw, root=root, catalog=args.catalog, schema=args.schema,
-                     gold_schema=args.gold_schema, experiment=args.experiment)
+    if args.env == "databricks" and args.command in ML_STAGES and not args.registered_model:
+        raise ConfigError(f"{args.command} --env databricks needs --registered-model: the Unity Catalog model "
+                          "(catalog.schema.name) the bundle declares for it, which the job passes")
+    if args.registered_model and args.command not in ML_STAGES:
+        raise ConfigError("--registered-model names the model of one ML stage: give it to segment or recommend")
+    return Lakehouse(env=args.env, raw=args.raw, root=args.lakehouse, catalog=args.catalog, schema=args.schema,
+                     gold_schema=args.gold_schema, experiment=args.experiment, registered_model=args.registered_model)
 
 
 def _generate(out: str, scale: float, seed: int, taste: bool) -> None:
@@ -423,9 +432,14 @@ def _java_root_cause(err: BaseException) -> str | None:
     try:
         while java is not None and java.getCause() is not None:
             java = java.getCause()
-        return str(java.toString()).strip().splitlines()[0] if java is not None else None
+        if java is None:
+            return None
+        text = str(java.toString()).strip()
     except Exception:  # noqa: BLE001 - the JVM died with the error: the Python line is all there is
         return None
+    if "Traceback (most recent call last)" in text:  # Python code called back from the JVM (a stream's foreachBatch) failed
+        return [line for line in text.splitlines() if line.strip()][-1].strip()
+    return text.splitlines()[0]
 
 
 def _error_line(err: BaseException) -> str:
@@ -433,7 +447,9 @@ def _error_line(err: BaseException) -> str:
     root, first = _java_root_cause(err), _one_line(err)
     if root is None:
         return f"{type(err).__name__}: {first}"
-    line = root if root in first or first.startswith("An error occurred while calling") else f"{first}: caused by {root}"
+    # Py4J's own line names no cause; a failed Python callback's line ends in the first line of its traceback
+    uninformative = first.startswith("An error occurred while calling") or "Traceback (most recent call last)" in first
+    line = root if root in first or uninformative else f"{first}: caused by {root}"
     hint = next((h for words, h in ROOT_CAUSE_HINTS if any(w in root for w in words)), None)
     return f"{line} ({hint})" if hint else line
 
