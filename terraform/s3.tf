@@ -86,40 +86,30 @@ resource "aws_s3_bucket_logging" "this" {
 
 data "aws_iam_policy_document" "tls_only" {
   for_each = local.buckets
-  statement {
-    sid     = "DenyInsecureTransport"
-    effect  = "Deny"
-    actions = ["s3:*"]
-    resources = [
-      aws_s3_bucket.this[each.key].arn,
-      "${aws_s3_bucket.this[each.key].arn}/*",
-    ]
-    principals {
-      type        = "*"
-      identifiers = ["*"]
+  # Any request without TLS, or with TLS below 1.2, is denied to everyone (two statements: the conditions
+  # of one statement must all hold, and either one alone is reason to deny).
+  dynamic "statement" {
+    for_each = {
+      DenyInsecureTransport = { test = "Bool", variable = "aws:SecureTransport", value = "false" }
+      DenyOutdatedTls       = { test = "NumericLessThan", variable = "s3:TlsVersion", value = "1.2" }
     }
-    condition {
-      test     = "Bool"
-      variable = "aws:SecureTransport"
-      values   = ["false"]
-    }
-  }
-  statement {
-    sid     = "DenyOutdatedTls"
-    effect  = "Deny"
-    actions = ["s3:*"]
-    resources = [
-      aws_s3_bucket.this[each.key].arn,
-      "${aws_s3_bucket.this[each.key].arn}/*",
-    ]
-    principals {
-      type        = "*"
-      identifiers = ["*"]
-    }
-    condition {
-      test     = "NumericLessThan"
-      variable = "s3:TlsVersion"
-      values   = ["1.2"]
+    content {
+      sid     = statement.key
+      effect  = "Deny"
+      actions = ["s3:*"]
+      resources = [
+        aws_s3_bucket.this[each.key].arn,
+        "${aws_s3_bucket.this[each.key].arn}/*",
+      ]
+      principals {
+        type        = "*"
+        identifiers = ["*"]
+      }
+      condition {
+        test     = statement.value.test
+        variable = statement.value.variable
+        values   = [statement.value.value]
+      }
     }
   }
   dynamic "statement" {

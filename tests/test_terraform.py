@@ -65,11 +65,15 @@ def test_buckets_are_private_encrypted_versioned_tls_only_with_lifecycle(tf):
     assert "checkpoints/" in s3_text and "expire-logs" in s3_text
 
 
-def _policy_statements(tf, name) -> list[dict]:
+def _policy_document(tf, name) -> dict:
     docs = {}
     for d in tf["data"]:
         docs.update(d.get("aws_iam_policy_document", {}))
-    return docs[name]["statement"]
+    return docs[name]
+
+
+def _policy_statements(tf, name) -> list[dict]:
+    return _policy_document(tf, name)["statement"]
 
 
 def _policy(tf, name):
@@ -108,10 +112,19 @@ def test_service_principals_act_only_for_this_account(tf):
     assert {"aws:SourceAccount", "aws:SourceArn"} <= set(_conditions(logs))
 
 
-def test_buckets_refuse_tls_below_1_2(tf):
-    statements = [st for st in _policy_statements(tf, "tls_only") if st.get("sid") == "DenyOutdatedTls"]
-    [deny] = statements
-    assert deny["effect"] == "Deny" and _conditions(deny)["s3:TlsVersion"] == ("NumericLessThan", ["1.2"])
+@pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform is not installed")
+def test_buckets_refuse_plain_http_and_tls_below_1_2(tf):
+    from tests import terraform_eval
+
+    quoted = terraform_eval.blocks("data")["aws_iam_policy_document"]["tls_only"]  # strings as HCL has them
+    [for_each] = [d['"statement"']["for_each"] for d in quoted["dynamic"] if "DenyOutdatedTls" in _text(d['"statement"'])]
+    rules = terraform_eval.evaluate(terraform_eval.as_expression(for_each))
+    [denials] = [d for d in _policy_document(tf, "tls_only")["dynamic"] if "DenyOutdatedTls" in _text(d["statement"]["for_each"])]
+    assert rules == {"DenyInsecureTransport": {"test": "Bool", "variable": "aws:SecureTransport", "value": "false"},
+                     "DenyOutdatedTls": {"test": "NumericLessThan", "variable": "s3:TlsVersion", "value": "1.2"}}
+    content = denials["statement"]["content"]
+    content = content[0] if isinstance(content, list) else content
+    assert content["effect"] == "Deny" and content["actions"] == ["s3:*"]
 
 
 def test_the_provider_sends_an_empty_task_group_as_empty(tf):
