@@ -26,11 +26,10 @@ from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+import raw_data  # noqa: E402
 from implicit.cpu.als import AlternatingLeastSquares  # noqa: E402
 from pyspark.sql import DataFrame, SparkSession  # noqa: E402
 from scipy.sparse import csr_matrix  # noqa: E402
-
-import raw_data  # noqa: E402
 
 
 class ImplicitRecommender:
@@ -65,8 +64,8 @@ class ImplicitRecommender:
         model, matrix = fitted
         ids = np.array(sorted(r[0] for r in users.select("user_id").distinct().collect()), dtype=np.int64)
         items, scores = model.recommend(ids, matrix[ids], N=K, filter_already_liked_items=True, items=self.catalogue)
-        rows = [(int(u), int(p), rank, float(s)) for u, ps, ss in zip(ids, items, scores)
-                for rank, (p, s) in enumerate(zip(ps, ss), start=1) if p >= 0]
+        rows = [(int(u), int(p), rank, float(s)) for u, ps, ss in zip(ids, items, scores, strict=True)
+                for rank, (p, s) in enumerate(zip(ps, ss, strict=True), start=1) if p >= 0]
         return self.spark.createDataFrame(rows, "user_id long, product_id long, rank int, score double")
 
 

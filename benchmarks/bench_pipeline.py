@@ -8,8 +8,8 @@ the floor's tables read and written again as Delta (what silver reads and writes
 and one ALS fit with their outputs written (what segment and recommend fit and write, without the
 other fits, the evaluation and the checks), at the smallest scale only, where the ratio targets are
 read: after every stage at scale 10, its ALS top 10 for every buyer ran out of the 1 GB heap. Peak
-memory is the highest resident set size seen of the Python driver plus the JVM, sampled every 0.2 s. Each table is delivered as a folder
-(`<raw>/<table>/part-000.csv`), so the incremental run can drop a new file beside it: 1% more
+memory is the highest resident set size seen of the Python driver plus the JVM, sampled every 0.2 s.
+Each table is delivered as a folder (`<raw>/<table>/part-000.csv`), so the incremental run can drop a new file beside it: 1% more
 events (new ids, copies of existing rows otherwise), the table that grows every day in thelook.
 
     python benchmarks/bench_pipeline.py                 # scales 0.1 and 1, then +1% events at 1
@@ -135,7 +135,7 @@ def deliver_more_events(raw: Path, fraction: float) -> int:
     with first.open(newline="") as f, (raw / "events" / "part-001.csv").open("w", newline="") as out:
         reader, writer = csv.reader(f), csv.writer(out, lineterminator="\n")
         writer.writerow(next(reader))
-        for i, row in zip(range(wanted), reader):
+        for i, row in zip(range(wanted), reader, strict=False):
             writer.writerow([str(max_id + 1 + i), *row[1:]])
     return wanted
 
@@ -171,7 +171,7 @@ def measure_scale(scale: float, work: Path, incremental: bool, unchecked: bool, 
 
     def run_stages(inputs: int, prefix: str = "") -> None:
         for name, stage in STAGES:
-            sec, mem, result = timed(lambda: stage(spark, lake, echo=quiet))
+            sec, mem, result = timed(lambda stage=stage: stage(spark, lake, echo=quiet))
             record(prefix + name, sec, inputs, mem)
             # the stages run quietly: keep what the recommender's checks decided at this scale
             for check in getattr(result, "checks", None) or []:

@@ -28,9 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from pyspark.sql import functions as F
-
 import raw_data
+from pyspark.sql import functions as F
 
 STAGES = ("bronze", "silver", "gold")
 PER_RUN_COLUMNS = ("_ingested_at", "_batch_id", "_stream_id")
@@ -52,7 +51,7 @@ def add_bad_rows(raw: Path) -> int:
     next_id = int(last[header.index("id")]) + 1
 
     def variant(offset: int, **values: str) -> list[str]:
-        row = dict(zip(header, last), id=str(next_id + offset), **values)
+        row = dict(zip(header, last, strict=True), id=str(next_id + offset), **values)
         return [row[c] for c in header]
 
     bad = [last[:3],

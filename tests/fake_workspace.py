@@ -50,7 +50,8 @@ class FakeWorkspace:
         url = f"{self.host}/#job/77/run/{query['run_id'][0]}"
         if self.run_polls < 3 or self.never_finish:
             return 200, {"run_id": 500, "run_page_url": url, "state": {"life_cycle_state": "RUNNING"},
-                         "tasks": [{"task_key": t, "run_id": 600 + i, "state": {"life_cycle_state": "RUNNING" if i == 0 else "PENDING"}}
+                         "tasks": [{"task_key": t, "run_id": 600 + i,
+                                    "state": {"life_cycle_state": "RUNNING" if i == 0 else "PENDING"}}
                                    for i, t in enumerate(tasks)]}
         failed = self.fail_task
         task_states = []

@@ -1,5 +1,4 @@
 """Bronze ingestion: real exports, bad input, exactly-once reruns, incremental pickup."""
-import shutil
 
 import pytest
 from pyspark.sql import functions as F

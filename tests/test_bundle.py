@@ -5,11 +5,11 @@ import os
 import re
 import shutil
 import subprocess
-import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
 
 from ecom_lakehouse.cli import STEP_STAGES, main
@@ -78,7 +78,8 @@ def test_targets_dev_and_prod():
 
 # What an admin passes to a deployment: the catalog always; for prod the run-as principal and two groups.
 DEV_VARS = {"catalog": "main", "node_type": "m5d.xlarge"}
-PROD_VARS = {"catalog": "main", "node_type": "m5d.xlarge", "service_principal": "6a1b2c3d-sp", "engineers_group": "lakehouse-engineers",
+PROD_VARS = {"catalog": "main", "node_type": "m5d.xlarge", "service_principal": "6a1b2c3d-sp",
+             "engineers_group": "lakehouse-engineers",
              "analysts_group": "merchandising-analysts"}
 
 
@@ -111,7 +112,8 @@ def test_each_task_path_lies_in_the_volume_the_deployment_creates():
     _storage_of(config)
     _storage_of(resolve("prod", "ci@example.com", PROD_VARS))
     # the check reads what it checks: a path from the unprefixed variable is caught
-    config["resources"]["jobs"]["ecom_lakehouse_pipeline"]["parameters"][3]["default"] = "/Volumes/main/ecom_lakehouse/lakehouse/raw"
+    parameters = config["resources"]["jobs"]["ecom_lakehouse_pipeline"]["parameters"]
+    parameters[3]["default"] = "/Volumes/main/ecom_lakehouse/lakehouse/raw"
     with pytest.raises(AssertionError, match="outside the volume"):
         _storage_of(config)
 
@@ -208,7 +210,8 @@ def test_each_ml_task_registers_under_the_model_the_deployment_creates():
         assert (params["segmentation_model"], params["recommender_model"]) == (models["segmentation"], models["recommender"])
         prefix = "dev_alice_smith_" if target == "dev" else ""
         assert models["segmentation"] == f"main.{prefix}ecom_lakehouse.{prefix}customer_segmentation"
-    by_stage = {t["python_wheel_task"]["parameters"][0]: t["python_wheel_task"]["parameters"] for _, _, t in _tasks(merged_bundle())}
+    by_stage = {t["python_wheel_task"]["parameters"][0]: t["python_wheel_task"]["parameters"]
+                for _, _, t in _tasks(merged_bundle())}
     assert by_stage["segment"][-2:] == ["--registered-model", "{{job.parameters.segmentation_model}}"]
     assert by_stage["recommend"][-2:] == ["--registered-model", "{{job.parameters.recommender_model}}"]
 

@@ -24,7 +24,7 @@ def test_upload_raw_uploads_then_skips_unchanged_files(raw_dir, capsys):
         w = _client(ws)
         assert set(ops.upload_raw(w, str(raw_dir), "/Volumes/main/shop/lake").values()) == {"uploaded"}
         first = {f"/Volumes/main/shop/lake/raw/{ops.delivery_name(t, raw_dir / f'{t}.csv')}" for t in TABLES}
-        assert set(ws.files) == first and all(f"/raw/{t}/{t}-" in p for t, p in zip(TABLES, sorted(first)))
+        assert set(ws.files) == first and all(f"/raw/{t}/{t}-" in p for t, p in zip(TABLES, sorted(first), strict=True))
         users = f"/Volumes/main/shop/lake/raw/{ops.delivery_name('users', raw_dir / 'users.csv')}"
         assert ws.files[users] == (raw_dir / "users.csv").read_bytes()
         (raw_dir / "users.csv").write_text("changed and longer\n")

@@ -56,7 +56,8 @@ RUNTIME = ROOT / ".venv-dbr"
 CATALOG = "spark_catalog"
 # A developer, and prod's service principal (its user name is its application id) with the two groups
 # an admin made for prod (README, "Deploy to Databricks").
-USER, SERVICE_PRINCIPAL, GROUPS = "alice.smith@example.com", "6a1b2c3d-0000-4000-8000-00000000e5a1", ("lakehouse-engineers", "merchandising-analysts")
+USER, SERVICE_PRINCIPAL = "alice.smith@example.com", "6a1b2c3d-0000-4000-8000-00000000e5a1"
+GROUPS = ("lakehouse-engineers", "merchandising-analysts")
 # `databricks bundle deploy -t dev --var catalog=spark_catalog --var node_type=local` by the user, and
 # `databricks bundle deploy -t prod --var ...` by the service principal, from CI.
 DEPLOYMENTS = {
@@ -273,7 +274,7 @@ def _run_tasks(tasks: list[dict], values, env, work, target: str) -> dict[str, s
         with ThreadPoolExecutor(len(ready)) as pool:
             runs = list(pool.map(lambda task: _run(_task_command(task, values), env, work), ready))
         print(f"[databricks twin, {target}] {' + '.join(t['task_key'] for t in ready)}: {time.time() - started:.0f}s", flush=True)
-        for task, done in zip(ready, runs):
+        for task, done in zip(ready, runs, strict=True):
             outputs[task["task_key"]] = done
             assert done.returncode == 0, f"task {task['task_key']} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
         pending = [t for t in pending if t["task_key"] not in outputs]
@@ -387,7 +388,8 @@ def test_published_models_are_registered_under_three_part_names_as_champion(twin
             out[name] = [sorted(str(v.version) for v in versions),
                          sorted(client.get_registered_model(full).aliases) if versions else []]
             # Unity Catalog registers only models with a signature: every logged version has one, with named inputs
-            out[name + ".inputs"] = [[c.get("name") for c in mlflow.models.get_model_info(f"models:/{{full}}/{{v.version}}").signature.inputs.to_dict()]
+            signatures = [mlflow.models.get_model_info(f"models:/{{full}}/{{v.version}}").signature for v in versions]
+            out[name + ".inputs"] = [[c.get("name") for c in signature.inputs.to_dict()] for signature in signatures]
                                      for v in versions]
         experiment = mlflow.get_experiment_by_name({twin.experiment!r})
         [run] = client.search_runs([experiment.experiment_id], "tags.stage = 'recommend'")

@@ -9,8 +9,8 @@ from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
 
 from ecom_lakehouse.ops import emr_ops as ops
-from tests import terraform_eval
 from ecom_lakehouse.schemas import TABLES
+from tests import terraform_eval
 
 REGION = "eu-west-1"
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,7 +49,7 @@ def _set_step_states(cluster_id, states):
     from moto.emr.models import emr_backends
 
     cluster = emr_backends[DEFAULT_ACCOUNT_ID][REGION].clusters[cluster_id]
-    for step, state in zip(cluster.steps, states):
+    for step, state in zip(cluster.steps, states, strict=True):
         step.state = state
 
 
@@ -120,7 +120,8 @@ def test_objects_terraform_uploads_carry_the_metadata_the_cli_checks(aws, tmp_pa
     for name, local, references in (
             ("bootstrap", ops_dir / "emr_bootstrap.sh", {"local.ops_dir": f'"{ops_dir}"'}),
             ("wheelhouse", wheel, {"var.wheelhouse_dir": f'"{house}"', "each.value": f'"{wheel.name}"'})):
-        rendered = terraform_eval.evaluate(terraform_eval.substitute(terraform_eval.as_expression(resources[name]["metadata"]), references))
+        metadata = terraform_eval.as_expression(resources[name]["metadata"])
+        rendered = terraform_eval.evaluate(terraform_eval.substitute(metadata, references))
         # as Terraform writes it, then as the CLI would: unchanged, so not sent again
         s3.put_object(Bucket="art-b", Key=f"tf/{name}", Body=local.read_bytes(), Metadata=rendered)
         assert ops.upload_if_changed(s3, local, "art-b", f"tf/{name}", echo=lambda *_: None) is False, name
@@ -152,7 +153,7 @@ def test_steps_are_spark_submits_in_stage_order_carrying_their_build(aws):
     steps = [emr.describe_step(ClusterId=cluster_id, StepId=s)["Step"] for s in step_ids]
     assert [s["Name"] for s in steps] == [f"ecom_lakehouse {st}" for st in ops.STAGES]
     assert ops.STAGES[-1] == "maintain"
-    for stage, step in zip(ops.STAGES, steps):
+    for stage, step in zip(ops.STAGES, steps, strict=True):
         assert step["ActionOnFailure"] == "CANCEL_AND_WAIT"
         assert step["Config"]["Jar"] == "command-runner.jar"
         assert step["Config"]["Args"] == [

@@ -42,12 +42,12 @@ import pytest
 import yaml
 from botocore.exceptions import ClientError
 
-from tests import terraform_eval
 from ecom_lakehouse import gold
 from ecom_lakehouse.generator import GeneratorOptions, generate
 from ecom_lakehouse.ops import emr_ops as ops
 from ecom_lakehouse.schemas import TABLES
 from ecom_lakehouse.session import _local_delta_jars
+from tests import terraform_eval
 
 ROOT = Path(__file__).resolve().parents[1]
 SPARK_HOME = Path(pyspark.__file__).parent
@@ -154,7 +154,8 @@ def node_environment(node_python: Path) -> dict[str, str]:
     spark_env = next(c for c in ops.emr_configurations() if c["Classification"] == "spark-env")
     exports = next(c for c in spark_env["Configurations"] if c["Classification"] == "export")["Properties"]
     cluster_python = ops.cluster_spec()["python"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PYSPARK", "SPARK", "ECOM_", "MLFLOW_", "VIRTUAL_ENV"))}
+    ours = ("AWS_", "PYSPARK", "SPARK", "ECOM_", "MLFLOW_", "VIRTUAL_ENV")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
     env.update({k: str(node_python) if v == cluster_python else v for k, v in exports.items()})
     env.update({"SPARK_HOME": str(SPARK_HOME), "PYTHONPATH": "", "ECOM_DEBUG": "1"})  # a failing step shows its traceback
     return env
@@ -179,8 +180,8 @@ def twin_step(args: list[str], target) -> list[str]:
 def delta_row_count(s3, bucket: str, table_prefix: str) -> int:
     """Rows of a Delta table's current version, replayed from its JSON log (numRecords of live files)."""
     live: dict[str, int] = {}
-    keys = sorted(o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{table_prefix}/_delta_log/")
-                  for o in page.get("Contents", []))
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{table_prefix}/_delta_log/")
+    keys = sorted(o["Key"] for page in pages for o in page.get("Contents", []))
     assert not any(k.endswith(".checkpoint.parquet") for k in keys), "replay assumes no log checkpoint yet"
     for key in (k for k in keys if k.endswith(".json")):
         for line in s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode().splitlines():

@@ -10,7 +10,7 @@ from pyspark.sql import Row
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from ecom_lakehouse import bronze, files, reconcile, silver
+from ecom_lakehouse import bronze, files, reconcile
 from ecom_lakehouse.cli import entry, main
 from ecom_lakehouse.config import Lakehouse
 from ecom_lakehouse.schemas import raw_names
@@ -40,7 +40,8 @@ def test_every_row_of_awkwardly_named_files_lands(spark, tmp_path):
     [res] = bronze.run(spark, lake, ("orders",))
     assert ids(spark, lake) == sorted(10 * i + k for i in range(len(AWKWARD_NAMES)) for k in (1, 2))
     assert all(c.ok and c.in_file == 2 for c in res.checks) and len(res.checks) == len(AWKWARD_NAMES)
-    stored = {r[0].rsplit("/", 1)[-1] for r in lake.table("bronze", "orders").read(spark).select("_source_file").distinct().collect()}
+    sources = lake.table("bronze", "orders").read(spark).select("_source_file").distinct().collect()
+    stored = {r[0].rsplit("/", 1)[-1] for r in sources}
     assert stored == set(AWKWARD_NAMES)  # decoded, as the files are named
     assert lake.quarantine("bronze").read(spark).count() == 0
 
@@ -135,7 +136,7 @@ def test_silver_reconciliation_fails_on_a_row_missing_from_silver(spark, pipelin
     copy = Lakehouse(raw=lake.raw, root=str(tmp_path / "lake"))
     read_by_the_check = lambda lh: (lh.table("bronze", "distribution_centers"),  # noqa: E731
                                     lh.table("silver", "distribution_centers"), lh.quarantine("silver"))
-    for source, target in zip(read_by_the_check(lake), read_by_the_check(copy)):
+    for source, target in zip(read_by_the_check(lake), read_by_the_check(copy), strict=True):
         shutil.copytree(source.path, target.path)
     assert reconcile.silver_tables(spark, copy, ["distribution_centers"])[0].ok
     copy.table("silver", "distribution_centers").delta(spark).delete("id = 1")  # the fault

@@ -23,7 +23,7 @@ def test_adjusted_rand_index_against_hand_computed_values():
 def test_seed_contingencies_compare_the_first_fit_with_each_other_one(spark):
     # the first fit a=[0,0,0,1,1,1] against b=[0,0,1,1,2,2] and against itself, k=3
     columns = ([0, 0, 0, 1, 1, 1], [0, 0, 1, 1, 2, 2], [0, 0, 0, 1, 1, 1])
-    assigned = spark.createDataFrame(list(zip(*columns)), "s0 int, s1 int, s2 int")
+    assigned = spark.createDataFrame(list(zip(*columns, strict=True)), "s0 int, s1 int, s2 int")
     assert segmentation.seed_contingencies(assigned, 3) == [[[2, 1, 0], [0, 1, 2], [0, 0, 0]],
                                                             [[3, 0, 0], [0, 3, 0], [0, 0, 0]]]
 

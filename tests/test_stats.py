@@ -12,7 +12,7 @@ def test_poisson_binomial_matches_enumeration():
     chances = [p for n, p in groups for _ in range(n)]
     exact = [0.0] * (len(chances) + 1)
     for outcome in itertools.product((0, 1), repeat=len(chances)):
-        exact[sum(outcome)] += math.prod(p if o else 1 - p for o, p in zip(outcome, chances))
+        exact[sum(outcome)] += math.prod(p if o else 1 - p for o, p in zip(outcome, chances, strict=True))
     for x in range(len(chances) + 1):
         assert stats.poisson_binomial_cdf(groups, x) == pytest.approx(sum(exact[:x + 1]))
         assert stats.upper_tail(groups, x) == pytest.approx(sum(exact[x:]))

@@ -57,7 +57,8 @@ def test_buckets_are_private_encrypted_versioned_tls_only_with_lifecycle(tf):
     sse = _text(_resources(tf, "aws_s3_bucket_server_side_encryption_configuration")["this"])
     assert "aws:kms" in sse and "aws_kms_key.lake.arn" in sse
     pab = _resources(tf, "aws_s3_bucket_public_access_block")["this"]
-    assert all(pab[k] is True for k in ("block_public_acls", "block_public_policy", "ignore_public_acls", "restrict_public_buckets"))
+    blocks = ("block_public_acls", "block_public_policy", "ignore_public_acls", "restrict_public_buckets")
+    assert all(pab[k] is True for k in blocks)
     s3_text = (TF / "s3.tf").read_text()
     assert "aws:SecureTransport" in s3_text
     for prefix in ("bronze", "silver", "gold", "models", "checkpoints"):
@@ -107,7 +108,8 @@ def test_service_principals_act_only_for_this_account(tf):
     conditions = _conditions(trust)
     assert conditions["aws:SourceAccount"][0] == "StringEquals"
     test, [arn] = conditions["aws:SourceArn"]
-    assert test == "ArnLike" and arn.startswith("arn:aws:elasticmapreduce:${var.region}:${data.aws_caller_identity.current.account_id}:")
+    account = "${data.aws_caller_identity.current.account_id}"
+    assert test == "ArnLike" and arn.startswith(f"arn:aws:elasticmapreduce:${{var.region}}:{account}:")
     logs = _policy(tf, "kms")["S3AccessLogDelivery"]
     assert {"aws:SourceAccount", "aws:SourceArn"} <= set(_conditions(logs))
 
@@ -223,7 +225,6 @@ def test_imdsv2_is_required_on_every_node(tf):
 
 def test_nodes_run_one_python_that_the_package_accepts(tf):
     import tomllib
-
     from packaging.specifiers import SpecifierSet
 
     ops_dir = TF.parent / "src/ecom_lakehouse/ops"

@@ -128,8 +128,10 @@ def _lines(spark):
 def test_category_performance_counts_only_valid_orders(spark):
     out = gold.category_performance(_lines(spark))
     assertDataFrameEqual(out, [
-        Row(department="Men", category="Jeans", revenue=100.0, cost=40.0, gross_margin=60.0, gross_margin_pct=60.0, units=1, return_rate=0.5),
-        Row(department="Women", category="Dresses", revenue=80.0, cost=60.0, gross_margin=20.0, gross_margin_pct=25.0, units=1, return_rate=0.0),
+        Row(department="Men", category="Jeans", revenue=100.0, cost=40.0, gross_margin=60.0, gross_margin_pct=60.0,
+            units=1, return_rate=0.5),
+        Row(department="Women", category="Dresses", revenue=80.0, cost=60.0, gross_margin=20.0, gross_margin_pct=25.0,
+            units=1, return_rate=0.0),
     ])
 
 
@@ -141,9 +143,11 @@ def test_restock_rule(spark):
         # product 2: 2 sold 80 days ago, 5 on hand -> cover 225 days: no alert
         (2, T(2024, 1, 12)), (2, T(2024, 1, 12)), (2, None), (2, None), (2, None), (2, None), (2, None),
     ], "product_id long, sold_at timestamp")
-    products = spark.createDataFrame([(1, "a", "b", "Men", "Jeans", 1), (2, "c", "d", "Men", "Socks", 1)],
-                                     "id long, name string, brand string, department string, category string, distribution_center_id long")
-    out = gold.inventory_restock_alerts(inv, products, as_of).select("product_id", "units_on_hand", "days_of_cover", "severity", "rank")
+    products = spark.createDataFrame(
+        [(1, "a", "b", "Men", "Jeans", 1), (2, "c", "d", "Men", "Socks", 1)],
+        "id long, name string, brand string, department string, category string, distribution_center_id long")
+    out = (gold.inventory_restock_alerts(inv, products, as_of)
+           .select("product_id", "units_on_hand", "days_of_cover", "severity", "rank"))
     assertDataFrameEqual(out, [Row(product_id=1, units_on_hand=1, days_of_cover=10.0, severity="critical", rank=1)])
 
 

@@ -28,9 +28,22 @@ from pyspark.sql import functions as F
 
 from ecom_lakehouse import files, reconcile
 from ecom_lakehouse.config import Lakehouse
-from ecom_lakehouse.schemas import (BATCH_ID, INGESTED_AT, INGESTED_FILES_SCHEMA, KEYS, QUARANTINE_SCHEMA, RAW_COLUMNS,
-                                    SOURCE_FILE, STREAM_ID, TABLES, accepted_headers, bronze_schema, parse_problem,
-                                    raw_names, raw_string_schema)
+from ecom_lakehouse.schemas import (
+    BATCH_ID,
+    INGESTED_AT,
+    INGESTED_FILES_SCHEMA,
+    KEYS,
+    QUARANTINE_SCHEMA,
+    RAW_COLUMNS,
+    SOURCE_FILE,
+    STREAM_ID,
+    TABLES,
+    accepted_headers,
+    bronze_schema,
+    parse_problem,
+    raw_names,
+    raw_string_schema,
+)
 from ecom_lakehouse.session import raw_files_split_finely, side_by_side
 
 CORRUPT = "_corrupt_record"
@@ -281,7 +294,7 @@ def run(spark: SparkSession, lake: Lakehouse, tables: tuple[str, ...] = TABLES, 
         results = _ingest_side_by_side(spark, lake, sources)
         # The reconciliation reads the raw files again; each table's is three small counting jobs.
         for res, checks in zip(results, side_by_side(
-                lambda r: reconcile.bronze_files(spark, lake, r.table, r.stream_id, r.ingested), results)):
+                lambda r: reconcile.bronze_files(spark, lake, r.table, r.stream_id, r.ingested), results), strict=True):
             res.checks = checks
     for res in results:
         echo(f"  bronze {res.table:<21} files {res.files_seen:>3} ({len(res.ingested)} new)  "

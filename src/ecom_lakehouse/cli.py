@@ -3,8 +3,9 @@
 Every stage is its own command so that Databricks tasks and EMR steps can call them one
 by one; `run` runs them all. Errors the user can fix end with one line on stderr and exit
 code 2; a reconciliation that finds rows missing or doubled exits 1, and so does a model check
-that stops publication (leakage); nothing is written when a file is rejected. Any other failure also ends in one line (the exception's first line) and exit 1;
-set ECOM_DEBUG=1 to see the traceback. `entry` is the console script: it exits with the code, because
+that stops publication (leakage); nothing is written when a file is rejected. Any other failure also
+ends in one line (a JVM failure's root cause, else the exception's first line) and exit 1; set
+ECOM_DEBUG=1 to see the traceback. `entry` is the console script: it exits with the code, because
 a Databricks python_wheel_task ignores a returned one.
 """
 from __future__ import annotations
@@ -140,7 +141,8 @@ def _add_emr_commands(sub) -> None:
         emr.add_argument(f"--{name}", help=f"S3 bucket name (Terraform output {name.replace('-', '_')})")
     emr.add_argument("--log-uri", help="EMR log URI, s3://<logs>/emr/ (Terraform output log_uri)")
     ops = emr.add_subparsers(dest="operation", required=True, metavar="operation")
-    house = ops.add_parser("build-wheelhouse", help="the wheels the cluster's Python needs, downloaded once per requirements file into ~/.cache/ecom_lakehouse (no AWS calls); "
+    house = ops.add_parser("build-wheelhouse", help="the wheels the cluster's Python needs, downloaded once per "
+                                                     "requirements file into ~/.cache/ecom_lakehouse (no AWS calls); "
                                                      "Terraform uploads this folder for the bootstrap")
     house.add_argument("--out", default="dist/wheelhouse", help="folder to fill (default %(default)s)")
     wheel_help = "an already built wheel (default: build one into dist/)"
@@ -421,7 +423,8 @@ def _one_line(err: BaseException) -> str:
 ROOT_CAUSE_HINTS = (
     (("AccessDenied", "Access Denied", "403"), "the cluster's role may not do this on that path: check its S3 policy"),
     (("KMS", "kms:"), "the cluster's role may not use the bucket's KMS key: check the key policy and the role's kms: actions"),
-    (("FileNotFoundException", "NoSuchKey", "NoSuchBucket", "does not exist"), "the path does not exist: check the --raw/--lakehouse URI"),
+    (("FileNotFoundException", "NoSuchKey", "NoSuchBucket", "does not exist"),
+     "the path does not exist: check the --raw/--lakehouse URI"),
 )
 
 

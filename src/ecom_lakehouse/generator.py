@@ -246,7 +246,8 @@ def build_catalogue() -> Catalogue:
         rows.append(pd.DataFrame({
             "department": dept, "category": cat, "retail_price": price, "cost": price * ratio,
             "brand": brand,
-            "name": [f"{b} {a} {cat.split(' ')[0]} - {c} W{k}S" for b, a, c, k in zip(brand, adjective, colour, code)],
+            "name": [f"{b} {a} {cat.split(' ')[0]} - {c} W{k}S"
+                     for b, a, c, k in zip(brand, adjective, colour, code, strict=True)],
         }))
     frame = pd.concat(rows, ignore_index=True)
     frame = frame.iloc[rng.permutation(len(frame))].reset_index(drop=True)
@@ -390,7 +391,7 @@ def _uuid4(rng, n: int) -> np.ndarray:
 
 def _ip_addresses(rng, n: int) -> np.ndarray:
     octets = rng.integers(1, 255, size=(4, n)).tolist()
-    return np.array([f"{a}.{b}.{c}.{d}" for a, b, c, d in zip(*octets)], dtype=object)
+    return np.array([f"{a}.{b}.{c}.{d}" for a, b, c, d in zip(*octets, strict=True)], dtype=object)
 
 
 def generate_chunk(rng, n_users: int, ids: IdCounters, cat: Catalogue, taste: TasteModel | None,
@@ -413,7 +414,8 @@ def generate_chunk(rng, n_users: int, ids: IdCounters, cat: Catalogue, taste: Ta
     tld = np.array(["com", "org", "net"], object)[rng.integers(0, 3, n_users)]
     lat_s, lon_s = np.char.mod("%.10g", lat).astype(object), np.char.mod("%.10g", lon).astype(object)
     unit = np.where(rng.random(n_users) < 0.3,
-                    np.array([" Apt. ", " Suite "], object)[rng.integers(0, 2, n_users)] + rng.integers(1, 999, n_users).astype(str), "")
+                    np.array([" Apt. ", " Suite "], object)[rng.integers(0, 2, n_users)]
+                    + rng.integers(1, 999, n_users).astype(str), "")
     users = pd.DataFrame({
         "id": format_ids(user_ids), "first_name": first, "last_name": last,
         "email": (pd.Series(first).str.lower() + pd.Series(last).str.lower() + "@example." + tld).to_numpy(object),

@@ -27,6 +27,11 @@ def _round(c, digits=2):
     return F.round(c, digits)
 
 
+def _ratio(numerator, denominator):
+    """numerator / denominator, 0.0 where the denominator is 0 (no purchase, no order)."""
+    return F.when(denominator > 0, numerator / denominator).otherwise(0.0)
+
+
 def sales_lines(order_items: DataFrame, products: DataFrame, inventory: DataFrame) -> DataFrame:
     """Order items with product attributes, unit cost and a `valid` (revenue-counting) flag."""
     p = products.select(F.col("id").alias("product_id"), "category", "department", "brand",
@@ -98,8 +103,8 @@ def customer_features(users: DataFrame, lines: DataFrame, as_of) -> DataFrame:
             .fillna(0, ["frequency", "monetary", "category_diversity", "items", "orders_placed", "orders_returned"])
             .withColumn("recency_days", F.datediff(ts, "last_order_at"))
             .withColumn("tenure_days", F.datediff(ts, "signed_up_at"))
-            .withColumn("avg_basket", _round(F.when(F.col("frequency") > 0, F.col("monetary") / F.col("frequency")).otherwise(0.0)))
-            .withColumn("return_rate", _round(F.when(F.col("orders_placed") > 0, F.col("orders_returned") / F.col("orders_placed")).otherwise(0.0), 4))
+            .withColumn("avg_basket", _round(_ratio(F.col("monetary"), F.col("frequency"))))
+            .withColumn("return_rate", _round(_ratio(F.col("orders_returned"), F.col("orders_placed")), 4))
             .withColumn("age_band", band)
             .withColumn("is_buyer", F.col("frequency") > 0)
             .drop("signed_up_at"))
@@ -208,7 +213,7 @@ def run(spark: SparkSession, lake: Lakehouse, echo=print) -> dict[str, int]:
 
     counts = {}
     # The tables side by side: at small scales each is a few short jobs and a commit, leaving cores idle.
-    for name, (rows, seconds) in zip(stale, side_by_side(build, stale)):
+    for name, (rows, seconds) in zip(stale, side_by_side(build, stale), strict=True):
         counts[name] = rows
         echo(f"  gold   {name:<29} rows {rows:>9,}  {seconds:5.1f}s")
     if uses_sales:

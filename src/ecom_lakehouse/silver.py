@@ -21,9 +21,18 @@ from pyspark.sql import functions as F
 
 from ecom_lakehouse import lineage, reconcile
 from ecom_lakehouse.config import Lakehouse
+from ecom_lakehouse.schemas import (
+    BATCH_ID,
+    FLAGS,
+    INGESTED_AT,
+    KEYS,
+    QUARANTINE_SCHEMA,
+    RAW_COLUMNS,
+    SOURCE_FILE,
+    STREAM_ID,
+    parse_value,
+)
 from ecom_lakehouse.session import conf_within
-from ecom_lakehouse.schemas import (BATCH_ID, FLAGS, INGESTED_AT, KEYS, QUARANTINE_SCHEMA, RAW_COLUMNS, SOURCE_FILE, STREAM_ID, TABLES,
-                                    parse_value)
 
 PII_COLUMNS = ("first_name", "last_name", "email", "street_address")
 
@@ -85,7 +94,8 @@ def order_flags(df: DataFrame, with_price: bool = False) -> DataFrame:
     }
     mismatch = F.lit(True)
     for status, (sh, de, re) in expected.items():
-        mismatch = F.when(s == status, ~((shipped == F.lit(sh)) & (delivered == F.lit(de)) & (returned == F.lit(re)))).otherwise(mismatch)
+        expected = (shipped == F.lit(sh)) & (delivered == F.lit(de)) & (returned == F.lit(re))
+        mismatch = F.when(s == status, ~expected).otherwise(mismatch)
     flags = [
         _flag(F.col("shipped_at") < F.col("created_at"), "shipped_before_created"),
         _flag(F.col("delivered_at") < F.col("shipped_at"), "delivered_before_shipped"),

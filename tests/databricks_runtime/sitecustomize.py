@@ -77,11 +77,11 @@ if "PYSPARK_GATEWAY_PORT" in os.environ:
 
     _session_init = session.SparkSession.__init__
 
-    def _own_session(self, sparkContext, jsparkSession=None, options={}):
+    def _own_session(self, sparkContext, jsparkSession=None, options=None):
         if jsparkSession is None:  # PySpark would take the JVM's default session, the driver's
             default = sparkContext._jvm.SparkSession.getDefaultSession()
             if default.isDefined():
                 jsparkSession = default.get().newSession()
-        _session_init(self, sparkContext, jsparkSession, options)
+        _session_init(self, sparkContext, jsparkSession, options or {})
 
     session.SparkSession.__init__ = _own_session

@@ -11,7 +11,6 @@ from pyspark.sql.types import StructType
 from ecom_lakehouse.config import Lakehouse
 from ecom_lakehouse.schemas import VERDICT_SCHEMA
 
-
 WRITE_ATTEMPTS = 3
 CONFLICTS = ("Concurrent", "ProtocolChanged", "already exists", "ALREADY_EXISTS")
 

@@ -31,8 +31,7 @@ from ecom_lakehouse import lineage
 from ecom_lakehouse.config import Lakehouse
 from ecom_lakehouse.gold import INVALID_STATUSES
 from ecom_lakehouse.ml import ModelCheckFailed, checks, save_model, stats, tracking, write_verdicts
-from ecom_lakehouse.ml.baselines import (BASELINES, CHANCE, FALLBACK, K, age_band, popularity_by_gender_age,
-                                         top_k_unbought)
+from ecom_lakehouse.ml.baselines import BASELINES, CHANCE, FALLBACK, K, age_band, popularity_by_gender_age, top_k_unbought
 from ecom_lakehouse.ml.checks import Check
 from ecom_lakehouse.schemas import parse_value
 from ecom_lakehouse.session import side_by_side
@@ -267,7 +266,8 @@ def choose_params(split: EvaluationSplit, grid, fit=fit_als, recommend=als_recom
                  f"{len(grid) - 1} points to be ranked by, using the first, {grid[0]}")
             return grid[0]
         rest = grid[1:]
-    points += [scored(params, metrics) for params, metrics in zip(rest, side_by_side(validation_metrics, rest, AT_ONCE))]
+    rest_metrics = side_by_side(validation_metrics, rest, AT_ONCE)
+    points += [scored(params, metrics) for params, metrics in zip(rest, rest_metrics, strict=True)]
     return max(points, key=lambda point: point[1]["ndcg@10"])[0]  # on a tie, the earliest point
 
 
@@ -306,7 +306,7 @@ def evaluate(events: DataFrame, products: DataFrame, data_mode: str = "faithful"
     cold_users = split.cold.select("user_id", "gender", "age_band").distinct()
     cold = evaluation_frame(popularity_by_gender_age(train, cold_users, products), split.cold)
     *warm_metrics, result.cold = side_by_side(ranking_metrics, [*frames.values(), cold], AT_ONCE)
-    result.metrics = dict(zip(frames, warm_metrics))
+    result.metrics = dict(zip(frames, warm_metrics, strict=True))
     if data_mode == "faithful":
         groups = checks.chance_groups(warm, train, products)
         result.checks.append(checks.leakage_check(groups, int(result.metrics["als"]["hits"])))

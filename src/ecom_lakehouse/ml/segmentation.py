@@ -67,7 +67,7 @@ def adjusted_rand_index(contingency: list[list[int]]) -> float:
     n = sum(sum(r) for r in contingency)
     index = sum(comb2(c) for r in contingency for c in r)
     rows = sum(comb2(sum(r)) for r in contingency)
-    cols = sum(comb2(sum(c)) for c in zip(*contingency))
+    cols = sum(comb2(sum(c)) for c in zip(*contingency, strict=True))
     expected = rows * cols / comb2(n) if n > 1 else 0.0
     maximum = (rows + cols) / 2
     return 1.0 if maximum == expected else (index - expected) / (maximum - expected)
@@ -80,7 +80,7 @@ def seed_contingencies(assigned: DataFrame, k: int) -> list[list[list[int]]]:
     seeds = assigned.columns
     tables = [[[0] * k for _ in range(k)] for _ in seeds[1:]]
     for r in assigned.groupBy(*seeds).count().collect():
-        for table, other in zip(tables, seeds[1:]):
+        for table, other in zip(tables, seeds[1:], strict=True):
             table[r[seeds[0]]][r[other]] += r["count"]
     return tables
 
@@ -167,7 +167,7 @@ def with_names(summary: DataFrame, single: bool) -> DataFrame:
     names = [name(r) for r in rows]
     # two segments can earn the same words: number them so names stay unique
     unique = [f"{n} #{names[:i].count(n) + 1}" if names.count(n) > 1 else n for i, n in enumerate(names)]
-    named = summary.sparkSession.createDataFrame([(r["segment_id"], n) for r, n in zip(rows, unique)],
+    named = summary.sparkSession.createDataFrame([(r["segment_id"], n) for r, n in zip(rows, unique, strict=True)],
                                                  "segment_id int, segment string")
     return summary.join(named, "segment_id").orderBy(F.desc("share_of_revenue"), "segment_id")
 
@@ -272,7 +272,7 @@ def run(spark: SparkSession, lake: Lakehouse, echo=print) -> dict:
         else:
             run.retire("segmentation")
     features.unpersist()
-    echo(f"  segments written; " + (
+    echo("  segments written; " + (
         f"model saved to {lake.model_path('segmentation')} (trained on {source} v{version}) and registered as "
         f"{lake.model_name(tracking.MODELS['segmentation'])} v{model_version}" if chosen else "no model (one segment)")
         + f" (MLflow run {run.info.run_id}) in {time.time() - started:.1f}s")

@@ -7,7 +7,6 @@ or a ~/.databrickscfg profile (--profile); never from this repository.
 from __future__ import annotations
 
 import hashlib
-
 import time
 from pathlib import Path
 
