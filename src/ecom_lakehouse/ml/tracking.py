@@ -4,8 +4,8 @@ Where runs and models go, decided here only:
 * MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI, when set, win (a server of your own, or the Databricks
   twin test's file store).
 * Databricks: the workspace's tracking server, the experiment the bundle declares (`--experiment`: the
-  workspace has no parent folder for one we would make up), models registered in Unity Catalog as
-  `<catalog>.<schema>.<model>`.
+  workspace has no parent folder for one we would make up), models registered in Unity Catalog under
+  the three-part names the bundle declares (`--registered-model`: dev mode prefixes them).
 * Anywhere else: an embedded file store, no server: `<lakehouse>/mlruns` when the lakehouse is on this
   machine's disk. On S3 (EMR) a file store cannot be written in place, so the run works on a copy of
   `<lakehouse>/mlruns` on the driver's disk, fetched when the run starts (the experiment is found
