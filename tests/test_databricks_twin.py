@@ -390,7 +390,6 @@ def test_published_models_are_registered_under_three_part_names_as_champion(twin
             # Unity Catalog registers only models with a signature: every logged version has one, with named inputs
             signatures = [mlflow.models.get_model_info(f"models:/{{full}}/{{v.version}}").signature for v in versions]
             out[name + ".inputs"] = [[c.get("name") for c in signature.inputs.to_dict()] for signature in signatures]
-                                     for v in versions]
         experiment = mlflow.get_experiment_by_name({twin.experiment!r})
         [run] = client.search_runs([experiment.experiment_id], "tags.stage = 'recommend'")
         out["recommend"] = [run.data.params["served"], run.data.tags["check.leakage"]]
