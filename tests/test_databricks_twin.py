@@ -54,8 +54,9 @@ from tests.bundle_resolution import grants, job_parameters, resolve
 ROOT = Path(__file__).resolve().parents[1]
 RUNTIME = ROOT / ".venv-dbr"
 CATALOG = "spark_catalog"
-# A developer, and prod's service principal (its user name is its application id) with the two groups
-# an admin made for prod (README, "Deploy to Databricks").
+# A developer, and prod's service principal with the two groups an admin made for prod (README, "Deploy
+# to Databricks"). A service principal's user name is its application id, a UUID: the CLI tells one
+# from a user by that alone (libs/iamutil/service_principal.go, IsServicePrincipalName).
 USER, SERVICE_PRINCIPAL = "alice.smith@example.com", "6a1b2c3d-0000-4000-8000-00000000e5a1"
 GROUPS = ("lakehouse-engineers", "merchandising-analysts")
 # `databricks bundle deploy -t dev --var catalog=spark_catalog --var node_type=local` by the user, and
