@@ -116,9 +116,9 @@ resource "aws_emr_cluster" "this" {
 # Managed scaling counts core and task nodes only (never the primary). Core nodes stay at
 # core_instance_count: they hold HDFS blocks and leave slowly; extra capacity comes as task nodes.
 resource "aws_emr_instance_group" "task" {
-  name           = "task"
-  cluster_id     = aws_emr_cluster.this.id
-  instance_type  = var.core_instance_type
+  name          = "task"
+  cluster_id    = aws_emr_cluster.this.id
+  instance_type = var.core_instance_type
   # Created empty: providers before 5.65.0 sent 1 for a configured 0 (an instance started, then
   # scaled away: terraform-provider-aws#38837, fixed by #37740); versions.tf requires ~> 5.70.
   instance_count = 0
