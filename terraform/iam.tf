@@ -129,10 +129,11 @@ data "aws_iam_policy_document" "emr_instance" {
     ]])
   }
 
+  # Cluster logs (emr/) and EMR Serverless job logs (serverless/), both written as the role Spark runs as.
   statement {
     sid       = "WriteEmrLogs"
     actions   = ["s3:PutObject", "s3:GetObject"]
-    resources = ["${aws_s3_bucket.this["logs"].arn}/emr/*"]
+    resources = ["${aws_s3_bucket.this["logs"].arn}/emr/*", "${aws_s3_bucket.this["logs"].arn}/serverless/*"]
   }
 
   # Registering silver and gold by location in the project's Glue databases; Spark's Glue client also

@@ -78,3 +78,11 @@ output "delta_log_table" {
 output "region" {
   value = var.region
 }
+
+output "serverless_application_id" {
+  value = aws_emrserverless_application.this.id
+}
+
+output "serverless_job_role_arn" {
+  value = aws_iam_role.serverless_job.arn
+}

@@ -96,3 +96,13 @@ variable "checkpoint_noncurrent_days" {
   type        = number
   default     = 7
 }
+
+variable "serverless_max_vcpu" {
+  description = "EMR Serverless: the most vCPUs the application's workers may hold at once (memory: 4 GB per vCPU); caps the cost of a runaway job"
+  type        = number
+  default     = 16
+  validation {
+    condition     = var.serverless_max_vcpu >= 4
+    error_message = "serverless_max_vcpu must be at least 4: a Spark job needs a driver and one executor of the default size (4 vCPU each is EMR Serverless's default worker)."
+  }
+}

@@ -1,5 +1,7 @@
-"""The boto3 EMR flow against moto: uploads, steps, waiting, failure, transient cluster."""
+"""The boto3 EMR flow against moto: uploads, steps, waiting, failure, transient cluster, serverless job runs."""
+import dataclasses
 import json
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -9,6 +11,7 @@ from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
 
 from ecom_lakehouse.ops import emr_ops as ops
+from ecom_lakehouse.ops import emr_serverless
 from ecom_lakehouse.schemas import TABLES
 from tests import terraform_eval
 
@@ -306,3 +309,116 @@ def test_terraform_validates_release_and_instance_types_as_the_cli_does():
     assert condition("release_label", RELEASES) == list(RELEASES.values())
     for name in ("master_instance_type", "core_instance_type"):
         assert condition(name, INSTANCE_TYPES) == list(INSTANCE_TYPES.values())
+
+
+SERVERLESS = dataclasses.replace(TARGET, serverless_application_id="app-1", kms_key_arn="arn:aws:kms:eu-west-1:1:key/k",
+                                 serverless_job_role=f"arn:aws:iam::{DEFAULT_ACCOUNT_ID}:role/job")
+ARTIFACTS = ops.Artifacts(wheel_uri="s3://art-b/builds/abc/ecom_lakehouse-0.1.0-py3-none-any.whl",
+                          entry_uri="s3://art-b/builds/abc/emr_entry.py", wheelhouse_uri="", bootstrap_uri="")
+
+
+def test_a_serverless_job_run_carries_its_environment_build_delta_and_the_clusters_spark_defaults():
+    request = emr_serverless.job_run_request(SERVERLESS, ARTIFACTS, "s3://art-b/environments/h/env.tar.gz", "run")
+    driver = request["jobDriver"]["sparkSubmit"]
+    assert driver["entryPoint"] == ARTIFACTS.entry_uri  # the same entry script as the cluster's steps
+    assert driver["entryPointArguments"] == ["run", "--env", "emr", "--raw", "s3://raw-b", "--lakehouse", "s3://lake-b",
+                                             "--schema", "silver_db", "--gold-schema", "gold_db"]
+    params = shlex.split(driver["sparkSubmitParameters"])
+    conf = dict(params[i + 1].split("=", 1) for i, p in enumerate(params) if p == "--conf")
+    assert params[-2:] == ["--py-files", ARTIFACTS.wheel_uri]
+    assert conf["spark.archives"] == "s3://art-b/environments/h/env.tar.gz#environment"
+    for key in ("spark.emr-serverless.driverEnv.PYSPARK_DRIVER_PYTHON", "spark.emr-serverless.driverEnv.PYSPARK_PYTHON",
+                "spark.executorEnv.PYSPARK_PYTHON"):
+        assert conf[key] == "./environment/bin/python", key
+    assert conf["spark.delta.logStore.s3.impl"] == "io.delta.storage.S3DynamoDBLogStore"
+    assert {j.rsplit("/", 1)[1] for j in conf["spark.jars"].split(",")} == {
+        "delta-spark.jar", "delta-storage.jar", "delta-storage-s3-dynamodb.jar"}  # the names aws/FACTS.md lists
+    defaults = next(c for c in ops.emr_configurations() if c["Classification"] == "spark-defaults")["Properties"]
+    assert defaults.items() <= conf.items()
+    assert conf["spark.hadoop.hive.metastore.client.factory.class"].endswith("AWSGlueDataCatalogHiveClientFactory")
+    logs = request["configurationOverrides"]["monitoringConfiguration"]["s3MonitoringConfiguration"]
+    assert logs == {"logUri": "s3://logs-b/serverless/", "encryptionKeyArn": SERVERLESS.kms_key_arn}
+
+
+def test_serverless_jobs_need_an_application_a_role_and_the_commit_log_table():
+    for missing in ({"serverless_application_id": None}, {"serverless_job_role": None}, {"delta_log_table": None}):
+        with pytest.raises(ops.OperationFailed, match="--terraform-dir"):
+            emr_serverless.job_run_request(dataclasses.replace(SERVERLESS, **missing), ARTIFACTS, "s3://a/e", "run")
+
+
+@pytest.mark.parametrize("final", ["SUCCESS", "FAILED", "CANCELLED"])
+def test_the_job_run_waiter_ends_on_each_final_state_and_names_the_driver_log(aws, final):
+    from moto.emrserverless.models import emrserverless_backends
+
+    api = boto3.client("emr-serverless", region_name=REGION)
+    app = api.create_application(name="a", releaseLabel="emr-7.12.0", type="SPARK")["applicationId"]
+    target = dataclasses.replace(SERVERLESS, serverless_application_id=app)
+    [job_run_id] = emr_serverless.run_jobs(api, target, ARTIFACTS, "s3://a/e", ["bronze"], wait=False, echo=lambda *_: None)
+    job = emrserverless_backends[DEFAULT_ACCOUNT_ID][REGION].get_job_run(app, job_run_id)
+    job.state, job.state_details = "RUNNING", None
+    with pytest.raises(ops.OperationFailed, match="RUNNING"):  # not finished within the attempts: says so
+        emr_serverless.wait_for_job_run(api, target, job_run_id, FAST)
+    job.state = final
+    if final == "SUCCESS":
+        assert emr_serverless.wait_for_job_run(api, target, job_run_id, FAST)["state"] == "SUCCESS"
+        return
+    job.state_details = "Job failed, please check complete logs in configured logging destination."
+    with pytest.raises(ops.OperationFailed) as failed:
+        emr_serverless.wait_for_job_run(api, target, job_run_id, FAST)
+    assert f"ecom_lakehouse bronze ({job_run_id}) {final}: Job failed" in str(failed.value)
+    assert str(failed.value).endswith(f"s3://logs-b/serverless/applications/{app}/jobs/{job_run_id}/SPARK_DRIVER/stdout.gz")
+
+
+def test_the_environment_archive_is_a_venv_on_the_images_python_holding_the_wheelhouse(tmp_path):
+    """Built from a one-wheel wheelhouse: pip installs it for the cluster's platform into site-packages,
+    bin/python links to /usr/bin/python3.11 (not this machine's interpreter), and two builds are identical."""
+    import tarfile
+    import zipfile
+
+    house = tmp_path / "house"
+    house.mkdir()
+    wheel = house / "tinypkg-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr("tinypkg/__init__.py", "VALUE = 1\n")
+        z.writestr("tinypkg-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: tinypkg\nVersion: 1.0\n")
+        z.writestr("tinypkg-1.0.dist-info/WHEEL",
+                   "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        z.writestr("tinypkg-1.0.dist-info/RECORD", "")
+    (house / "requirements.txt").write_text("tinypkg==1.0\n")
+    first = emr_serverless.build_environment_archive(house, tmp_path / "a" / "env.tar.gz")
+    second = emr_serverless.build_environment_archive(house, tmp_path / "b" / "env.tar.gz")
+    assert first.read_bytes() == second.read_bytes()
+    with tarfile.open(first) as archive:
+        members = {m.name: m for m in archive.getmembers()}
+        assert members["bin/python"].issym() and members["bin/python"].linkname == "/usr/bin/python3.11"
+        assert "lib/python3.11/site-packages/tinypkg/__init__.py" in members
+        assert "home = /usr/bin" in archive.extractfile("pyvenv.cfg").read().decode()
+
+
+def test_the_environment_is_built_once_per_requirements_file(monkeypatch, tmp_path):
+    builds = []
+
+    def build(house, out):
+        builds.append(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(b"archive")
+        return out
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(ops, "cached_wheelhouse", lambda: tmp_path)
+    monkeypatch.setattr(emr_serverless, "build_environment_archive", build)
+    first = emr_serverless.cached_environment_archive()
+    assert first == emr_serverless.cached_environment_archive() and len(builds) == 1
+    assert emr_serverless.environment_key().endswith(f"{first.parent.name}/{first.name}")
+    assert first.parent.name == ops.wheelhouse_key().split("/")[1]  # a new archive exactly when the wheelhouse changes
+
+
+def test_serverless_submit_without_an_application_says_what_to_give_before_uploading_anything(aws, capsys):
+    from ecom_lakehouse.cli import main
+
+    code = main(["emr", "--region", REGION, "--raw-bucket", "raw-b", "--lake-bucket", "lake-b", "--artifacts-bucket",
+                 "art-b", "--log-uri", "s3://logs-b/emr/", "serverless-submit"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1 and "serverless_application_id" in err, err
+    s3, _ = aws
+    assert s3.list_objects_v2(Bucket="art-b").get("KeyCount", 0) == 0

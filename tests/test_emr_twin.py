@@ -27,39 +27,35 @@ its jar is not served here), so they commit with Delta's default S3 log store.
 """
 from __future__ import annotations
 
-import json
 import os
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
-import boto3
-import pyspark
 import pytest
-import yaml
 from botocore.exceptions import ClientError
 
-from ecom_lakehouse import gold
-from ecom_lakehouse.generator import GeneratorOptions, generate
 from ecom_lakehouse.ops import emr_ops as ops
 from ecom_lakehouse.schemas import TABLES
-from ecom_lakehouse.session import _local_delta_jars
 from tests import terraform_eval
+from tests.aws_twin import (
+    BUCKETS,
+    DATABASES,
+    REGION,
+    SPARK_HOME,
+    assert_complete_lake,
+    client,
+    delta_row_count,
+    enforce_iam,
+    lake_world,
+    make_databases,
+    require_jars,
+    serve_moto,
+    spark_properties,
+    without_log_store,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
-SPARK_HOME = Path(pyspark.__file__).parent
-M2 = Path(os.environ.get("M2_REPO", Path.home() / ".m2" / "repository"))
-S3A_JARS = [M2 / "org/apache/hadoop/hadoop-aws/3.3.4/hadoop-aws-3.3.4.jar",
-            M2 / "com/amazonaws/aws-java-sdk-bundle/1.12.262/aws-java-sdk-bundle-1.12.262.jar"]
-BUCKETS = {"raw": "twin-raw", "lake": "twin-lake", "artifacts": "twin-artifacts", "logs": "twin-logs"}
-ACCOUNT, REGION = "123456789012", "us-east-1"
-DATABASES = {"silver": "twin_silver", "gold": "twin_gold"}
-# moto verifies signatures with botocore, which leaves user-agent out; the AWS Java SDK signs it.
-MOTO_SERVER = ("import sys, botocore.auth; botocore.auth.SIGNED_HEADERS_BLACKLIST.clear(); "
-               "from moto.server import main; main(['-H', '127.0.0.1', '-p', sys.argv[1]])")
 AWS_CLI_STANDIN = '''#!{python}
 """`aws s3 cp --recursive [--only-show-errors] s3://bucket/prefix/ DIR`, the one call the bootstrap makes."""
 import sys, pathlib, boto3
@@ -80,73 +76,9 @@ pytestmark = [pytest.mark.twin,
                                  "renders the instance role's policy with `terraform console`")]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def s3_endpoint(tmp_path_factory):
-    port = _free_port()
-    log = (tmp_path_factory.mktemp("moto") / "server.log").open("w")
-    server = subprocess.Popen([sys.executable, "-c", MOTO_SERVER, str(port)], stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            urllib.request.urlopen(f"{url}/moto-api/data.json", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.2)
-    yield url
-    server.terminate()
-    server.wait(timeout=10)
-
-
-def _client(service: str, endpoint: str, key: str = "testing", secret: str = "testing"):
-    return boto3.client(service, endpoint_url=endpoint, region_name=REGION, aws_access_key_id=key,
-                        aws_secret_access_key=secret)
-
-
-def instance_policy() -> dict:
-    """iam.tf's emr_instance policy document, rendered by Terraform for the twin's bucket names."""
-    locals_ = terraform_eval.blocks("locals")
-    arn = {k: f'"arn:aws:s3:::{v}"' for k, v in BUCKETS.items()}
-    return terraform_eval.policy_document("emr_instance", {
-        **{f'aws_s3_bucket.this["{k}"].arn': v for k, v in arn.items()},
-        "local.lake_prefixes": terraform_eval.as_expression(locals_["lake_prefixes"]),
-        "local.catalog_databases": "{" + ", ".join(f'{k} = "{v}"' for k, v in DATABASES.items()) + "}",
-        "var.region": f'"{REGION}"', "data.aws_caller_identity.current.account_id": f'"{ACCOUNT}"',
-        "aws_kms_key.lake.arn": f'"arn:aws:kms:{REGION}:{ACCOUNT}:key/twin"',
-        "aws_dynamodb_table.delta_log.arn": f'"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/twin-delta-log"'})
-
-
-def spark_properties(endpoint: str, key: str, secret: str, work: Path) -> dict[str, str]:
-    """spark-defaults as EMR writes them from emr_configurations.json, plus what only the twin needs."""
-    conf = next(c for c in ops.emr_configurations() if c["Classification"] == "spark-defaults")["Properties"]
-    jars = [*_local_delta_jars(), *map(str, S3A_JARS)]
-    twin = {
-        "spark.master": "local[2]",
-        "spark.driver.extraClassPath": ":".join(jars),  # EMR: /usr/share/aws/delta/lib, EMRFS
-        "spark.hadoop.fs.s3.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
-        "spark.hadoop.fs.s3a.endpoint": endpoint,
-        "spark.hadoop.fs.s3a.endpoint.region": REGION,
-        "spark.hadoop.fs.s3a.path.style.access": "true",
-        "spark.hadoop.fs.s3a.connection.ssl.enabled": "false",
-        "spark.hadoop.fs.s3a.aws.credentials.provider": "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider",
-        # moto checks a multi-object delete against the bucket ARN, real S3 against each key (FACTS.md):
-        # one DELETE per key keeps the check per key, as on S3.
-        "spark.hadoop.fs.s3a.multiobjectdelete.enable": "false",
-        "spark.hadoop.fs.s3a.access.key": key,  # EMR: the instance profile
-        "spark.hadoop.fs.s3a.secret.key": secret,
-        "spark.sql.warehouse.dir": str(work / "warehouse"),  # the Glue catalog's stand-in: Derby
-        "spark.driver.extraJavaOptions": f"-Dderby.system.home={work} -Duser.timezone=UTC",
-        # tiny data on 2 cores, as in the local session: few partitions for shuffles and Delta snapshots
-        "spark.sql.shuffle.partitions": "2",
-        "spark.databricks.delta.snapshotPartitions": "2",
-        "spark.ui.enabled": "false",
-    }
-    return {**conf, **twin}
+    yield from serve_moto(tmp_path_factory.mktemp("moto"))
 
 
 def node_environment(node_python: Path) -> dict[str, str]:
@@ -162,65 +94,18 @@ def node_environment(node_python: Path) -> dict[str, str]:
 
 
 def twin_step(args: list[str], target) -> list[str]:
-    """A step's spark-submit arguments after `spark-submit --deploy-mode cluster`, less Delta's DynamoDB
-    log store: its jar (io.delta:delta-storage-s3-dynamodb), on EMR 7's class path, is not served by the
-    package registry this machine reaches, so the twin's steps commit with Delta's default S3 log store."""
+    """A step's spark-submit arguments after `spark-submit --deploy-mode cluster`, less Delta's DynamoDB log store."""
     assert args[:3] == ["spark-submit", "--deploy-mode", "cluster"]
-    log_store, out, rest = set(ops.log_store_conf(target)), [], iter(args[3:])
-    for arg in rest:
-        value = next(rest) if arg == "--conf" else None
-        if value in log_store:
-            log_store.discard(value)
-        else:
-            out += [arg] if value is None else [arg, value]
-    assert not log_store, f"the step lacks the log store settings {log_store}"
-    return out
-
-
-def delta_row_count(s3, bucket: str, table_prefix: str) -> int:
-    """Rows of a Delta table's current version, replayed from its JSON log (numRecords of live files)."""
-    live: dict[str, int] = {}
-    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{table_prefix}/_delta_log/")
-    keys = sorted(o["Key"] for page in pages for o in page.get("Contents", []))
-    assert not any(k.endswith(".checkpoint.parquet") for k in keys), "replay assumes no log checkpoint yet"
-    for key in (k for k in keys if k.endswith(".json")):
-        for line in s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode().splitlines():
-            action = json.loads(line)
-            if "add" in action:
-                live[action["add"]["path"]] = json.loads(action["add"]["stats"])["numRecords"]
-            elif "remove" in action:
-                live.pop(action["remove"]["path"], None)
-    return sum(live.values())
+    return without_log_store(args[3:], target)
 
 
 @pytest.fixture(scope="module")
 def emr_run(s3_endpoint, tmp_path_factory):
-    missing = [str(j) for j in S3A_JARS if not j.exists()]
-    if missing or not _local_delta_jars():
-        pytest.skip(f"jars missing from ~/.m2 ({missing or 'Delta'}): run `make install`")
+    require_jars()
     work = tmp_path_factory.mktemp("emr-twin")
-    deployer_s3, iam = _client("s3", s3_endpoint), _client("iam", s3_endpoint)
-    for bucket in BUCKETS.values():
-        deployer_s3.create_bucket(Bucket=bucket)
-    iam.create_user(UserName="emr-instance")
-    iam.put_user_policy(UserName="emr-instance", PolicyName="lake-access", PolicyDocument=json.dumps(instance_policy()))
-    key = iam.create_access_key(UserName="emr-instance")["AccessKey"]
-    creds = (key["AccessKeyId"], key["SecretAccessKey"])
-
-    target = ops.EmrTarget(raw_bucket=BUCKETS["raw"], lake_bucket=BUCKETS["lake"], artifacts_bucket=BUCKETS["artifacts"],
-                           log_uri=f"s3://{BUCKETS['logs']}/emr/", silver_database=DATABASES["silver"],
-                           gold_database=DATABASES["gold"], delta_log_table="twin-delta-log", region=REGION)
-    raw = work / "raw"
-    # Seed 11, as the Databricks twin: its buyers give a stable segmentation, so a model is written
-    # to S3 (with seed 7 no k is stable and one segment is published without a model).
-    generated = generate(str(raw), GeneratorOptions(scale=0.004, seed=11))
-    ops.upload_raw(deployer_s3, target, str(raw), echo=lambda *_: None)
-    wheel = ops.build_wheel(str(ROOT), str(work / "dist"))
-    artifacts = ops.deploy_artifacts(deployer_s3, target, wheel, echo=lambda *_: None)  # the cached wheelhouse, as `submit`
-
-    # From here on moto checks every request's signature and identity policy.
-    urllib.request.urlopen(urllib.request.Request(f"{s3_endpoint}/moto-api/reset-auth", data=b"0", method="POST",
-                                                  headers={"Content-Type": "text/plain"}))
+    world = lake_world(s3_endpoint, work, "emr-instance")
+    target, artifacts, creds = world.target, world.artifacts, world.credentials
+    enforce_iam(s3_endpoint)
 
     node = work / "node"
     # A Python without pip: the bootstrap must bring its own (the wheelhouse's pip wheel).
@@ -235,7 +120,7 @@ def emr_run(s3_endpoint, tmp_path_factory):
     env = node_environment(node_python)
     aws_env = {"AWS_ACCESS_KEY_ID": creds[0], "AWS_SECRET_ACCESS_KEY": creds[1], "AWS_DEFAULT_REGION": REGION,
                "AWS_ENDPOINT_URL": s3_endpoint}
-    instance_s3 = _client("s3", s3_endpoint, *creds)
+    instance_s3 = client("s3", s3_endpoint, *creds)
     bootstrap = work / "install_ecom_lakehouse.sh"
     bucket, _, bootstrap_key = artifacts.bootstrap_uri[len("s3://"):].partition("/")
     instance_s3.download_file(bucket, bootstrap_key, str(bootstrap))
@@ -255,12 +140,7 @@ def emr_run(s3_endpoint, tmp_path_factory):
     properties.write_text("".join(f"{k} {v}\n" for k, v in spark_properties(s3_endpoint, *creds, work).items()))
     submit = [str(SPARK_HOME / "bin" / "spark-submit"), "--properties-file", str(properties)]
 
-    # Terraform creates the Glue databases; here the catalog stand-in gets them the same way, before any step.
-    make_databases = work / "make_databases.py"
-    make_databases.write_text("from pyspark.sql import SparkSession\nspark = SparkSession.builder.getOrCreate()\n"
-                              + "".join(f"spark.sql('CREATE DATABASE IF NOT EXISTS {d}')\n" for d in DATABASES.values()))
-    done = subprocess.run([*submit, str(make_databases)], env=env, cwd=work, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-3000:]
+    make_databases(submit, env, work)
 
     outputs = {}
     for stage in ops.STAGES:
@@ -272,40 +152,12 @@ def emr_run(s3_endpoint, tmp_path_factory):
         assert done.returncode == 0, f"step {stage} failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
         outputs[stage] = done.stdout
     print("EMR twin timings (s):", {k: round(v, 1) for k, v in timings.items()})
-    return {"s3": instance_s3, "generated": generated, "outputs": outputs, "submit": submit, "env": env, "work": work,
+    return {"s3": instance_s3, "generated": world.generated, "outputs": outputs, "submit": submit, "env": env, "work": work,
             "target": target, "artifacts": artifacts}
 
 
 def test_every_step_runs_on_s3_under_the_instance_role_and_leaves_the_lake_complete(emr_run):
-    s3, lake = emr_run["s3"], BUCKETS["lake"]
-    for table in TABLES:
-        bronze = delta_row_count(s3, lake, f"bronze/{table}")
-        quarantined = s3.list_objects_v2(Bucket=lake, Prefix="bronze/_quarantine/_delta_log/").get("KeyCount", 0)
-        assert quarantined > 0
-        # Generated data is clean: every generated row is in bronze, nothing quarantined for it.
-        assert bronze == emr_run["generated"][table], table
-        assert 0 < delta_row_count(s3, lake, f"silver/{table}") <= bronze, table
-    assert delta_row_count(s3, lake, "bronze/_quarantine") == 0
-    for table in (*gold.OUTPUTS, "customer_segments", "segment_summary", "served_recommendations", "model_verdicts",
-                  "recommender_evaluation"):
-        # restock alerts may rightly be empty on a few hundred users' data; every other table may not
-        assert delta_row_count(s3, lake, f"gold/{table}") >= (table != "inventory_restock_alerts"), table
-    keys = {o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=lake) for o in page.get("Contents", [])}
-    assert "reports/report.html" in keys
-    for prefix in ("checkpoints/bronze/orders/", "models/segmentation/", "mlruns/"):
-        assert any(k.startswith(prefix) for k in keys), prefix
-    # The MLflow store on S3: every artifact its runs and model versions point to is on S3, not on the
-    # driver's disk, which is gone with the cluster.
-    metas = [yaml.safe_load(s3.get_object(Bucket=lake, Key=k)["Body"].read()) for k in keys
-             if k.startswith("mlruns/") and k.endswith("meta.yaml")]
-    uris = [m["artifact_uri"] for m in metas if "artifact_uri" in m] + [m["source"] for m in metas if "source" in m]
-    assert len(uris) >= 3, metas  # two runs, one registered segmentation model at least
-    for uri in uris:
-        assert uri.startswith(f"s3://{lake}/models/mlflow/"), uri
-    for source in (m["source"] for m in metas if "source" in m):
-        assert f"{source[len(f's3://{lake}/'):]}/MLmodel" in keys, source
-    allowed = set(terraform_eval.evaluate(terraform_eval.as_expression(terraform_eval.blocks("locals")["lake_prefixes"])))
-    assert {k.split("/")[0] for k in keys} <= allowed
+    assert_complete_lake(emr_run["s3"], emr_run["generated"])
     assert "tables compacted" in emr_run["outputs"]["maintain"]
     assert f"registered {DATABASES['gold']}.category_performance" in emr_run["outputs"]["gold"]
 

@@ -298,3 +298,33 @@ def test_a_failure_in_a_streams_python_batch_is_one_line_naming_the_python_error
     assert main(["gold", "--lakehouse", str(tmp_path / "lh")]) == 1
     line = _one_error_line(capsys)
     assert "ValueError: the batch's own error" in line and "Traceback (most recent call last)" not in line, line
+
+
+class _JavaThrowable:
+    """Stands in for a Py4J JavaObject of a Throwable: getCause() and toString(), as _java_root_cause reads them."""
+
+    def __init__(self, text: str, cause: "_JavaThrowable | None" = None):
+        self.text, self.cause = text, cause
+
+    def getCause(self):  # noqa: N802 - the Java method's name
+        return self.cause
+
+    def toString(self):  # noqa: N802
+        return self.text
+
+
+@pytest.mark.parametrize(("root", "hint"), [
+    ("com.amazonaws.services.glue.model.AccessDeniedException: Insufficient Lake Formation permission(s) on orders "
+     "(Service: AWSGlue; Status Code: 400; Error Code: AccessDeniedException)",
+     "grant the role Spark runs as CREATE_TABLE and ALTER on the silver and gold databases, and DATA_LOCATION_ACCESS"),
+    ("com.amazonaws.services.s3.model.AmazonS3Exception: Access Denied (Service: Amazon S3; Status Code: 403)",
+     "check its S3 policy"),
+])
+def test_a_refusal_names_what_to_grant(root, hint):
+    from ecom_lakehouse.cli import _error_line
+
+    err = RuntimeError("An error occurred while calling o58.saveAsTable.")
+    err.java_exception = _JavaThrowable("org.apache.spark.SparkException: Job aborted", _JavaThrowable(root))
+    line = _error_line(err)
+    assert line.startswith(root) and hint in line, line
+    assert line.count("(") - root.count("(") == 1  # one hint, the first that matches

@@ -291,3 +291,41 @@ def test_the_delta_commit_log_table_has_the_schema_delta_uses_and_the_nodes_only
     assert statement["resources"] == ["${aws_dynamodb_table.delta_log.arn}"]
     outputs = {k for o in tf["output"] for k in o}
     assert {"delta_log_table", "region"} <= outputs
+
+
+@pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform is not installed")
+def test_files_are_formatted_as_terraform_fmt_writes_them():
+    out = subprocess.run(["terraform", "fmt", "-check", "-list=true", str(TF)], capture_output=True, text=True)
+    assert out.returncode == 0, f"run `terraform fmt terraform/`: {out.stdout.split()}"
+
+
+def test_serverless_application_runs_the_clusters_release_on_x86_with_a_capped_size(tf):
+    """The same Spark and Delta as the cluster, x86_64 because the environment archive holds x86_64 wheels,
+    a cost cap, and workers that stop when idle; no network configuration (so no NAT to pay for: EMR
+    Serverless jobs without one reach S3, Glue, DynamoDB and KMS in the Region, nothing else)."""
+    app = _resources(tf, "aws_emrserverless_application")["this"]
+    cluster = _resources(tf, "aws_emr_cluster")["this"]
+    assert app["release_label"] == cluster["release_label"] == "${var.release_label}"
+    assert (app["type"], app["architecture"]) == ("spark", "X86_64")
+    assert "var.serverless_max_vcpu" in _text(app["maximum_capacity"])
+    assert app["auto_stop_configuration"][0]["enabled"] is True
+    assert "network_configuration" not in app
+    outputs = {k for o in tf["output"] for k in o}
+    assert {"serverless_application_id", "serverless_job_role_arn", "kms_key_arn"} <= outputs
+
+
+def test_the_serverless_job_role_holds_the_node_policy_and_trusts_only_this_accounts_applications(tf):
+    """One policy document for whatever Spark runs as (cluster nodes, serverless jobs): no second copy to
+    drift. The trust is EMR Serverless's job runtime role trust, with confused-deputy conditions."""
+    policy = _resources(tf, "aws_iam_role_policy")
+    node_policy = "${data.aws_iam_policy_document.emr_instance.json}"
+    assert policy["serverless_job"]["policy"] == policy["emr_instance"]["policy"] == node_policy
+    assert policy["serverless_job"]["role"] == "${aws_iam_role.serverless_job.id}"
+    [trust] = _policy_statements(tf, "serverless_assume")
+    assert trust["principals"][0]["identifiers"] == ["emr-serverless.amazonaws.com"]
+    conditions = _conditions(trust)
+    account = "${data.aws_caller_identity.current.account_id}"
+    assert conditions["aws:SourceAccount"] == ("StringEquals", [account])
+    assert conditions["aws:SourceArn"] == ("ArnLike", [f"arn:aws:emr-serverless:${{var.region}}:{account}:/applications/*"])
+    # the job logs (s3MonitoringConfiguration) are written as the job role, beside the clusters' logs
+    assert "/serverless/*" in _text(_policy(tf, "emr_instance")["WriteEmrLogs"]["resources"])

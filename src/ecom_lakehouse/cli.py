@@ -29,6 +29,7 @@ from ecom_lakehouse.summary import print_reconciliation
 STAGES = ("bronze", "silver", "gold", "segment", "recommend", "report")
 # What the scheduled platforms run (Databricks job tasks, EMR steps): the pipeline, then maintenance.
 STEP_STAGES = (*STAGES, "maintain")
+SERVERLESS_COMMANDS = ("run", *STEP_STAGES)
 RUN_SCALE = 0.1
 
 
@@ -157,6 +158,21 @@ def _add_emr_commands(sub) -> None:
     submit.add_argument("--stages", nargs="+", choices=STEP_STAGES, default=list(STEP_STAGES), metavar="STAGE",
                         help=f"stages to run, in order (default: all of {', '.join(STEP_STAGES)})")
     submit.add_argument("--wait", action="store_true", help="wait for every step; exit 1 naming the failure and its logs")
+    env = ops.add_parser("build-environment", help="the Python 3.11 environment EMR Serverless jobs run on (the "
+                                                   "wheelhouse installed, packed as one tar.gz), built once per "
+                                                   "requirements file into ~/.cache/ecom_lakehouse (no AWS calls)")
+    env.add_argument("--out", default="dist", help="folder to copy the archive to (default %(default)s)")
+    serverless = ops.add_parser(
+        "serverless-submit", help="upload this build and its Python environment; run the pipeline as EMR Serverless "
+                                  "job runs (no cluster): one job run per command, in order")
+    serverless.add_argument("--application-id", help="EMR Serverless application (Terraform output serverless_application_id)")
+    serverless.add_argument("--job-role-arn", help="the job runtime role (Terraform output serverless_job_role_arn)")
+    serverless.add_argument("--wheel", help=wheel_help)
+    serverless.add_argument("--commands", nargs="+", choices=SERVERLESS_COMMANDS, default=["run"], metavar="COMMAND",
+                            help="what each job run does, in order: `run` (the default) is the whole pipeline in one "
+                                 "job, one driver start-up; a stage name runs that stage alone (e.g. `maintain`, weekly)")
+    serverless.add_argument("--no-wait", action="store_true", help="start the job runs and return (default: wait for "
+                                                                   "each, exit 1 naming the failure and its driver log)")
     transient = ops.add_parser("run-transient", help="upload this build; start a cluster that runs the steps and terminates")
     transient.add_argument("--instance-type", default="m5.xlarge", help="primary and core node type (default %(default)s)")
     transient.add_argument("--core-count", type=int, default=2, help="core nodes (default %(default)s)")
@@ -178,7 +194,9 @@ def _emr_target(args):
         core_security_group=outputs.get("core_security_group"),
         service_access_security_group=outputs.get("service_access_security_group"),
         silver_database=outputs.get("silver_database"), gold_database=outputs.get("gold_database"),
-        delta_log_table=outputs.get("delta_log_table"), region=outputs.get("region"))
+        delta_log_table=outputs.get("delta_log_table"), region=outputs.get("region"), kms_key_arn=outputs.get("kms_key_arn"),
+        serverless_application_id=pick("application_id", "serverless_application_id"),
+        serverless_job_role=pick("job_role_arn", "serverless_job_role_arn"))
 
 
 def _aws_error(err: Exception) -> str:
@@ -201,11 +219,17 @@ def _emr(args) -> int:
     from botocore.exceptions import BotoCoreError, ClientError
 
     from ecom_lakehouse.ops import emr_ops as ops
+    from ecom_lakehouse.ops import emr_serverless
 
     try:
         if args.operation == "build-wheelhouse":
             out = shutil.copytree(ops.cached_wheelhouse(), args.out, dirs_exist_ok=True)
             print(f"wheelhouse for {ops.cluster_spec()['python']}: {out}")
+            return 0
+        if args.operation == "build-environment":
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            out = shutil.copy(emr_serverless.cached_environment_archive(), args.out)
+            print(f"EMR Serverless environment for {ops.cluster_spec()['python']}: {out}")
             return 0
         target = _emr_target(args)
         session = boto3.session.Session(region_name=args.region)
@@ -215,11 +239,17 @@ def _emr(args) -> int:
             return 0
         if args.operation == "submit" and not target.cluster_id:
             raise ops.OperationFailed("no cluster: pass --cluster-id or --terraform-dir")
+        if args.operation == "serverless-submit":
+            emr_serverless.require_application(target)
         wheel = Path(args.wheel) if args.wheel else ops.build_wheel(".", "dist")
         artifacts = ops.deploy_artifacts(s3, target, wheel)
         if args.operation == "deploy-artifacts":
             for name, uri in vars(artifacts).items():
                 print(f"{name:<15} {uri}")
+        elif args.operation == "serverless-submit":
+            environment = emr_serverless.deploy_environment(s3, target)
+            emr_serverless.run_jobs(session.client("emr-serverless"), target, artifacts, environment, args.commands,
+                                    wait=not args.no_wait)
         elif args.operation == "submit":
             step_ids = ops.add_steps(emr, target.cluster_id, target, artifacts, args.stages)
             print(f"added steps {', '.join(step_ids)} to {target.cluster_id} running build {artifacts.wheel_uri}")
@@ -420,9 +450,15 @@ def _one_line(err: BaseException) -> str:
 
 
 # What to do about the root causes a cluster's users meet most, by words in the cause.
+# First match wins: Glue's Lake Formation refusal is an AccessDeniedException too, but S3's policy is not the cause.
 ROOT_CAUSE_HINTS = (
-    (("AccessDenied", "Access Denied", "403"), "the cluster's role may not do this on that path: check its S3 policy"),
-    (("KMS", "kms:"), "the cluster's role may not use the bucket's KMS key: check the key policy and the role's kms: actions"),
+    (("Lake Formation",), "Lake Formation governs the Glue databases: an admin must grant the role Spark runs as "
+                          "CREATE_TABLE and ALTER on the silver and gold databases, and DATA_LOCATION_ACCESS on "
+                          "s3://<lake>/silver/ and s3://<lake>/gold/"),
+    (("AccessDenied", "Access Denied", "403"), "the role Spark runs as, the cluster's instance role or the "
+                                               "serverless job role, may not do this on that path: check its S3 policy"),
+    (("KMS", "kms:"), "the role Spark runs as may not use the bucket's KMS key: check the key policy and the role's "
+                      "kms: actions"),
     (("FileNotFoundException", "NoSuchKey", "NoSuchBucket", "does not exist"),
      "the path does not exist: check the --raw/--lakehouse URI"),
 )

@@ -67,6 +67,9 @@ class EmrTarget:
     gold_database: str | None = None
     delta_log_table: str | None = None  # DynamoDB table of Delta's multi-cluster S3 log store
     region: str | None = None
+    kms_key_arn: str | None = None  # the lake's key: EMR Serverless encrypts the job logs with it
+    serverless_application_id: str | None = None
+    serverless_job_role: str | None = None  # the job runtime role's ARN
 
 
 @dataclass(frozen=True)
@@ -163,7 +166,7 @@ def build_wheel(project_dir: str, out_dir: str) -> Path:
     done = subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", out_dir, project_dir],
                           capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        raise OperationFailed(f"building the wheel of {project_dir} failed: {_last_line(done.stderr)}")
+        raise OperationFailed(f"building the wheel of {project_dir} failed: {last_line(done.stderr)}")
     wheels = sorted(Path(out_dir).glob("ecom_lakehouse-*.whl"), key=lambda p: p.stat().st_mtime)
     return wheels[-1]
 
@@ -185,16 +188,21 @@ def build_wheelhouse(out_dir: str) -> Path:
              "--python-version", cluster_python_version(), "--implementation", "cp",
              "-r", str(requirements), "-d", str(out)], capture_output=True, text=True, check=False)
         if done.returncode != 0:
-            raise OperationFailed(f"pip download of the EMR wheelhouse failed: {_last_line(done.stderr)}")
+            raise OperationFailed(f"pip download of the EMR wheelhouse failed: {last_line(done.stderr)}")
         (out / "requirements.txt").write_bytes(Path(requirements).read_bytes())
     return out
 
 
+def cache_root() -> Path:
+    """`$XDG_CACHE_HOME` or ~/.cache, then ecom_lakehouse/: what is built once per requirements file."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ecom_lakehouse"
+
+
 def cached_wheelhouse() -> Path:
     """The wheelhouse of the current requirements file, downloaded once into the user's cache
-    (`$XDG_CACHE_HOME` or ~/.cache, then ecom_lakehouse/wheelhouse/<requirements hash>): each
-    `emr submit` after the first sends nothing and downloads nothing."""
-    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ecom_lakehouse" / "wheelhouse"
+    (cache_root()/wheelhouse/<requirements hash>): each `emr submit` after the first sends nothing and
+    downloads nothing."""
+    root = cache_root() / "wheelhouse"
     house = root / wheelhouse_key().split("/")[1]
     if (house / "requirements.txt").exists():  # written last: its presence means the download finished
         return house
@@ -209,7 +217,7 @@ def cached_wheelhouse() -> Path:
     return house
 
 
-def _last_line(text: str) -> str:
+def last_line(text: str) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return lines[-1] if lines else "no output"
 
@@ -243,24 +251,29 @@ def log_store_conf(target: EmrTarget) -> tuple[str, ...]:
     """Delta's multi-cluster S3 log store (delta-storage-s3-dynamodb, on EMR 7's class path): each commit
     is first claimed in DynamoDB with a conditional write, so two clusters (the long-running one and a
     transient one) writing the same table cannot both write version N; S3 alone keeps the last PUT."""
+    if not (target.delta_log_table and target.region):
+        raise OperationFailed("no DynamoDB table for Delta's commit log: give --terraform-dir (Terraform outputs "
+                              "delta_log_table and region); without it two writers of one table can lose a commit")
     prefix = "spark.io.delta.storage.S3DynamoDBLogStore"
     return ("spark.delta.logStore.s3.impl=io.delta.storage.S3DynamoDBLogStore",
             f"{prefix}.ddb.tableName={target.delta_log_table}", f"{prefix}.ddb.region={target.region}")
 
 
-def stage_arguments(target: EmrTarget, artifacts: Artifacts, stage: str) -> list[str]:
-    """The spark-submit command of one step: the build travels with it (--py-files)."""
-    if not (target.delta_log_table and target.region):
-        raise OperationFailed("no DynamoDB table for Delta's commit log: give --terraform-dir (Terraform outputs "
-                              "delta_log_table and region); without it two clusters writing one table can lose a commit")
-    args = ["spark-submit", "--deploy-mode", "cluster"]
-    for conf in (*DELTA_CONF, *log_store_conf(target)):
-        args += ["--conf", conf]
-    args += ["--py-files", artifacts.wheel_uri, artifacts.entry_uri, stage, "--env", "emr",
-             "--raw", f"s3://{target.raw_bucket}", "--lakehouse", f"s3://{target.lake_bucket}"]
+def command_arguments(target: EmrTarget, command: str) -> list[str]:
+    """`<command> --env emr --raw s3://… --lakehouse s3://… [--schema … --gold-schema …]`: what the entry
+    script gets on a cluster step and in an EMR Serverless job run alike."""
+    args = [command, "--env", "emr", "--raw", f"s3://{target.raw_bucket}", "--lakehouse", f"s3://{target.lake_bucket}"]
     if target.silver_database and target.gold_database:
         args += ["--schema", target.silver_database, "--gold-schema", target.gold_database]
     return args
+
+
+def stage_arguments(target: EmrTarget, artifacts: Artifacts, stage: str) -> list[str]:
+    """The spark-submit command of one step: the build travels with it (--py-files)."""
+    args = ["spark-submit", "--deploy-mode", "cluster"]
+    for conf in (*DELTA_CONF, *log_store_conf(target)):
+        args += ["--conf", conf]
+    return [*args, "--py-files", artifacts.wheel_uri, artifacts.entry_uri, *command_arguments(target, stage)]
 
 
 def stage_steps(target: EmrTarget, artifacts: Artifacts, stages=STAGES, on_failure: str = "CANCEL_AND_WAIT") -> list[dict]:
