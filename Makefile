@@ -22,7 +22,7 @@ DBR_PACKAGES := pyspark==3.5.2 numpy==1.26.4 pandas==1.5.3 pyarrow==15.0.2 matpl
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile src/ecom_lakehouse/ops/emr_requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[local,dev]'
@@ -35,6 +35,9 @@ $(STAMP): pyproject.toml Makefile
 	$(DBR_VENV)/bin/pip install -q $(DBR_PACKAGES)
 	# Delta's Python API as the runtime has it (its jars come from ~/.m2 through the twin's spark conf).
 	$(DBR_VENV)/bin/pip install -q --no-deps delta-spark==$(DELTA_VERSION)
+	# What EMR nodes and EMR Serverless jobs install (the wheelhouse and the packed environment), fetched
+	# once per requirements file into ~/.cache/ecom_lakehouse: the EMR twins download nothing at test time.
+	$(BIN)/ecom-lakehouse emr build-environment
 	touch $@
 
 run: install

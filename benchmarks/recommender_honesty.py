@@ -47,7 +47,7 @@ def main() -> None:
     print(f"\nseed {args.seed}; warm test users; hit rate@10 / NDCG@10 / MAP\n")
     print("| model | " + " | ".join(f"{m} data (scale {s:g})" for m, (_, s, _) in shown.items()) + " |")
     print("|---|" + "---:|" * len(shown))
-    for model in recommend.MODELS:
+    for model in recommend.STRATEGIES:
         cells = [f"{r.metrics[model]['hit_rate@10']:.4f} / {r.metrics[model]['ndcg@10']:.4f} / {r.metrics[model]['map']:.4f}"
                  for r, _, _ in shown.values()]
         print(f"| {model} | " + " | ".join(cells) + " |")

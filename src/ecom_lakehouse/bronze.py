@@ -18,7 +18,6 @@ its own and compares them with the rows the Delta tables hold for it.
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -45,6 +44,7 @@ from ecom_lakehouse.schemas import (
     raw_string_schema,
 )
 from ecom_lakehouse.session import raw_files_split_finely, side_by_side
+from ecom_lakehouse.settings import setting
 
 CORRUPT = "_corrupt_record"
 VARIANT = "_header_variant"
@@ -168,9 +168,6 @@ def _ingested_files_rows(spark: SparkSession, source: files.TableSource, paths: 
             .withColumn(INGESTED_AT, F.current_timestamp()))
 
 
-RAW_STREAM_OVERRIDE = "ECOM_RAW_STREAM"
-
-
 def raw_stream_source(lake: Lakehouse, name_glob: str) -> tuple[str, dict[str, str]]:
     """The one place that chooses how raw lines are streamed: (source format, its options). On
     Databricks: Auto Loader (`cloudFiles`, text), what Databricks users expect, with its default of
@@ -178,7 +175,7 @@ def raw_stream_source(lake: Lakehouse, name_glob: str) -> tuple[str, dict[str, s
     those). Elsewhere, and in the Databricks twin test (ECOM_RAW_STREAM=files, Auto Loader exists only on
     Databricks): Spark's file source. Both keep their state in the same checkpoint folder, report
     `_metadata.file_path` and take `pathGlobFilter`."""
-    if lake.env == "databricks" and os.environ.get(RAW_STREAM_OVERRIDE) != "files":
+    if lake.env == "databricks" and setting("ECOM_RAW_STREAM") != "files":
         return "cloudFiles", {"cloudFiles.format": "text", "cloudFiles.allowOverwrites": "false",
                               "pathGlobFilter": name_glob}
     return "text", {"pathGlobFilter": name_glob}

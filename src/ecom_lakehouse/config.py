@@ -143,6 +143,12 @@ class Lakehouse:
             object.__setattr__(self, "root", _absolute(self.root))
             object.__setattr__(self, "raw", _absolute(self.raw))
 
+    @property
+    def on_local_disk(self) -> bool:
+        """The one answer to "can plain file I/O reach the lakehouse?": a local path, not s3://, dbfs: or a
+        Databricks volume (those are reached through Spark's file systems)."""
+        return self.env != "databricks" and "://" not in self.root and not self.root.startswith("dbfs:")
+
     def _under_root(self, *parts: str) -> str:
         return "/".join([self.root.rstrip("/"), *parts])
 

@@ -104,7 +104,7 @@ def recommender_chart(spark: SparkSession, lake: Lakehouse):
     if not rows:
         return None
     modes = sorted({r["data_mode"] for r in rows})
-    from ecom_lakehouse.ml.recommend import MODELS as models
+    from ecom_lakehouse.ml.recommend import STRATEGIES as models
 
     value = {(r["data_mode"], r["model"]): r["value"] for r in rows}
     fig, ax = plt.subplots(figsize=(8, 4))
@@ -176,3 +176,19 @@ def write_report(spark: SparkSession, lake: Lakehouse, out_dir: str, echo=print)
     report.write_text(page, encoding="utf-8")
     echo(f"  report: {report.resolve()}")
     return report
+
+
+def publish(spark: SparkSession, lake: Lakehouse, echo=print) -> str:
+    """The report stage: written in place on local disk; elsewhere (S3, a volume) written to a local folder
+    first (matplotlib and the HTML need a file system) and uploaded. Returns where it is."""
+    import tempfile
+
+    from ecom_lakehouse import files
+
+    if lake.on_local_disk:
+        return str(write_report(spark, lake, lake.reports_path(), echo=echo))
+    local = Path(tempfile.mkdtemp(prefix="ecom-report-"))
+    write_report(spark, lake, str(local), echo=lambda *_: None)
+    files.upload_folder(spark, local, lake.reports_path())
+    echo(f"  report: {lake.reports_path()}/report.html")
+    return lake.reports_path()

@@ -15,6 +15,8 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 from pyspark.util import inheritable_thread_target
 
+from ecom_lakehouse.settings import setting
+
 DELTA_VERSION = "3.3.2"
 SCALA_VERSION = "2.12"
 DELTA_PACKAGE = f"io.delta:delta-spark_{SCALA_VERSION}:{DELTA_VERSION}"
@@ -37,7 +39,7 @@ def get_spark(env: str = "local", app_name: str = "ecom_lakehouse") -> SparkSess
     # Python workers must run this interpreter (the one with this package installed).
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = (
-        SparkSession.builder.master(os.environ.get("ECOM_SPARK_MASTER", "local[*]"))
+        SparkSession.builder.master(setting("ECOM_SPARK_MASTER"))
         .appName(app_name)
         .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
         .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
@@ -46,14 +48,14 @@ def get_spark(env: str = "local", app_name: str = "ecom_lakehouse") -> SparkSess
         # A few shuffle partitions for 2 cores. Spark's 200 with AQE was tried: AQE does not merge the
         # partitions of cached plans (recommend's evaluation frames), and recommend took 256 s at scale 1
         # instead of 146 s. Silver sizes its large cached plan from the data itself (silver.cached_partitions).
-        .config("spark.sql.shuffle.partitions", os.environ.get("ECOM_SHUFFLE_PARTITIONS", "8"))
+        .config("spark.sql.shuffle.partitions", setting("ECOM_SHUFFLE_PARTITIONS"))
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.databricks.delta.snapshotPartitions", "2")
-        .config("spark.sql.warehouse.dir", os.environ.get("ECOM_WAREHOUSE_DIR", "/tmp/ecom_lakehouse_warehouse"))
+        .config("spark.sql.warehouse.dir", setting("ECOM_WAREHOUSE_DIR"))
     )
-    if os.environ.get("ECOM_DRIVER_MEMORY"):  # the JVM's heap; takes effect only before the JVM starts
-        builder = builder.config("spark.driver.memory", os.environ["ECOM_DRIVER_MEMORY"])
+    if setting("ECOM_DRIVER_MEMORY"):  # the JVM's heap; takes effect only before the JVM starts
+        builder = builder.config("spark.driver.memory", setting("ECOM_DRIVER_MEMORY"))
     jars = _local_delta_jars()
     if jars:
         builder = builder.config("spark.jars", ",".join(jars))

@@ -88,14 +88,14 @@ def _print_ml(spark: SparkSession, lake: Lakehouse, echo) -> None:
                  f"{habits}")
     evaluation = lake.table("gold", "recommender_evaluation")
     if evaluation.exists(spark):
-        from ecom_lakehouse.ml.recommend import MODELS
+        from ecom_lakehouse.ml.recommend import STRATEGIES
 
         rows = evaluation.read(spark).where("users = 'warm' AND metric IN ('hit_rate@10', 'ndcg@10')").collect()  # small
         table = {(r["data_mode"], r["model"], r["metric"]): r["value"] for r in rows}
         echo("Recommender, warm test users (hit rate@10 / NDCG@10):")
         for mode in sorted({k[0] for k in table}):
             cells = [f"{m} {table.get((mode, m, 'hit_rate@10'), 0):.4f}/{table.get((mode, m, 'ndcg@10'), 0):.4f}"
-                     for m in MODELS]
+                     for m in STRATEGIES]
             echo(f"  {mode:<9} " + "  ".join(cells))
     verdicts = lake.table("gold", "model_verdicts")
     if verdicts.exists(spark):

@@ -47,7 +47,7 @@ MAX_ITER = 10
 # Grid points fitted, and models scored, side by side: a scale-1 fit's jobs are small enough to leave
 # 2 cores half idle (the 4-point grid took 23.5 s two at a time, 29 s one at a time, same scores).
 AT_ONCE = 2
-MODELS = ("als", *BASELINES)
+STRATEGIES = ("als", *BASELINES)  # what the recommender compares, and may serve
 
 
 # --- data -----------------------------------------------------------------------------
@@ -411,7 +411,7 @@ def run(spark: SparkSession, lake: Lakehouse, data_mode: str = "faithful", grid=
     _print(result, data_mode, echo)
     if serving_als:
         outcome = (f"for users with history, {FALLBACK} for the rest; ALS model saved to {lake.model_path('als')}, "
-                   f"registered as {lake.model_name(tracking.MODELS['als'])} v{model_version} (champion)")
+                   f"registered as {lake.model_name(tracking.REGISTERED_MODELS['als'])} v{model_version} (champion)")
     elif result.served == FALLBACK:
         outcome = "to every user; no model fitted (too little data)"
     else:
@@ -424,7 +424,7 @@ def run(spark: SparkSession, lake: Lakehouse, data_mode: str = "faithful", grid=
 def _print(result: Evaluation, data_mode: str, echo) -> None:
     if result.metrics:
         echo(f"  {'model':<26} {'hit@10':>8} {'prec@10':>8} {'recall@10':>9} {'NDCG@10':>8} {'MAP':>8}  users")
-        rows = [(name, result.metrics[name]) for name in MODELS] + [(f"cold users: {FALLBACK}", result.cold)]
+        rows = [(name, result.metrics[name]) for name in STRATEGIES] + [(f"cold users: {FALLBACK}", result.cold)]
         for name, m in rows:
             echo(f"  {name:<26} {m['hit_rate@10']:8.4f} {m['precision@10']:8.4f} {m['recall@10']:9.4f} "
                  f"{m['ndcg@10']:8.4f} {m['map']:8.4f}  {int(m['users']):,}")

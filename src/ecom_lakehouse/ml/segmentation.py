@@ -274,6 +274,6 @@ def run(spark: SparkSession, lake: Lakehouse, echo=print) -> dict:
     features.unpersist()
     echo("  segments written; " + (
         f"model saved to {lake.model_path('segmentation')} (trained on {source} v{version}) and registered as "
-        f"{lake.model_name(tracking.MODELS['segmentation'])} v{model_version}" if chosen else "no model (one segment)")
+        f"{lake.model_name(tracking.REGISTERED_MODELS['segmentation'])} v{model_version}" if chosen else "no model (one segment)")
         + f" (MLflow run {run.info.run_id}) in {time.time() - started:.1f}s")
     return {"k": chosen.k if chosen else 1, "silhouette": chosen.silhouette if chosen else None}

@@ -34,11 +34,7 @@ from ecom_lakehouse.config import Lakehouse
 
 CHAMPION = "champion"
 EXPERIMENT = "ecom_lakehouse"  # off Databricks
-MODELS = {"segmentation": "customer_segmentation", "als": "product_recommender_als"}
-
-
-def _on_local_disk(path: str) -> bool:
-    return "://" not in path and not path.startswith("dbfs:")
+REGISTERED_MODELS = {"segmentation": "customer_segmentation", "als": "product_recommender_als"}
 
 
 def _configure(spark: SparkSession, lake: Lakehouse) -> Path | None:
@@ -52,7 +48,7 @@ def _configure(spark: SparkSession, lake: Lakehouse) -> Path | None:
     elif lake.env == "databricks":
         mlflow.set_tracking_uri("databricks")
         mlflow.set_registry_uri("databricks-uc")
-    elif _on_local_disk(lake.root):
+    elif lake.on_local_disk:
         mlflow.set_tracking_uri(Path(os.path.abspath(f"{root}/mlruns")).as_uri())
     else:
         store = Path(tempfile.mkdtemp(prefix="mlruns-"))
@@ -109,7 +105,7 @@ class Run:
         """Logs and registers a Spark model with its signature; returns the version."""
         import mlflow
 
-        name = self.lake.model_name(MODELS[key])
+        name = self.lake.model_name(REGISTERED_MODELS[key])
         signature = signature_of(sample, model.transform(sample.limit(0)).select(*output_columns))
         # On Databricks the model passes through a folder in the volume, not the DBFS root, which standard and
         # serverless compute, and workspaces with the DBFS root disabled, do not offer.
@@ -131,7 +127,7 @@ class Run:
         import mlflow
         from mlflow.exceptions import MlflowException
 
-        name, client = self.lake.model_name(MODELS[key]), mlflow.MlflowClient()
+        name, client = self.lake.model_name(REGISTERED_MODELS[key]), mlflow.MlflowClient()
         try:
             client.get_model_version_by_alias(name, CHAMPION)
         except MlflowException:  # no such model, or no champion: nothing to retire

@@ -27,10 +27,10 @@ from pathlib import Path
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError, WaiterError
 
-from ecom_lakehouse.cli import STEP_STAGES
 from ecom_lakehouse.schemas import TABLES
+from ecom_lakehouse.stages import SCHEDULED
 
-STAGES = STEP_STAGES
+STAGES = SCHEDULED
 BUILD_PREFIX = "builds/"
 WHEELHOUSE_PREFIX = "wheelhouse/"
 BOOTSTRAP_PREFIX = "bootstrap/"
