@@ -68,6 +68,23 @@ def pipeline(spark, small_raw, tmp_path_factory):
 
 
 @pytest.fixture
+def private_lake(pipeline, tmp_path):
+    """A private copy of the pipeline's lakehouse (or of some of its folders), for a test that changes
+    tables: the shared one stays as the pipeline left it, so no test depends on which ran before it."""
+    import shutil
+
+    from ecom_lakehouse.config import Lakehouse
+
+    def copy(*parts: str) -> Lakehouse:
+        lake, _ = pipeline
+        private = Lakehouse(raw=lake.raw, root=str(tmp_path / "private-lake"))
+        for part in parts or ("",):
+            shutil.copytree(Path(lake.root, part), Path(private.root, part))
+        return private
+    return copy
+
+
+@pytest.fixture
 def mlflow_environment():
     """mlflow.set_tracking_uri writes MLFLOW_TRACKING_URI into the environment: put it back after a test."""
     saved = {key: os.environ.get(key) for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}

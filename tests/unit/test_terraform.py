@@ -8,8 +8,8 @@ import hcl2
 import pytest
 
 UNQUOTED = hcl2.SerializationOptions(strip_string_quotes=True)
-TF = Path(__file__).resolve().parents[1] / "terraform"
-CHECKOV = Path(__file__).resolve().parents[1] / ".venv-checkov" / "bin" / "checkov"
+TF = Path(__file__).resolve().parents[2] / "terraform"
+CHECKOV = Path(__file__).resolve().parents[2] / ".venv-checkov" / "bin" / "checkov"
 
 
 @pytest.fixture(scope="module")

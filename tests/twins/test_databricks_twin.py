@@ -51,7 +51,7 @@ from ecom_lakehouse.schemas import TABLES
 from ecom_lakehouse.session import _local_delta_jars
 from tests.bundle_resolution import grants, job_parameters, resolve
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RUNTIME = ROOT / ".venv-dbr"
 CATALOG = "spark_catalog"
 # A developer, and prod's service principal with the two groups an admin made for prod (README, "Deploy

@@ -12,11 +12,12 @@ import pytest
 import tomllib
 import yaml
 
-from ecom_lakehouse.cli import STEP_STAGES, main
+from ecom_lakehouse.cli import main
+from ecom_lakehouse.stages import SCHEDULED
 from tests.bundle_resolution import BundleError, grants, job_parameters, merged_bundle, resolve
 from tests.conftest import SHARED
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def bundle_schema() -> dict:
@@ -244,7 +245,7 @@ def test_task_graph_runs_bronze_silver_gold_in_order():
     assert deps["segment"] == ["gold"] and deps["recommend"] == ["gold"]  # the two models train in parallel
     assert sorted(deps["report"]) == ["recommend", "segment"]
     assert deps["maintain"] == ["report"]  # VACUUM never races a stage that writes
-    assert set(deps) == set(STEP_STAGES)  # the same stages EMR runs as steps
+    assert set(deps) == set(SCHEDULED)  # the same stages EMR runs as steps
     bronze = next(t for t in job["tasks"] if t["task_key"] == "bronze")
     assert bronze["max_retries"] >= 1
     cluster = job["job_clusters"][0]["new_cluster"]

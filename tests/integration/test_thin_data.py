@@ -134,7 +134,7 @@ def lake(tmp_path_factory):
 
     lake = Lakehouse(root=str(tmp_path_factory.mktemp("thin")))
     store = f"file:{lake.root}/mlruns"
-    client, name = mlflow.MlflowClient(store, store), tracking.MODELS["als"]
+    client, name = mlflow.MlflowClient(store, store), tracking.REGISTERED_MODELS["als"]
     client.create_registered_model(name)
     version = client.create_model_version(name, source=f"{lake.root}/models/als")
     client.set_registered_model_alias(name, tracking.CHAMPION, version.version)
@@ -148,7 +148,7 @@ def _champion(lake: Lakehouse, key: str):
 
     store = f"file:{lake.root}/mlruns"
     try:
-        return mlflow.MlflowClient(store, store).get_model_version_by_alias(tracking.MODELS[key], tracking.CHAMPION)
+        return mlflow.MlflowClient(store, store).get_model_version_by_alias(tracking.REGISTERED_MODELS[key], tracking.CHAMPION)
     except MlflowException:
         return None
 

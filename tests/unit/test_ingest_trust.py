@@ -14,7 +14,7 @@ from ecom_lakehouse import bronze, files, reconcile
 from ecom_lakehouse.cli import entry, main
 from ecom_lakehouse.config import Lakehouse
 from ecom_lakehouse.schemas import raw_names
-from tests.test_bronze import GOOD, USERS_HEADER, _write
+from tests.unit.test_bronze import GOOD, USERS_HEADER, _write
 
 ORDERS_HEADER = ",".join(raw_names("orders"))
 
@@ -129,23 +129,6 @@ def test_a_bronze_run_that_loses_a_row_exits_non_zero_naming_the_file(spark, tmp
     assert len(err) == 1 and "part-1.csv: 2 records in the file, 1 in bronze + 0 quarantined" in err[0]
 
 
-def test_silver_reconciliation_fails_on_a_row_missing_from_silver(spark, pipeline, tmp_path):
-    lake, _ = pipeline
-    # The fault goes into a copy of the tables the check reads: a restore would give the shared lake's
-    # silver distribution_centers a new version, and every table built from it a rebuild later on.
-    copy = Lakehouse(raw=lake.raw, root=str(tmp_path / "lake"))
-    read_by_the_check = lambda lh: (lh.table("bronze", "distribution_centers"),  # noqa: E731
-                                    lh.table("silver", "distribution_centers"), lh.quarantine("silver"))
-    for source, target in zip(read_by_the_check(lake), read_by_the_check(copy), strict=True):
-        shutil.copytree(source.path, target.path)
-    assert reconcile.silver_tables(spark, copy, ["distribution_centers"])[0].ok
-    copy.table("silver", "distribution_centers").delta(spark).delete("id = 1")  # the fault
-    check = reconcile.silver_tables(spark, copy, ["distribution_centers"])[0]
-    assert not check.ok and check.silver == check.bronze - check.superseded - check.quarantined - 1
-    with pytest.raises(reconcile.ReconciliationError, match="silver distribution_centers"):
-        reconcile.raise_on_mismatch([check], "silver")
-
-
 def _one_error_line(capsys) -> str:
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
@@ -174,11 +157,11 @@ def test_an_unknown_table_name_is_a_usage_error(capsys):
 
 
 def test_an_unexpected_failure_is_one_line_and_exit_1(tmp_path, capsys, monkeypatch):
-    from ecom_lakehouse import cli
+    from ecom_lakehouse import stages
 
     def broken(*_):
         raise RuntimeError("[DELTA_SOMETHING] the JVM said no\n\tat org.apache.spark.Something(…)\n\tat …")
-    monkeypatch.setattr(cli, "run_stage", broken)
+    monkeypatch.setattr(stages, "run_stage", broken)
     capsys.readouterr()
     assert main(["gold", "--lakehouse", str(tmp_path / "lh")]) == 1
     assert _one_error_line(capsys) == ("ecom-lakehouse: error: RuntimeError: [DELTA_SOMETHING] the JVM said no "
@@ -265,10 +248,10 @@ def test_a_bucket_given_as_the_raw_folder_is_a_path_hadoop_accepts(raw, folder):
 def test_a_jvm_failure_is_one_line_that_names_its_root_cause(spark, tmp_path, capsys, monkeypatch):
     """A real Py4J error: Spark says only "An error occurred while calling oNN.parquet."; the cause
     that tells a user what to fix is at the end of the Java exception chain."""
-    from ecom_lakehouse import cli
+    from ecom_lakehouse import stages
 
     monkeypatch.delenv("ECOM_DEBUG", raising=False)
-    monkeypatch.setattr(cli, "run_stage", lambda *_: spark.range(1).write.parquet("/proc/ecom/unwritable"))
+    monkeypatch.setattr(stages, "run_stage", lambda *_: spark.range(1).write.parquet("/proc/ecom/unwritable"))
     capsys.readouterr()
     assert main(["gold", "--lakehouse", str(tmp_path / "lh")]) == 1
     line = _one_error_line(capsys)
@@ -279,7 +262,7 @@ def test_a_jvm_failure_is_one_line_that_names_its_root_cause(spark, tmp_path, ca
 def test_a_failure_in_a_streams_python_batch_is_one_line_naming_the_python_error(spark, tmp_path, capsys, monkeypatch):
     """When Python code the JVM calls back (a stream's foreachBatch, as in bronze) fails, the end of the
     Java chain holds that Python traceback as text: its last line is the error, not "Traceback (...)"."""
-    from ecom_lakehouse import cli
+    from ecom_lakehouse import stages
 
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "a.txt").write_text("x\n")
@@ -293,7 +276,7 @@ def test_a_failure_in_a_streams_python_batch_is_one_line_naming_the_python_error
         query.awaitTermination()
 
     monkeypatch.delenv("ECOM_DEBUG", raising=False)
-    monkeypatch.setattr(cli, "run_stage", stream)
+    monkeypatch.setattr(stages, "run_stage", stream)
     capsys.readouterr()
     assert main(["gold", "--lakehouse", str(tmp_path / "lh")]) == 1
     line = _one_error_line(capsys)
@@ -321,10 +304,10 @@ class _JavaThrowable:
      "check its S3 policy"),
 ])
 def test_a_refusal_names_what_to_grant(root, hint):
-    from ecom_lakehouse.cli import _error_line
+    from ecom_lakehouse.errors import error_line
 
     err = RuntimeError("An error occurred while calling o58.saveAsTable.")
     err.java_exception = _JavaThrowable("org.apache.spark.SparkException: Job aborted", _JavaThrowable(root))
-    line = _error_line(err)
+    line = error_line(err)
     assert line.startswith(root) and hint in line, line
     assert line.count("(") - root.count("(") == 1  # one hint, the first that matches

@@ -18,7 +18,7 @@ TEXT_FORMATS = {"avro", "binaryFile", "csv", "json", "orc", "parquet", "text", "
 
 
 def test_auto_loader_gets_only_documented_options(monkeypatch):
-    monkeypatch.delenv(bronze.RAW_STREAM_OVERRIDE, raising=False)
+    monkeypatch.delenv("ECOM_RAW_STREAM", raising=False)
     lake = Lakehouse(env="databricks", root="/Volumes/main/s/lakehouse", catalog="main", schema="s")
     source_format, options = bronze.raw_stream_source(lake, "*.csv")
     assert source_format == "cloudFiles"

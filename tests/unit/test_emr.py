@@ -16,7 +16,7 @@ from ecom_lakehouse.schemas import TABLES
 from tests import terraform_eval
 
 REGION = "eu-west-1"
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FAST = {"Delay": 0.01, "MaxAttempts": 3}
 
 

@@ -1,7 +1,9 @@
-"""End to end on small generated data, through the CLI, plus rerun idempotency."""
+"""End to end on small generated data, through the CLI, plus rerun idempotency. A test that changes tables
+works on `private_lake`, a copy: the shared lakehouse stays as the pipeline left it."""
+import pytest
 from pyspark.sql import functions as F
 
-from ecom_lakehouse import bronze, gold, silver
+from ecom_lakehouse import bronze, gold, reconcile, silver
 from ecom_lakehouse.schemas import TABLES
 
 GOLD_TABLES = ("customer_features", "category_performance", "category_performance_monthly", "product_performance",
@@ -41,8 +43,8 @@ def test_gold_tables_and_honest_revenue(spark, pipeline):
     assert abs(daily - revenue) < 1.0
 
 
-def test_rerunning_every_stage_changes_no_result(spark, pipeline):
-    lake, _ = pipeline
+def test_rerunning_every_stage_changes_no_result(spark, private_lake):
+    lake = private_lake()
     before = {t: lake.table("silver", t).read(spark).count() for t in TABLES}
     gold_before = lake.table("gold", "category_performance").read(spark).orderBy("department", "category").collect()
     assert all(r.ingested == [] for r in bronze.run(spark, lake))
@@ -54,8 +56,8 @@ def test_rerunning_every_stage_changes_no_result(spark, pipeline):
     assert users.groupBy("id").count().where("count > 1").count() == 0
 
 
-def test_redelivered_rows_are_merged_latest_wins(spark, pipeline):
-    lake, _ = pipeline
+def test_redelivered_rows_are_merged_latest_wins(spark, private_lake):
+    lake = private_lake()
     bronze_users = lake.table("bronze", "users")
     # a later delivery of user 1 with a changed age, as a new bronze batch would hold it
     redelivered = (bronze_users.read(spark).where(F.col("id") == "1")
@@ -99,11 +101,9 @@ def _deliver(spark, table, rows: list[dict], after) -> None:
     table.save(batch.write.format("delta").mode("append"))
 
 
-def test_new_events_merge_only_their_keys_and_rebuild_only_what_reads_events(spark, pipeline):
-    lake, _ = pipeline
+def test_new_events_merge_only_their_keys_and_rebuild_only_what_reads_events(spark, private_lake):
+    lake = private_lake()
     quiet = lambda *_: None  # noqa: E731
-    silver.run(spark, lake, echo=quiet)  # earlier tests redelivered users: settle everything first
-    gold.run(spark, lake, echo=quiet)
     versions = lambda layer, names: {n: lake.table(layer, n).version(spark) for n in names}  # noqa: E731
     silver_before, gold_before = versions("silver", TABLES), versions("gold", gold.OUTPUTS)
     bronze_events, silver_events = lake.table("bronze", "events"), lake.table("silver", "events")
@@ -137,13 +137,11 @@ def test_new_events_merge_only_their_keys_and_rebuild_only_what_reads_events(spa
     assert rebuilt == {"funnel", "product_performance"}  # customer_features, which segmentation reads, is untouched
 
 
-def test_compaction_changes_no_lineage_so_a_rerun_rebuilds_nothing(spark, pipeline):
+def test_compaction_changes_no_lineage_so_a_rerun_rebuilds_nothing(spark, private_lake):
     from ecom_lakehouse import maintain
 
-    lake, _ = pipeline
+    lake = private_lake()
     quiet = lambda *_: None  # noqa: E731
-    silver.run(spark, lake, echo=quiet)  # earlier tests delivered rows: settle everything first
-    gold.run(spark, lake, echo=quiet)
     tables = [lake.table("silver", t) for t in TABLES] + [lake.table("gold", n) for n in gold.OUTPUTS]
     maintain.run(spark, lake, echo=quiet)  # what the platforms schedule after every run
     compacted = [t for t in tables if t.delta(spark).history(5).where("operation = 'OPTIMIZE'").count()]
@@ -154,20 +152,26 @@ def test_compaction_changes_no_lineage_so_a_rerun_rebuilds_nothing(spark, pipeli
     assert {str(t): t.version(spark) for t in tables} == after_maintenance  # no MERGE, no overwrite
 
 
-def test_silver_sizes_its_cached_partitions_from_the_data_not_the_session(spark, pipeline, tmp_path):
+def test_silver_sizes_its_cached_partitions_from_the_data_not_the_session(spark, private_lake):
     """AQE does not merge the partitions of a cached plan: with Spark's 200 shuffle partitions, silver
     wrote a file per partition. It sizes them from bronze's bytes (a few files on small data)."""
-    import shutil
-
-    from ecom_lakehouse.config import Lakehouse
     from ecom_lakehouse.session import conf_within
 
-    lake, _ = pipeline
-    copy = Lakehouse(raw=lake.raw, root=str(tmp_path / "lake"))
-    shutil.copytree(f"{lake.root}/bronze", f"{copy.root}/bronze")
+    copy = private_lake("bronze")
     with conf_within(spark, "spark.sql.shuffle.partitions", "200"):
         silver.run(spark, copy, echo=lambda *_: None)
     for table in ("users", "events"):
         files = copy.table("silver", table).delta(spark).detail().select("numFiles").first()[0]
         assert files <= spark.sparkContext.defaultParallelism, (table, files)
     assert silver.cached_partitions(10 * 2**30, 2) == 10 * 2**30 // silver.CACHED_PARTITION_BYTES  # grows with data
+
+
+def test_silver_reconciliation_fails_on_a_row_missing_from_silver(spark, private_lake):
+    # The fault goes into a copy of the tables the check reads.
+    copy = private_lake("bronze/distribution_centers", "silver/distribution_centers", "silver/_quarantine")
+    assert reconcile.silver_tables(spark, copy, ["distribution_centers"])[0].ok
+    copy.table("silver", "distribution_centers").delta(spark).delete("id = 1")  # the fault
+    check = reconcile.silver_tables(spark, copy, ["distribution_centers"])[0]
+    assert not check.ok and check.silver == check.bronze - check.superseded - check.quarantined - 1
+    with pytest.raises(reconcile.ReconciliationError, match="silver distribution_centers"):
+        reconcile.raise_on_mismatch([check], "silver")

@@ -1,0 +1,98 @@
+"""Every change is held to one style: ruff with the rules in pyproject.toml ([tool.ruff]): pycodestyle,
+pyflakes (unused imports and names), import order, bugbear (e.g. zip without strict=) and pyupgrade."""
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_ruff_finds_nothing():
+    ruff = Path(sys.executable).parent / "ruff"
+    assert ruff.exists(), "ruff is missing: `make install` installs the dev extra, which pins it"
+    done = subprocess.run([str(ruff), "check", "--no-cache", str(ROOT)], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stdout[-3000:]
+
+
+def test_ruff_with_these_rules_fails_on_an_unused_import_and_a_lax_zip(tmp_path):
+    ruff = Path(sys.executable).parent / "ruff"
+    bad = tmp_path / "bad.py"
+    bad.write_text("import os\n\n\ndef pairs(a, b):\n    return list(zip(a, b))\n")
+    done = subprocess.run([str(ruff), "check", "--no-cache", "--config", str(ROOT / "pyproject.toml"), str(bad)],
+                          capture_output=True, text=True)
+    assert done.returncode == 1 and "F401" in done.stdout and "B905" in done.stdout, done.stdout
+
+
+PACKAGE = ROOT / "src" / "ecom_lakehouse"
+
+
+def import_graph(package: Path) -> dict[str, set[str]]:
+    """module -> the package's modules it imports, anywhere in it (a function-level import still ties the two)."""
+    import ast
+
+    def module_of(path: Path) -> str:
+        parts = path.relative_to(package.parent).with_suffix("").parts
+        return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+    modules = {module_of(p): p for p in package.rglob("*.py")}
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(package.name):
+                for alias in node.names:  # `from pkg import submodule` imports the submodule
+                    target = f"{node.module}.{alias.name}"
+                    graph[name].add(target if target in modules else node.module)
+            elif isinstance(node, ast.Import):
+                graph[name] |= {a.name for a in node.names if a.name in modules}
+    return {name: targets - {name} for name, targets in graph.items()}
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """For each module that can reach itself, one path back to it (breadth-first, so the shortest)."""
+    found = []
+    for start in sorted(graph):
+        parent, frontier = {}, [start]
+        while frontier and start not in parent:
+            step = []
+            for node in frontier:
+                for target in sorted(graph.get(node, ())):
+                    if target not in parent:
+                        parent[target] = node
+                        step.append(target)
+            frontier = step
+        if start in parent:
+            path, node = [start], parent[start]
+            while node != start:
+                path.append(node)
+                node = parent[node]
+            found.append([start, *reversed(path[1:]), start])
+    return found
+
+
+def test_the_package_has_no_import_cycles():
+    assert cycles(import_graph(PACKAGE)) == []
+
+
+def test_the_cycle_check_finds_a_cycle_through_a_function_level_import(tmp_path):
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("from pkg import b\n")
+    (package / "b.py").write_text("def f():\n    from pkg.a import x\n")
+    assert ["pkg.a", "pkg.b", "pkg.a"] in cycles(import_graph(package))
+
+
+def test_every_ecom_variable_is_read_through_settings_and_documented():
+    import re
+
+    from ecom_lakehouse.settings import SETTINGS
+
+    used = set()
+    for path in PACKAGE.rglob("*.py"):
+        text = path.read_text()
+        if path.name != "settings.py":
+            assert not re.search(r"environ[^\n]*['\"]ECOM_", text), f"{path.name} reads an ECOM_ variable itself"
+        used |= set(re.findall(r"setting\(\"(ECOM_[A-Z_]+)\"\)", text))
+    assert used == set(SETTINGS)  # each listed setting is read, and each one read is listed
+    readme = (ROOT / "README.md").read_text()
+    assert [name for name in SETTINGS if name not in readme] == []
