@@ -5,14 +5,18 @@ What is the same as on EMR Serverless:
   API checks their shape and keeps them); the twin reads each back with `get_job_run` and runs exactly
   its `entryPoint`, `entryPointArguments` and `sparkSubmitParameters`, not a retyped copy;
 * the environment archive is the one `deploy_environment` uploads, unpacked as `./environment` in the
-  driver's working directory (what `spark.archives=…#environment` does on EMR Serverless), and the driver
+  driver's working directory (what `spark.archives=…#environment` does on EMR Serverless: AWS's
+  aws-samples/emr-serverless-samples, examples/pyspark/custom_python_version, shows the driver's
+  `sys.executable` as /home/hadoop/environment/bin/python, the job's working directory), and the driver
   runs on its `bin/python`: the archive's link to `/usr/bin/python3.11`, which here is Debian's bare
   Python 3.11 (no numpy, no MLflow, no boto3), so everything the job imports comes from the archive;
-* `spark.emr-serverless.driverEnv.*` becomes the driver's environment, as EMR Serverless does;
+* `spark.emr-serverless.driverEnv.*` becomes the driver's environment (EMR Serverless's name for what YARN
+  calls spark.yarn.appMasterEnv; the same sample sets PYSPARK_PYTHON that way);
 * S3 is moto's server with IAM checks, the job runs with the credentials of a user holding exactly the
   job role's policy as Terraform renders it (serverless.tf gives the job role the instance role's
   document), and the driver's output is written, as that user, to the log path `emr_serverless.driver_log`
-  names; the job run's final state is what the driver process returned, so boto3's waiter model in
+  names (`<logUri>/applications/<app>/jobs/<job run>/SPARK_DRIVER/stdout.gz`, where the same sample
+  reads it); the job run's final state is what the driver process returned, so boto3's waiter model in
   `wait_for_job_run` sees SUCCESS or FAILED as it would.
 
 What differs: the master is local[2]; EMR's jar paths in `spark.jars` (/usr/share/aws/delta/lib) are not
