@@ -1,9 +1,11 @@
 """`ecom-lakehouse <command> [--env local|databricks|emr] [--raw PATH] [--lakehouse PATH] ...`
 
-Every stage is its own command so that Databricks tasks and EMR steps can call them one
-by one; `run` runs them all. Errors the user can fix end with one line on stderr and exit
-code 2; a reconciliation that finds rows missing or doubled exits 1, and so does a model check
-that stops publication (leakage); nothing is written when a file is rejected. Any other failure also
+Every stage is its own command so that Databricks tasks, EMR steps and EMR Serverless job runs can call
+them one by one; `run` runs them all. What a stage reads, checks and registers is in stages.py; this
+module parses arguments and turns outcomes into exit codes. Errors the user can fix end with one line on stderr and exit
+code 2; a reconciliation that finds rows missing or doubled exits 1, and so do a model check
+that stops publication (leakage) and an output that breaks its contract (contracts.py); nothing is
+written when a file is rejected. Any other failure also
 ends in one line (a JVM failure's root cause, else the exception's first line) and exit 1; set
 ECOM_DEBUG=1 to see the traceback. `entry` is the console script: it exits with the code, because
 a Databricks python_wheel_task ignores a returned one.
