@@ -84,7 +84,7 @@ def instance_policy() -> dict:
 
 def spark_properties(endpoint: str, key: str, secret: str, work: Path) -> dict[str, str]:
     """spark-defaults as EMR writes them from emr_configurations.json, plus what only the twin needs."""
-    conf = next(c for c in ops.emr_configurations() if c["Classification"] == "spark-defaults")["Properties"]
+    conf = ops.classification("spark-defaults")["Properties"]
     jars = [*_local_delta_jars(), *map(str, S3A_JARS)]
     twin = {
         "spark.master": "local[2]",

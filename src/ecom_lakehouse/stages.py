@@ -96,16 +96,14 @@ def _gold_inputs():
     return tuple(("silver", t) for t in gold.INPUTS)
 
 
-def _gold_outputs():
-    from ecom_lakehouse import gold
-
-    return tuple(("gold", t) for t in gold.OUTPUTS)
-
-
 def _gold_output_names():
     from ecom_lakehouse import gold
 
     return gold.OUTPUTS
+
+
+def _gold_outputs():
+    return tuple(("gold", t) for t in _gold_output_names())
 
 
 REGISTRY: dict[str, Stage] = {stage.name: stage for stage in (

@@ -83,7 +83,7 @@ def s3_endpoint(tmp_path_factory):
 
 def node_environment(node_python: Path) -> dict[str, str]:
     """spark-env's exports, with the cluster's Python path mapped to the twin node's."""
-    spark_env = next(c for c in ops.emr_configurations() if c["Classification"] == "spark-env")
+    spark_env = ops.classification("spark-env")
     exports = next(c for c in spark_env["Configurations"] if c["Classification"] == "export")["Properties"]
     cluster_python = ops.cluster_spec()["python"]
     ours = ("AWS_", "PYSPARK", "SPARK", "ECOM_", "MLFLOW_", "VIRTUAL_ENV")

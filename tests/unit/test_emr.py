@@ -333,7 +333,7 @@ def test_a_serverless_job_run_carries_its_environment_build_delta_and_the_cluste
     assert conf["spark.delta.logStore.s3.impl"] == "io.delta.storage.S3DynamoDBLogStore"
     assert {j.rsplit("/", 1)[1] for j in conf["spark.jars"].split(",")} == {
         "delta-spark.jar", "delta-storage.jar", "delta-storage-s3-dynamodb.jar"}  # the names aws/FACTS.md lists
-    defaults = next(c for c in ops.emr_configurations() if c["Classification"] == "spark-defaults")["Properties"]
+    defaults = ops.classification("spark-defaults")["Properties"]
     assert defaults.items() <= conf.items()
     assert conf["spark.hadoop.hive.metastore.client.factory.class"].endswith("AWSGlueDataCatalogHiveClientFactory")
     logs = request["configurationOverrides"]["monitoringConfiguration"]["s3MonitoringConfiguration"]

@@ -95,6 +95,11 @@ def emr_configurations() -> list[dict]:
     return json.loads(_PACKAGE.joinpath("emr_configurations.json").read_text())
 
 
+def classification(name: str) -> dict:
+    """One classification of emr_configurations.json (spark-defaults, spark-env, …), whole."""
+    return next(c for c in emr_configurations() if c["Classification"] == name)
+
+
 def cluster_spec() -> dict:
     """Applications, node Python, EBS, tags, step concurrency, idle timeout: read by Terraform too."""
     return json.loads(_PACKAGE.joinpath("emr_cluster.json").read_text())

@@ -118,7 +118,7 @@ def deploy_environment(s3, target: EmrTarget, archive: Path | None = None, echo=
 
 def submit_parameters(target: EmrTarget, artifacts: Artifacts, environment_uri: str) -> str:
     """`sparkSubmitParameters`: the environment, Delta and its DynamoDB log store, the cluster's spark-defaults."""
-    defaults = next(c for c in emr_ops.emr_configurations() if c["Classification"] == "spark-defaults")["Properties"]
+    defaults = emr_ops.classification("spark-defaults")["Properties"]
     conf = {
         "spark.archives": f"{environment_uri}#environment",
         "spark.emr-serverless.driverEnv.PYSPARK_DRIVER_PYTHON": ENVIRONMENT,
@@ -129,9 +129,8 @@ def submit_parameters(target: EmrTarget, artifacts: Artifacts, environment_uri: 
         **dict(c.split("=", 1) for c in emr_ops.log_store_conf(target)),
     }
     # EMR Serverless reads the Glue Data Catalog as the metastore when asked to (the cluster: spark-hive-site)
-    conf["spark.hadoop.hive.metastore.client.factory.class"] = next(
-        c for c in emr_ops.emr_configurations() if c["Classification"] == "spark-hive-site"
-    )["Properties"]["hive.metastore.client.factory.class"]
+    conf["spark.hadoop.hive.metastore.client.factory.class"] = (
+        emr_ops.classification("spark-hive-site")["Properties"]["hive.metastore.client.factory.class"])
     args = [part for key, value in conf.items() for part in ("--conf", f"{key}={value}")]
     return shlex.join([*args, "--py-files", artifacts.wheel_uri])
 
