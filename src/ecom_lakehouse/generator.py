@@ -394,20 +394,55 @@ def _ip_addresses(rng, n: int) -> np.ndarray:
     return np.array([f"{a}.{b}.{c}.{d}" for a, b, c, d in zip(*octets, strict=True)], dtype=object)
 
 
-def generate_chunk(rng, n_users: int, ids: IdCounters, cat: Catalogue, taste: TasteModel | None,
-                   as_of: int) -> dict[str, pd.DataFrame]:
-    products = cat.frame
-    # users
+@dataclass(frozen=True)
+class ChunkUsers:
+    ids: np.ndarray
+    gender: np.ndarray  # "M" / "F"
+    created: np.ndarray  # epoch seconds
+    location: np.ndarray  # row of LOCATIONS
+
+
+@dataclass(frozen=True)
+class ChunkOrders:
+    user: np.ndarray  # row of ChunkUsers
+    ids: np.ndarray
+    status: np.ndarray
+    n_items: np.ndarray
+    created: np.ndarray
+    shipped: np.ndarray
+    delivered: np.ndarray
+    returned: np.ndarray
+    shipped_ok: np.ndarray  # the status implies the timestamp; NULL otherwise
+    delivered_ok: np.ndarray
+    returned_ok: np.ndarray
+
+
+@dataclass(frozen=True)
+class ChunkItems:
+    order: np.ndarray  # row of ChunkOrders
+    user: np.ndarray  # row of ChunkUsers
+    product: np.ndarray  # row of the catalogue
+    ids: np.ndarray
+    created: np.ndarray
+
+
+LOCATION_TABLE = np.array([r[:4] for r in LOCATIONS], dtype=object)  # country, state, city, postal code
+
+
+# The draws below happen in one fixed order per chunk (users, favourites, orders, items,
+# inventory, order items, events): that order is what makes the same seed give the same bytes.
+
+def draw_users(rng, n_users: int, ids: IdCounters, as_of: int) -> tuple[pd.DataFrame, ChunkUsers]:
     gender = np.where(rng.random(n_users) < 0.5, "M", "F").astype(object)
     user_ids = np.arange(ids.user, ids.user + n_users)
+    ids.user += n_users
     loc_w = np.array([r[6] for r in LOCATIONS])
     loc = rng.choice(len(LOCATIONS), n_users, p=loc_w / loc_w.sum())
-    loc_table = np.array([r[:4] for r in LOCATIONS], dtype=object)
     lat = np.array([r[4] for r in LOCATIONS])[loc] + rng.normal(0, 0.05, n_users)
     lon = np.array([r[5] for r in LOCATIONS])[loc] + rng.normal(0, 0.05, n_users)
     recent = rng.random(n_users) < 0.025
-    user_created = np.where(recent, rng.integers(as_of - 7 * DAY, as_of, n_users),
-                            rng.integers(START, as_of, n_users)) // MINUTE * MINUTE
+    created = np.where(recent, rng.integers(as_of - 7 * DAY, as_of, n_users),
+                       rng.integers(START, as_of, n_users)) // MINUTE * MINUTE
     first = np.where(gender == "M", np.array(FIRST_NAMES["M"], object)[rng.integers(0, len(FIRST_NAMES["M"]), n_users)],
                      np.array(FIRST_NAMES["F"], object)[rng.integers(0, len(FIRST_NAMES["F"]), n_users)])
     last = np.array(LAST_NAMES, object)[rng.integers(0, len(LAST_NAMES), n_users)]
@@ -416,109 +451,130 @@ def generate_chunk(rng, n_users: int, ids: IdCounters, cat: Catalogue, taste: Ta
     unit = np.where(rng.random(n_users) < 0.3,
                     np.array([" Apt. ", " Suite "], object)[rng.integers(0, 2, n_users)]
                     + rng.integers(1, 999, n_users).astype(str), "")
-    users = pd.DataFrame({
+    frame = pd.DataFrame({
         "id": format_ids(user_ids), "first_name": first, "last_name": last,
         "email": (pd.Series(first).str.lower() + pd.Series(last).str.lower() + "@example." + tld).to_numpy(object),
         "age": rng.integers(12, 71, n_users).astype(str).astype(object), "gender": gender,
-        "state": loc_table[loc, 1],
+        "state": LOCATION_TABLE[loc, 1],
         "street_address": (rng.integers(1, 99_999, n_users).astype(str).astype(object) + " "
                            + np.array(LAST_NAMES, object)[rng.integers(0, len(LAST_NAMES), n_users)] + " "
                            + np.array(STREET_SUFFIXES, object)[rng.integers(0, len(STREET_SUFFIXES), n_users)] + unit),
-        "postal_code": loc_table[loc, 3], "city": loc_table[loc, 2], "country": loc_table[loc, 0],
+        "postal_code": LOCATION_TABLE[loc, 3], "city": LOCATION_TABLE[loc, 2], "country": LOCATION_TABLE[loc, 0],
         "latitude": lat_s, "longitude": lon_s, "traffic_source": _choice(rng, USER_TRAFFIC, n_users),
-        "created_at": format_timestamps(user_created, rng, as_of=as_of),
+        "created_at": format_timestamps(created, rng, as_of=as_of),
         "user_geom": ("POINT(" + lon_s + " " + lat_s + ")"),
     })
-    ids.user += n_users
-    favourites = user_favourites(rng, taste, gender) if taste else None
+    return frame, ChunkUsers(user_ids, gender, created, loc)
 
-    # orders: 0-4 per user, uniform between the user's creation and now
-    n_orders = _choice(rng, ORDERS_PER_USER, n_users).astype(np.int64)
-    o_user = _repeat_index(n_orders)
+
+def draw_orders(rng, users: ChunkUsers, ids: IdCounters, as_of: int) -> tuple[pd.DataFrame, ChunkOrders]:
+    """0-4 orders per user, placed uniformly between the user's creation and as_of; the status
+    decides which of shipped/delivered/returned exist, with the real rate of ordering anomalies."""
+    o_user = _repeat_index(_choice(rng, ORDERS_PER_USER, len(users.ids)).astype(np.int64))
     n_o = len(o_user)
-    o_created = (user_created[o_user] + (rng.random(n_o) * (as_of - user_created[o_user])).astype(np.int64)) // MINUTE * MINUTE
+    user_created = users.created[o_user]
+    created = (user_created + (rng.random(n_o) * (as_of - user_created)).astype(np.int64)) // MINUTE * MINUTE
     status = _choice(rng, ORDER_STATUS, n_o)
     shipped_ok = np.isin(status, ["Shipped", "Complete", "Returned"])
     delivered_ok = np.isin(status, ["Complete", "Returned"])
     returned_ok = status == "Returned"
-    o_shipped = (o_created + rng.integers(0, 3 * DAY, n_o)) // MINUTE * MINUTE
-    o_delivered = (o_shipped + rng.integers(0, 5 * DAY, n_o)) // MINUTE * MINUTE
-    o_returned = (o_delivered + rng.integers(0, 3 * DAY, n_o)) // MINUTE * MINUTE
+    shipped = (created + rng.integers(0, 3 * DAY, n_o)) // MINUTE * MINUTE
+    delivered = (shipped + rng.integers(0, 5 * DAY, n_o)) // MINUTE * MINUTE
+    returned = (delivered + rng.integers(0, 3 * DAY, n_o)) // MINUTE * MINUTE
     for name, rate in ANOMALY_RATES.items():
         hit = rng.random(n_o) < rate
         if name == "shipped_before_created":
-            o_shipped = np.where(hit & shipped_ok, o_created - rng.integers(HOUR, 2 * DAY, n_o), o_shipped)
+            shipped = np.where(hit & shipped_ok, created - rng.integers(HOUR, 2 * DAY, n_o), shipped)
         elif name == "delivered_before_shipped":
-            o_delivered = np.where(hit & delivered_ok, o_shipped - rng.integers(HOUR, DAY, n_o), o_delivered)
+            delivered = np.where(hit & delivered_ok, shipped - rng.integers(HOUR, DAY, n_o), delivered)
         else:
-            o_returned = np.where(hit & returned_ok, o_delivered - rng.integers(HOUR, DAY, n_o), o_returned)
+            returned = np.where(hit & returned_ok, delivered - rng.integers(HOUR, DAY, n_o), returned)
     n_items = _choice(rng, ITEMS_PER_ORDER, n_o).astype(np.int64)
     order_ids = np.arange(ids.order, ids.order + n_o)
     ids.order += n_o
-    orders = pd.DataFrame({
-        "order_id": format_ids(order_ids), "user_id": format_ids(user_ids[o_user]), "status": status,
-        "gender": gender[o_user],
-        "created_at": format_timestamps(o_created, rng, as_of=as_of),
-        "returned_at": format_timestamps(o_returned, rng, returned_ok, as_of),
-        "shipped_at": format_timestamps(o_shipped, rng, shipped_ok, as_of),
-        "delivered_at": format_timestamps(o_delivered, rng, delivered_ok, as_of),
+    frame = pd.DataFrame({
+        "order_id": format_ids(order_ids), "user_id": format_ids(users.ids[o_user]), "status": status,
+        "gender": users.gender[o_user],
+        "created_at": format_timestamps(created, rng, as_of=as_of),
+        "returned_at": format_timestamps(returned, rng, returned_ok, as_of),
+        "shipped_at": format_timestamps(shipped, rng, shipped_ok, as_of),
+        "delivered_at": format_timestamps(delivered, rng, delivered_ok, as_of),
         "num_of_item": n_items.astype(str).astype(object),
     })
+    return frame, ChunkOrders(o_user, order_ids, status, n_items, created, shipped, delivered, returned,
+                              shipped_ok, delivered_ok, returned_ok)
 
-    # order items: take the order's status and timestamps; created up to 4 h before it
-    i_order = _repeat_index(n_items)
-    n_i = len(i_order)
-    i_user = o_user[i_order]
-    i_product = pick_products(rng, cat, taste, gender, i_user, favourites)
-    i_created = o_created[i_order] - rng.integers(0, 4 * HOUR, n_i)
-    item_ids = np.arange(ids.order_item, ids.order_item + n_i)
-    ids.order_item += n_i
 
-    # inventory: the sold unit (created 0-60 days before the sale) + 1-3 units that never sell
-    n_unsold = _choice(rng, UNSOLD_PER_SOLD, n_i).astype(np.int64)
-    inv_group = _repeat_index(1 + n_unsold)
-    inv_is_sold = _position_in_group(1 + n_unsold) == 0
-    n_inv = len(inv_group)
-    inv_ids = np.arange(ids.inventory, ids.inventory + n_inv)
-    ids.inventory += n_inv
-    inv_created = i_created[inv_group] - rng.integers(0, 60 * DAY, n_inv)
-    inv_product = i_product[inv_group]
-    p = products.iloc[inv_product]
-    inventory = pd.DataFrame({
+def draw_items(rng, users: ChunkUsers, orders: ChunkOrders, ids: IdCounters, cat: Catalogue,
+               taste: TasteModel | None, favourites: dict | None) -> ChunkItems:
+    """1-4 items per order, each created up to 4 h before its order."""
+    i_order = _repeat_index(orders.n_items)
+    i_user = orders.user[i_order]
+    product = pick_products(rng, cat, taste, users.gender, i_user, favourites)
+    created = orders.created[i_order] - rng.integers(0, 4 * HOUR, len(i_order))
+    item_ids = np.arange(ids.order_item, ids.order_item + len(i_order))
+    ids.order_item += len(i_order)
+    return ChunkItems(i_order, i_user, product, item_ids, created)
+
+
+def inventory_frame(rng, items: ChunkItems, ids: IdCounters, cat: Catalogue, as_of: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """Each sold unit (created 0-60 days before its sale) and 1-3 units of the product that never
+    sell; returns the frame and the sold units' ids, one per order item."""
+    n_unsold = _choice(rng, UNSOLD_PER_SOLD, len(items.ids)).astype(np.int64)
+    group = _repeat_index(1 + n_unsold)
+    is_sold = _position_in_group(1 + n_unsold) == 0
+    inv_ids = np.arange(ids.inventory, ids.inventory + len(group))
+    ids.inventory += len(group)
+    created = items.created[group] - rng.integers(0, 60 * DAY, len(group))
+    p = cat.frame.iloc[items.product[group]]
+    frame = pd.DataFrame({
         "id": format_ids(inv_ids), "product_id": format_ids(p["id"].to_numpy()),
-        "created_at": format_timestamps(inv_created, rng, as_of=as_of),
-        "sold_at": format_timestamps(i_created[inv_group], rng, inv_is_sold, as_of),
+        "created_at": format_timestamps(created, rng, as_of=as_of),
+        "sold_at": format_timestamps(items.created[group], rng, is_sold, as_of),
         "cost": format_float32(p["cost"].to_numpy()), "product_category": p["category"].to_numpy(object),
         "product_name": p["name"].to_numpy(object), "product_brand": p["brand"].to_numpy(object),
         "product_retail_price": format_float32(p["retail_price"].to_numpy()),
         "product_department": p["department"].to_numpy(object), "product_sku": p["sku"].to_numpy(object),
         "product_distribution_center_id": format_ids(p["distribution_center_id"].to_numpy()),
     })
-    sold_inventory_id = inv_ids[inv_is_sold]
+    return frame, inv_ids[is_sold]
 
-    ip = products.iloc[i_product]
-    order_items = pd.DataFrame({
-        "id": format_ids(item_ids), "order_id": format_ids(order_ids[i_order]),
-        "user_id": format_ids(user_ids[i_user]), "product_id": format_ids(ip["id"].to_numpy()),
-        "inventory_item_id": format_ids(sold_inventory_id), "status": status[i_order],
-        "created_at": format_timestamps(i_created, rng, as_of=as_of),
-        "shipped_at": format_timestamps(o_shipped[i_order], rng, shipped_ok[i_order], as_of),
-        "delivered_at": format_timestamps(o_delivered[i_order], rng, delivered_ok[i_order], as_of),
-        "returned_at": format_timestamps(o_returned[i_order], rng, returned_ok[i_order], as_of),
-        "sale_price": format_float32(ip["retail_price"].to_numpy()),
+
+def order_items_frame(rng, users: ChunkUsers, orders: ChunkOrders, items: ChunkItems,
+                      sold_inventory_ids: np.ndarray, cat: Catalogue, as_of: int) -> pd.DataFrame:
+    """An item takes its order's status and timestamps and sells at the product's retail price."""
+    p = cat.frame.iloc[items.product]
+    o = items.order
+    return pd.DataFrame({
+        "id": format_ids(items.ids), "order_id": format_ids(orders.ids[o]),
+        "user_id": format_ids(users.ids[items.user]), "product_id": format_ids(p["id"].to_numpy()),
+        "inventory_item_id": format_ids(sold_inventory_ids), "status": orders.status[o],
+        "created_at": format_timestamps(items.created, rng, as_of=as_of),
+        "shipped_at": format_timestamps(orders.shipped[o], rng, orders.shipped_ok[o], as_of),
+        "delivered_at": format_timestamps(orders.delivered[o], rng, orders.delivered_ok[o], as_of),
+        "returned_at": format_timestamps(orders.returned[o], rng, orders.returned_ok[o], as_of),
+        "sale_price": format_float32(p["retail_price"].to_numpy()),
     })
 
-    events = _events(rng, ids, cat, as_of, n_items, i_order, i_user, i_product, i_created,
-                     user_ids, loc, loc_table, n_users)
-    return {"users": users, "orders": orders, "order_items": order_items,
+
+def generate_chunk(rng, n_users: int, ids: IdCounters, cat: Catalogue, taste: TasteModel | None,
+                   as_of: int) -> dict[str, pd.DataFrame]:
+    users_frame, users = draw_users(rng, n_users, ids, as_of)
+    favourites = user_favourites(rng, taste, users.gender) if taste else None
+    orders_frame, orders = draw_orders(rng, users, ids, as_of)
+    items = draw_items(rng, users, orders, ids, cat, taste, favourites)
+    inventory, sold_inventory_ids = inventory_frame(rng, items, ids, cat, as_of)
+    order_items = order_items_frame(rng, users, orders, items, sold_inventory_ids, cat, as_of)
+    events = events_frame(rng, users, orders, items, ids, cat, as_of)
+    return {"users": users_frame, "orders": orders_frame, "order_items": order_items,
             "inventory_items": inventory, "events": events}
 
 
-def _events(rng, ids, cat, as_of, n_items, i_order, i_user, i_product, i_created, user_ids, loc,
-            loc_table, n_users) -> pd.DataFrame:
+def events_frame(rng, users: ChunkUsers, orders: ChunkOrders, items: ChunkItems, ids: IdCounters,
+                 cat: Catalogue, as_of: int) -> pd.DataFrame:
     # One session per order item. Single-item order: home, department, product, cart, purchase.
     # n > 1 items: (department, product, cart) x n, then purchase: 3n + 1 events.
-    n_in_order = n_items[i_order]
+    n_in_order = orders.n_items[items.order]
     s_len = np.where(n_in_order == 1, 5, 3 * n_in_order + 1)
     pos = _position_in_group(s_len)
     sess = _repeat_index(s_len)
@@ -527,13 +583,14 @@ def _events(rng, ids, cat, as_of, n_items, i_order, i_user, i_product, i_created
     multi_kind = np.array(["department", "product", "cart"], object)[pos % 3]
     single_kind = np.array(["home", "department", "product", "cart", "purchase"], object)[np.minimum(pos, 4)]
     kind = np.where(single, single_kind, np.where(last, "purchase", multi_kind))
+    session_user = items.user[sess]
     order_ev = {
-        "session": sess, "pos": pos, "kind": kind, "product": i_product[sess],
-        "user": user_ids[i_user[sess]], "loc": loc[i_user[sess]],
-        "start": i_created[sess], "step_max": 3 * MINUTE, "n_sessions": len(s_len),
+        "session": sess, "pos": pos, "kind": kind, "product": items.product[sess],
+        "user": users.ids[session_user], "loc": users.location[session_user],
+        "start": items.created[sess], "step_max": 3 * MINUTE, "n_sessions": len(s_len),
     }
     # Ghost sessions: 5 per user, anonymous, a random product of a random gender.
-    n_g = GHOST_SESSIONS_PER_USER * n_users
+    n_g = GHOST_SESSIONS_PER_USER * len(users.ids)
     seq_choice = rng.integers(0, len(GHOST_SEQUENCES), n_g)
     g_len = np.array([len(s) for s in GHOST_SEQUENCES])[seq_choice]
     g_sess = _repeat_index(g_len)
@@ -545,15 +602,15 @@ def _events(rng, ids, cat, as_of, n_items, i_order, i_user, i_product, i_created
     ghost_ev = {
         "session": g_sess, "pos": g_pos, "kind": g_kind,
         "product": all_products[rng.integers(0, len(all_products), n_g)][g_sess],
-        "user": None, "loc": rng.integers(0, len(loc_table), n_g)[g_sess],
+        "user": None, "loc": rng.integers(0, len(LOCATION_TABLE), n_g)[g_sess],
         "start": rng.integers(START, as_of, n_g)[g_sess] // MINUTE * MINUTE, "step_max": 30 * MINUTE,
         "n_sessions": n_g,
     }
-    frames = [_event_frame(rng, ids, cat, as_of, ev, loc_table) for ev in (order_ev, ghost_ev)]
+    frames = [_event_frame(rng, ids, cat, as_of, ev) for ev in (order_ev, ghost_ev)]
     return pd.concat(frames, ignore_index=True)
 
 
-def _event_frame(rng, ids, cat, as_of, ev, loc_table) -> pd.DataFrame:
+def _event_frame(rng, ids, cat, as_of, ev) -> pd.DataFrame:
     sess, pos, kind, product = ev["session"], ev["pos"], ev["kind"], ev["product"]
     n = len(sess)
     steps = rng.integers(0, ev["step_max"] + 1, n)
@@ -581,8 +638,8 @@ def _event_frame(rng, ids, cat, as_of, ev, loc_table) -> pd.DataFrame:
         "user_id": np.full(n, "", object) if user is None else format_ids(user),
         "sequence_number": (pos + 1).astype(str).astype(object), "session_id": session_ids,
         "created_at": format_timestamps(created, rng, as_of=as_of), "ip_address": ip,
-        "city": loc_table[ev["loc"], 2], "state": loc_table[ev["loc"], 1],
-        "postal_code": loc_table[ev["loc"], 3], "browser": browser, "traffic_source": traffic,
+        "city": LOCATION_TABLE[ev["loc"], 2], "state": LOCATION_TABLE[ev["loc"], 1],
+        "postal_code": LOCATION_TABLE[ev["loc"], 3], "browser": browser, "traffic_source": traffic,
         "uri": uri, "event_type": kind,
     })
 
