@@ -3,6 +3,33 @@ of a JVM exception chain (Py4J's own line, "An error occurred while calling o58.
 with a hint for the causes users of the platforms meet most."""
 from __future__ import annotations
 
+# Importing delta.exceptions makes PySpark convert Delta's JVM conflicts into these Python types.
+from delta.exceptions import (
+    ConcurrentAppendException,
+    ConcurrentDeleteDeleteException,
+    ConcurrentDeleteReadException,
+    ConcurrentTransactionException,
+    ConcurrentWriteException,
+    DeltaConcurrentModificationException,
+    MetadataChangedException,
+    ProtocolChangedException,
+)
+from pyspark.errors import AnalysisException
+
+DELTA_CONFLICTS = (ConcurrentAppendException, ConcurrentDeleteDeleteException, ConcurrentDeleteReadException,
+                   ConcurrentTransactionException, ConcurrentWriteException, DeltaConcurrentModificationException,
+                   MetadataChangedException, ProtocolChangedException)
+# Two writers creating one catalog table: the later one finds it made.
+TABLE_CREATED_MEANWHILE = ("TABLE_OR_VIEW_ALREADY_EXISTS", "DELTA_TABLE_ALREADY_EXISTS")
+
+
+def is_write_conflict(err: BaseException) -> bool:
+    """Delta's optimistic concurrency lost a race (retrying the write is right), told by the error's type
+    and error class, never by its words."""
+    if isinstance(err, DELTA_CONFLICTS):
+        return True
+    return isinstance(err, AnalysisException) and err.getErrorClass() in TABLE_CREATED_MEANWHILE
+
 
 def one_line(err: BaseException) -> str:
     """The first line of an error; Spark's JVM errors carry pages of stack below it."""

@@ -216,6 +216,30 @@ def test_segment_and_recommend_can_write_their_verdicts_at_the_same_time(spark, 
     assert sorted(r["model"] for r in rows) == ["als", "segmentation"]
 
 
+def test_only_delta_write_conflicts_are_retried_recognised_by_type_not_by_words(spark):
+    """Delta's conflicts are converted to typed Python exceptions (delta.exceptions); the retry must
+    take those and a table created meanwhile, and nothing else, whatever the message says."""
+    from pyspark.errors import AnalysisException
+    from pyspark.errors.exceptions.captured import convert_exception
+
+    from ecom_lakehouse.errors import is_write_conflict
+
+    def delta_conflict(java_class):  # the real JVM exception, converted as PySpark converts it
+        return convert_exception(getattr(spark._jvm.io.delta.exceptions, java_class)("probe"))
+
+    for java_class in ("ConcurrentAppendException", "ProtocolChangedException", "MetadataChangedException",
+                       "ConcurrentWriteException", "ConcurrentTransactionException"):
+        assert is_write_conflict(delta_conflict(java_class)), java_class
+    spark.range(1).write.format("delta").saveAsTable("created_meanwhile")
+    with pytest.raises(AnalysisException) as created_meanwhile:
+        spark.range(1).write.format("delta").saveAsTable("created_meanwhile")
+    assert is_write_conflict(created_meanwhile.value)
+    with pytest.raises(AnalysisException) as missing:
+        spark.table("no_such_table")
+    assert not is_write_conflict(missing.value)
+    assert not is_write_conflict(RuntimeError("Concurrent users exceeded: the table already exists"))
+
+
 def test_stability_verdict_fails_when_no_k_is_stable_and_passes_the_chosen_one():
     unstable = [segmentation.KResult(k, 10.0, 0.5, 0.6, None) for k in (2, 3)]
     failed = segmentation.stability_check(unstable, segmentation.choose_k(unstable), distinct=6)

@@ -9,10 +9,10 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
 from ecom_lakehouse.config import Lakehouse
+from ecom_lakehouse.errors import is_write_conflict
 from ecom_lakehouse.schemas import VERDICT_SCHEMA
 
 WRITE_ATTEMPTS = 3
-CONFLICTS = ("Concurrent", "ProtocolChanged", "already exists", "ALREADY_EXISTS")
 
 
 class ModelCheckFailed(Exception):
@@ -41,7 +41,7 @@ def write_verdicts(spark: SparkSession, lake: Lakehouse, checks, model: str, dat
             lake.table("gold", "model_verdicts").replace_where(
                 verdicts, f"model = '{model}' AND data_mode = '{data_mode}'", partition_by=("model",))
             return
-        except Exception as err:  # noqa: BLE001 - Delta's conflicts arrive as JVM errors; others are re-raised
-            if attempt == WRITE_ATTEMPTS - 1 or not any(word in str(err) for word in CONFLICTS):
+        except Exception as err:  # noqa: BLE001 - a lost race is retried; anything else is re-raised
+            if attempt == WRITE_ATTEMPTS - 1 or not is_write_conflict(err):
                 raise
             time.sleep(1 + attempt)
