@@ -67,7 +67,7 @@ bench-crash: install
 wheel: install
 	$(BIN)/python -m build --wheel --outdir dist .
 
-# What EMR nodes install at bootstrap, without PyPI (Terraform uploads it; see README "Run on AWS EMR").
+# What EMR nodes install at bootstrap, without PyPI (Terraform uploads it; see docs/emr.md).
 wheelhouse: install
 	$(BIN)/ecom-lakehouse emr build-wheelhouse --out dist/wheelhouse
 

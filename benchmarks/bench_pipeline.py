@@ -13,7 +13,7 @@ Each table is delivered as a folder (`<raw>/<table>/part-000.csv`), so the incre
 events (new ids, copies of existing rows otherwise), the table that grows every day in thelook.
 
     python benchmarks/bench_pipeline.py                 # scales 0.1 and 1, then +1% events at 1
-    python benchmarks/bench_pipeline.py --scales 1 10 --incremental-at 1   # the README's table
+    python benchmarks/bench_pipeline.py --scales 1 10 --incremental-at 1   # the table in docs/performance.md
 """
 from __future__ import annotations
 

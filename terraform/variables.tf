@@ -22,7 +22,7 @@ variable "vpc_id" {
 }
 
 variable "subnet_id" {
-  description = "Existing private subnet for the cluster: needs an S3 gateway endpoint, and a NAT or interface endpoints for KMS, EMR, STS, Glue (see README); Terraform tags it for EMR's managed policy"
+  description = "Existing private subnet for the cluster: needs an S3 gateway endpoint, and a NAT or interface endpoints for KMS, EMR, STS, Glue (see docs/emr.md); Terraform tags it for EMR's managed policy"
   type        = string
 }
 

@@ -54,7 +54,7 @@ from tests.bundle_resolution import grants, job_parameters, resolve
 ROOT = Path(__file__).resolve().parents[2]
 RUNTIME = ROOT / ".venv-dbr"
 CATALOG = "spark_catalog"
-# A developer, and prod's service principal with the two groups an admin made for prod (README, "Deploy
+# A developer, and prod's service principal with the two groups an admin made for prod (docs/databricks.md, "Deploy
 # to Databricks"). A service principal's user name is its application id, a UUID: the CLI tells one
 # from a user by that alone (libs/iamutil/service_principal.go, IsServicePrincipalName).
 USER, SERVICE_PRINCIPAL = "alice.smith@example.com", "6a1b2c3d-0000-4000-8000-00000000e5a1"

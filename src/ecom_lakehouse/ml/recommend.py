@@ -37,7 +37,7 @@ from ecom_lakehouse.schemas import parse_value
 from ecom_lakehouse.session import side_by_side
 
 TEST_FRACTION = 0.2
-# First the point the taste benchmark chose at scales 0.1 and 1 (README): used as is when the
+# First the point the taste benchmark chose at scales 0.1 and 1 (docs/machine-learning.md): used as is when the
 # validation slice is too small to rank the points.
 GRID = [dict(rank=r, regParam=0.1, alpha=a) for r, a in ((24, 20.0), (24, 1.0), (8, 20.0), (8, 1.0))]
 MIN_VALIDATION_USERS = 100
