@@ -1,5 +1,6 @@
 """Every change is held to one style: ruff with the rules in pyproject.toml ([tool.ruff]): pycodestyle,
 pyflakes (unused imports and names), import order, bugbear (e.g. zip without strict=) and pyupgrade."""
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -111,3 +112,19 @@ def test_the_settings_check_finds_a_direct_read_and_an_unlisted_name(tmp_path):
     (tmp_path / "stage.py").write_text('import os\nDEBUG = os.environ.get("ECOM_DEBUG")\nX = setting("ECOM_NEW")\n')
     assert settings_problems(tmp_path, {"ECOM_OLD"}) == [
         "stage.py reads an ECOM_ variable itself", "ECOM_NEW is read but not listed", "ECOM_OLD is listed but never read"]
+
+
+def broken_links(documents) -> list[str]:
+    """Relative links in Markdown that point at no file (web links and in-page anchors are not checked)."""
+    problems = []
+    for doc in documents:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", doc.read_text()):
+            if "://" not in target and not (doc.parent / target).exists():
+                problems.append(f"{doc.name}: {target}")
+    return problems
+
+
+def test_every_relative_link_in_the_readme_and_docs_resolves(tmp_path):
+    assert broken_links([ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]) == []
+    (tmp_path / "page.md").write_text("[ok](page.md) [web](https://example.com/x) [gone](docs/missing.md)")
+    assert broken_links([tmp_path / "page.md"]) == ["page.md: docs/missing.md"]
