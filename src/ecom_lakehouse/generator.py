@@ -652,7 +652,7 @@ def generate(out: str | Path, options: GeneratorOptions = GeneratorOptions(), pr
     """Write the 7 tables to `out/<table>.csv`; returns rows written per table."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    as_of = np.datetime64(options.as_of, "s").astype(np.int64)
+    as_of = int(np.datetime64(options.as_of, "s").astype(np.int64))
     cat = build_catalogue()
     taste = build_taste(cat) if options.taste else None
     counts: dict[str, int] = {}

@@ -94,8 +94,8 @@ def order_flags(df: DataFrame, with_price: bool = False) -> DataFrame:
     }
     mismatch = F.lit(True)
     for status, (sh, de, re) in expected.items():
-        expected = (shipped == F.lit(sh)) & (delivered == F.lit(de)) & (returned == F.lit(re))
-        mismatch = F.when(s == status, ~expected).otherwise(mismatch)
+        as_implied = (shipped == F.lit(sh)) & (delivered == F.lit(de)) & (returned == F.lit(re))
+        mismatch = F.when(s == status, ~as_implied).otherwise(mismatch)
     flags = [
         _flag(F.col("shipped_at") < F.col("created_at"), "shipped_before_created"),
         _flag(F.col("delivered_at") < F.col("shipped_at"), "delivered_before_shipped"),

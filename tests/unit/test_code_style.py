@@ -24,6 +24,27 @@ def test_ruff_with_these_rules_fails_on_an_unused_import_and_a_lax_zip(tmp_path)
     assert done.returncode == 1 and "F401" in done.stdout and "B905" in done.stdout, done.stdout
 
 
+def _mypy(*args, cwd=ROOT):
+    mypy = Path(sys.executable).parent / "mypy"
+    assert mypy.exists(), "mypy is missing: `make install` installs the dev extra, which pins it"
+    return subprocess.run([str(mypy), "--no-incremental", "--config-file", str(ROOT / "pyproject.toml"), *args],
+                          capture_output=True, text=True, cwd=cwd)
+
+
+def test_mypy_finds_nothing():
+    done = _mypy()
+    assert done.returncode == 0, done.stdout[-3000:]
+
+
+def test_mypy_with_these_settings_fails_on_a_loop_that_rebinds_its_dict(tmp_path):
+    """The shape mypy found in silver: `expected` iterated, then rebound to a Column inside the loop."""
+    bad = tmp_path / "bad.py"
+    bad.write_text("def f(x: int) -> int:\n    implied = {'a': 1}\n    for _, v in implied.items():\n"
+                   "        implied = str(v)\n    return x\n")
+    done = _mypy(str(bad), cwd=tmp_path)
+    assert done.returncode == 1 and "[assignment]" in done.stdout, done.stdout
+
+
 PACKAGE = ROOT / "src" / "ecom_lakehouse"
 
 

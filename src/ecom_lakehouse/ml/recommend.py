@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Literal
 
 from pyspark.ml.evaluation import RankingEvaluator
 from pyspark.ml.recommendation import ALS, ALSModel
@@ -135,7 +136,8 @@ def evaluation_frame(recs: DataFrame, labels: DataFrame) -> DataFrame:
             .withColumn("hit", (F.size(F.array_intersect("prediction", "label")) > 0).cast("int")))
 
 
-RANKING_METRICS = {"precision@10": "precisionAtK", "recall@10": "recallAtK", "ndcg@10": "ndcgAtK",
+RankingMetric = Literal["precisionAtK", "recallAtK", "ndcgAtK", "meanAveragePrecision"]
+RANKING_METRICS: dict[str, RankingMetric] = {"precision@10": "precisionAtK", "recall@10": "recallAtK", "ndcg@10": "ndcgAtK",
                    "map": "meanAveragePrecision"}
 
 

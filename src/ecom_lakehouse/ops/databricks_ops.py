@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import time
 from pathlib import Path
+from typing import BinaryIO, cast
 
 from databricks.sdk import WorkspaceClient
 from databricks.sdk.errors import NotFound
@@ -75,7 +76,8 @@ def upload_raw(w: WorkspaceClient, source_dir: str, volume: str, echo=print) -> 
         except NotFound:
             pass
         with local.open("rb") as f:
-            w.files.upload(remote, ProgressReader(f, size, f"{table}.csv"), overwrite=False)
+            # a file-like wrapper: its read() draws progress, the rest is the file's own
+            w.files.upload(remote, cast(BinaryIO, ProgressReader(f, size, f"{table}.csv")), overwrite=False)
         actions[table] = "uploaded"
     echo(f"raw files are in {base}/<table>/")
     return actions
@@ -118,8 +120,8 @@ def run_job(w: WorkspaceClient, name: str = JOB_NAME, wait: bool = True, poll_se
         if run.state and run.state.life_cycle_state in TERMINAL:
             break
         if time.monotonic() >= deadline:
-            state = getattr(run.state.life_cycle_state, "value", "not finished") if run.state else "not finished"
-            raise OperationFailed(f"run {run_id} is still {state} after {timeout_seconds:,.0f} s of waiting; it goes on "
+            still = getattr(run.state.life_cycle_state, "value", "not finished") if run.state else "not finished"
+            raise OperationFailed(f"run {run_id} is still {still} after {timeout_seconds:,.0f} s of waiting; it goes on "
                                   f"without us: follow it at {run.run_page_url}")
         time.sleep(poll_seconds)
     if run.state.result_state == RunResultState.SUCCESS:
