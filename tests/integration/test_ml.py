@@ -78,7 +78,7 @@ def test_a_planted_leak_fails_the_check_and_nothing_is_published(spark, private_
     assert leak["verdict"] == "FAIL" and leak["p_value"] < checks.LEAK_ALPHA
 
 
-def test_taste_data_gives_als_a_clear_lift_over_popularity_and_the_best_strategy_serves(spark, tmp_path):
+def test_taste_data_gives_als_a_clear_lift_over_popularity_but_the_brand_rule_beats_it_and_serves(spark, tmp_path):
     from ecom_lakehouse.generator import GeneratorOptions, generate
 
     generate(tmp_path, GeneratorOptions(scale=0.05, seed=3, taste=True))
@@ -90,9 +90,12 @@ def test_taste_data_gives_als_a_clear_lift_over_popularity_and_the_best_strategy
     # factors reached only 0.057 (found by benchmarks/als_vs_implicit.py: `implicit` doubled it).
     assert hit["als"] - hit["popularity_within_gender"] >= 0.1, hit
     assert result.check("leakage") is None  # taste data has signal: only faithful data is checked for leaks
+    # 60% of a taste user's items come from the group's brand (generator.pick_products), so repeating
+    # the user's brands wins by construction: measured 0.41 against ALS's 0.20 on this data.
+    assert hit["brand_repeat"] == max(hit.values()) and hit["brand_repeat"] - hit["als"] >= 0.1, hit
     versus = result.check("beats_best_baseline")
-    best_baseline = max((m for m in baselines.BASELINES if m != baselines.CHANCE), key=hit.get)
-    assert result.served == ("als" if versus.verdict == "PASS" else best_baseline), (result.served, hit, versus.detail)
+    assert versus.verdict == "FAIL" and "brand_repeat" in versus.detail, versus.detail
+    assert result.served == "brand_repeat"
     assert 0 < result.repurchase_share < 0.2  # repurchases are counted apart, not left in unhittable labels
 
 

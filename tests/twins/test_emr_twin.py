@@ -27,6 +27,7 @@ its jar is not served here), so they commit with Delta's default S3 log store.
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -163,16 +164,27 @@ def test_every_step_runs_on_s3_under_the_instance_role_and_leaves_the_lake_compl
 
 
 def test_registered_tables_read_by_name_like_athena_would(emr_run):
+    """Gold read by name from its database, as an analyst would; and personal data stops at silver: no
+    column of any table registered in the gold database holds it (silver users does, so the check sees)."""
+    from ecom_lakehouse.silver import PII_COLUMNS
+
     query = emr_run["work"] / "query.py"
-    query.write_text("from pyspark.sql import SparkSession\nspark = SparkSession.builder.getOrCreate()\n"
-                     f"print('ROWS', spark.table('{DATABASES['gold']}.category_performance').count())\n"
-                     f"print('TABLES', sorted(t.name for t in spark.catalog.listTables('{DATABASES['silver']}')))\n")
+    query.write_text(
+        "import json\nfrom pyspark.sql import SparkSession\nspark = SparkSession.builder.getOrCreate()\n"
+        f"print('ROWS', spark.table('{DATABASES['gold']}.category_performance').count())\n"
+        "print('COLUMNS', json.dumps({f'{db}.{t.name}': spark.table(f'{db}.{t.name}').columns\n"
+        f"    for db in ('{DATABASES['silver']}', '{DATABASES['gold']}') for t in spark.catalog.listTables(db)}}))\n")
     done = subprocess.run([*emr_run["submit"], str(query)], env=emr_run["env"], cwd=emr_run["work"],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = int(done.stdout.split("ROWS ")[1].split()[0])
     assert rows == delta_row_count(emr_run["s3"], BUCKETS["lake"], "gold/category_performance")
-    assert all(f"'{t}'" in done.stdout for t in TABLES)  # personal data stays in the silver database
+    columns = json.loads(done.stdout.split("COLUMNS ")[1].splitlines()[0])
+    assert {f"{DATABASES['silver']}.{t}" for t in TABLES} <= set(columns)
+    assert set(PII_COLUMNS) <= set(columns[f"{DATABASES['silver']}.users"])
+    gold_tables = {name: cols for name, cols in columns.items() if name.startswith(f"{DATABASES['gold']}.")}
+    assert f"{DATABASES['gold']}.served_recommendations" in gold_tables
+    assert {name: set(PII_COLUMNS) & set(cols) for name, cols in gold_tables.items() if set(PII_COLUMNS) & set(cols)} == {}
 
 
 def test_the_instance_role_cannot_write_outside_the_lake_prefixes(emr_run):

@@ -59,11 +59,30 @@ def test_buckets_are_private_encrypted_versioned_tls_only_with_lifecycle(tf):
     pab = _resources(tf, "aws_s3_bucket_public_access_block")["this"]
     blocks = ("block_public_acls", "block_public_policy", "ignore_public_acls", "restrict_public_buckets")
     assert all(pab[k] is True for k in blocks)
-    s3_text = (TF / "s3.tf").read_text()
-    assert "aws:SecureTransport" in s3_text
-    for prefix in ("bronze", "silver", "gold", "models", "checkpoints"):
-        assert f'"{prefix}"' in s3_text
-    assert "checkpoints/" in s3_text and "expire-logs" in s3_text
+
+
+@pytest.mark.skipif(not shutil.which("terraform"), reason="terraform is not installed")
+def test_each_bucket_gets_the_lifecycle_rules_meant_for_it_and_the_lake_its_layers():
+    """Which dynamic rule each bucket gets, by Terraform evaluating each rule's for_each for that bucket."""
+    from tests import terraform_eval
+
+    lifecycle = terraform_eval.blocks("resource")["aws_s3_bucket_lifecycle_configuration"]["this"]
+    dynamic_rules = [next(iter(block.values())) for block in lifecycle["dynamic"]]
+    static = {rule["id"].strip('"') for rule in lifecycle["rule"]}
+    buckets = list(terraform_eval.blocks("locals")["buckets"])
+    # one console call: {bucket = [each dynamic rule's for_each with each.key = that bucket]}
+    for_each = terraform_eval.evaluate("{" + ", ".join(
+        f'{bucket} = [' + ", ".join(terraform_eval.substitute(rule["for_each"][2:-1], {"each.key": f'"{bucket}"'})
+                                    for rule in dynamic_rules) + "]" for bucket in buckets) + "}")
+    rules = {bucket: static | {rule["content"][0]["id"].strip('"') for rule, instances in zip(dynamic_rules, for_each[bucket],
+                                                                                                strict=True) if instances}
+             for bucket in buckets}
+    multipart = "abort-incomplete-multipart-uploads"
+    assert rules == {"logs": {multipart, "expire-logs"},
+                     "lake": {multipart, "expire-old-checkpoint-versions", "expire-noncurrent-versions"},
+                     "raw": {multipart, "expire-noncurrent-versions"}, "artifacts": {multipart, "expire-noncurrent-versions"}}
+    layers = terraform_eval.evaluate(terraform_eval.as_expression(terraform_eval.blocks("locals")["lake_prefixes"]))
+    assert {"bronze", "silver", "gold", "checkpoints", "models"} <= set(layers)
 
 
 def _policy_document(tf, name) -> dict:
@@ -217,10 +236,20 @@ def test_managed_scaling_counts_core_and_task_nodes_and_caps_core(tf):
     assert "aws_emr_cluster.this.id" in _text(_resources(tf, "aws_emr_instance_group")["task"]["cluster_id"])
 
 
-def test_imdsv2_is_required_on_every_node(tf):
-    sec = _text(_resources(tf, "aws_emr_security_configuration")["this"])
-    assert "MinimumInstanceMetadataServiceVersion" in sec and "HttpPutResponseHopLimit" in sec
-    assert "MinimumInstanceMetadataServiceVersion = 2" in (TF / "emr.tf").read_text()
+@pytest.mark.skipif(not shutil.which("terraform"), reason="terraform is not installed")
+def test_the_security_configuration_requires_imdsv2_and_encrypts_s3_and_disks_with_the_key():
+    """The JSON Terraform renders, in the shape of AWS's security configuration reference
+    (emr-create-security-configuration.html: InstanceMetadataServiceConfiguration, version 2)."""
+    from tests import terraform_eval
+
+    expression = terraform_eval.blocks("resource")["aws_emr_security_configuration"]["this"]["configuration"][2:-1]
+    rendered = json.loads(terraform_eval.evaluate(terraform_eval.substitute(expression, {"aws_kms_key.lake.arn": '"KEY"'})))
+    assert rendered["InstanceMetadataServiceConfiguration"] == {"MinimumInstanceMetadataServiceVersion": 2,
+                                                                "HttpPutResponseHopLimit": 1}
+    at_rest = rendered["EncryptionConfiguration"]["AtRestEncryptionConfiguration"]
+    assert at_rest["S3EncryptionConfiguration"] == {"EncryptionMode": "SSE-KMS", "AwsKmsKey": "KEY"}
+    assert at_rest["LocalDiskEncryptionConfiguration"] == {"EncryptionKeyProviderType": "AwsKms", "AwsKmsKey": "KEY",
+                                                           "EnableEbsEncryption": True}
 
 
 def test_nodes_run_one_python_that_the_package_accepts(tf):
