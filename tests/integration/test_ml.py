@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
-from ecom_lakehouse.ml import baselines, checks, recommend, segmentation
+from ecom_lakehouse.ml import baselines, checks, recommend, segmentation, tracking
 
 SMALL_GRID = [dict(rank=10, regParam=0.1, alpha=20.0)]
 
@@ -76,6 +76,52 @@ def test_a_planted_leak_fails_the_check_and_nothing_is_published(spark, private_
     assert {p: p.stat().st_mtime_ns for p in model_files} == model_files
     leak = copy.table("gold", "model_verdicts").read(spark).where("model = 'als' AND check = 'leakage'").first()
     assert leak["verdict"] == "FAIL" and leak["p_value"] < checks.LEAK_ALPHA
+
+
+def test_when_als_serves_it_is_fitted_on_all_history_saved_registered_as_champion_and_named_in_its_rows(
+        spark, private_lake, monkeypatch, mlflow_environment):
+    """The publish path. No data here makes ALS win (faithful data has no signal; on taste data the brand
+    rule wins by construction, measured below), so only the decision is set: the real evaluation runs and
+    its `served` becomes als; fitting, saving, registering and serving are the stage's own code."""
+    import mlflow
+    from pyspark.ml.recommendation import ALSModel
+
+    from ecom_lakehouse.cli import main
+
+    copy = private_lake()
+    products = copy.table("silver", "products")
+    products.overwrite(products.read(spark))  # a new input version: the stage does not skip as unchanged
+    evaluate = recommend.evaluate
+
+    def als_wins(events, products, mode, grid, echo):
+        result = evaluate(events, products, mode, SMALL_GRID, echo)
+        result.served = "als"
+        return result
+
+    monkeypatch.setattr(recommend, "evaluate", als_wins)
+    assert main(["recommend", "--lakehouse", copy.root]) == 0
+    served = copy.table("gold", "served_recommendations").read(spark)
+    versions = {r["strategy"]: r["versions"] for r in served.groupBy("strategy").agg(
+        F.collect_set("model_version").alias("versions")).collect()}
+    assert set(versions) == {"als", baselines.FALLBACK} and versions[baselines.FALLBACK] == []
+    [version] = versions["als"]
+    store = f"file:{copy.root}/mlruns"
+    client = mlflow.MlflowClient(tracking_uri=store, registry_uri=store)
+    name = tracking.REGISTERED_MODELS["als"]
+    assert client.get_model_version_by_alias(name, "champion").version == version
+    run = client.get_run(client.get_model_version(name, version).run_id)
+    assert run.data.params["served"] == "als" and run.data.tags["als.champion"] == "True"
+    # fitted on all history, not the evaluation's training period: every product ever bought has factors
+    bought = recommend.purchases(copy.table("silver", "order_items").read(spark), copy.table("silver", "users").read(spark))
+    model = ALSModel.load(copy.model_path("als"))
+    assert model.itemFactors.count() == bought.select("product_id").distinct().count()
+    assert model.rank == SMALL_GRID[0]["rank"]
+    # users with history get ALS's products first; the fallback only fills their lists up
+    buyers = bought.select("user_id").distinct()
+    assert served.where("strategy = 'als'").select("user_id").distinct().count() == buyers.count()
+    ranks = served.groupBy("user_id").agg(F.max(F.when(F.col("strategy") == "als", F.col("rank"))).alias("last_als"),
+                                          F.min(F.when(F.col("strategy") != "als", F.col("rank"))).alias("first_fill"))
+    assert ranks.where("last_als > first_fill").count() == 0
 
 
 def test_taste_data_gives_als_a_clear_lift_over_popularity_but_the_brand_rule_beats_it_and_serves(spark, tmp_path):
