@@ -268,7 +268,7 @@ def choose_params(split: EvaluationSplit, grid, fit=fit_als, recommend=als_recom
                  f"{len(grid) - 1} points to be ranked by, using the first, {grid[0]}")
             return grid[0]
         rest = grid[1:]
-    rest_metrics = side_by_side(validation_metrics, rest, AT_ONCE)
+    rest_metrics = side_by_side(split.fit.sparkSession, validation_metrics, rest, AT_ONCE)
     points += [scored(params, metrics) for params, metrics in zip(rest, rest_metrics, strict=True)]
     return max(points, key=lambda point: point[1]["ndcg@10"])[0]  # on a tie, the earliest point
 
@@ -307,7 +307,7 @@ def evaluate(events: DataFrame, products: DataFrame, data_mode: str = "faithful"
     frames = {name: evaluation_frame(r, warm).persist() for name, r in recs.items()}
     cold_users = split.cold.select("user_id", "gender", "age_band").distinct()
     cold = evaluation_frame(popularity_by_gender_age(train, cold_users, products), split.cold)
-    *warm_metrics, result.cold = side_by_side(ranking_metrics, [*frames.values(), cold], AT_ONCE)
+    *warm_metrics, result.cold = side_by_side(events.sparkSession, ranking_metrics, [*frames.values(), cold], AT_ONCE)
     result.metrics = dict(zip(frames, warm_metrics, strict=True))
     if data_mode == "faithful":
         groups = checks.chance_groups(warm, train, products)
@@ -349,7 +349,8 @@ def served_recommendations(primary: DataFrame | None, fallback: DataFrame, strat
     return (ranked.withColumn("_n", F.row_number().over(first)).where("_n = 1")
             .withColumn("rank", F.row_number().over(order)).where(F.col("rank") <= k)
             .select("user_id", "rank", "product_id", "strategy",
-                    F.lit(model_version if strategy == "als" else None).cast("string").alias("model_version"),
+                    # the version of the model that chose the row: none for what the fallback filled in
+                    F.when(F.col("strategy") == "als", F.lit(model_version)).cast("string").alias("model_version"),
                     F.lit(run_id).alias("run_id")))
 
 
