@@ -6,6 +6,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DELTA_VERSION := 3.3.2
+# The Spark 4 line (session.DELTA_FOR_SPARK; pyproject's `spark4` extra): Delta 4.0 on Scala 2.13.
+SPARK4_VENV := .venv-spark4
+DELTA4_VERSION := 4.0.1
 # The EMR twin reads s3:// through Hadoop S3A: the hadoop-aws of pyspark 3.5.6's Hadoop (3.3.4)
 # and the AWS SDK bundle it declares come with it from Maven Central.
 HADOOP_AWS_VERSION := 3.3.4
@@ -28,6 +31,10 @@ $(STAMP): pyproject.toml Makefile src/ecom_lakehouse/ops/emr_requirements.txt
 	$(BIN)/pip install -q -e '.[local,dev]'
 	mvn -q -B dependency:get -Dartifact=io.delta:delta-spark_$(SCALA_VERSION):$(DELTA_VERSION)
 	mvn -q -B dependency:get -Dartifact=org.apache.hadoop:hadoop-aws:$(HADOOP_AWS_VERSION)
+	mvn -q -B dependency:get -Dartifact=io.delta:delta-spark_2.13:$(DELTA4_VERSION)
+	test -x $(SPARK4_VENV)/bin/python || $(PYTHON) -m venv $(SPARK4_VENV)
+	$(SPARK4_VENV)/bin/pip install -q --upgrade pip
+	$(SPARK4_VENV)/bin/pip install -q -e '.[spark4]'
 	# checkov pins an old hcl2 fork that clashes with python-hcl2: give it its own venv.
 	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
 	$(CHECKOV_VENV)/bin/pip install -q 'checkov==$(CHECKOV_VERSION)'

@@ -291,7 +291,7 @@ def run(spark: SparkSession, lake: Lakehouse, tables: tuple[str, ...] = TABLES, 
         results = _ingest_side_by_side(spark, lake, sources)
         # The reconciliation reads the raw files again; each table's is three small counting jobs.
         for res, checks in zip(results, side_by_side(
-                lambda r: reconcile.bronze_files(spark, lake, r.table, r.stream_id, r.ingested), results), strict=True):
+                spark, lambda r: reconcile.bronze_files(spark, lake, r.table, r.stream_id, r.ingested), results), strict=True):
             res.checks = checks
     for res in results:
         echo(f"  bronze {res.table:<21} files {res.files_seen:>3} ({len(res.ingested)} new)  "

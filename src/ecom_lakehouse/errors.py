@@ -3,7 +3,13 @@ of a JVM exception chain (Py4J's own line, "An error occurred while calling o58.
 with a hint for the causes users of the platforms meet most."""
 from __future__ import annotations
 
-# Importing delta.exceptions makes PySpark convert Delta's JVM conflicts into these Python types.
+import contextlib
+
+# Delta's commit conflicts as Python types, classic and Spark Connect alike. Delta 3.3: importing
+# delta.exceptions makes PySpark convert the JVM's conflicts into them; Delta 4: its `captured` module
+# does that for classic sessions (the Connect client converts them itself).
+with contextlib.suppress(ImportError):
+    import delta.exceptions.captured  # noqa: F401
 from delta.exceptions import (
     ConcurrentAppendException,
     ConcurrentDeleteDeleteException,
@@ -28,7 +34,14 @@ def is_write_conflict(err: BaseException) -> bool:
     and error class, never by its words."""
     if isinstance(err, DELTA_CONFLICTS):
         return True
-    return isinstance(err, AnalysisException) and err.getErrorClass() in TABLE_CREATED_MEANWHILE
+    return isinstance(err, AnalysisException) and error_condition(err) in TABLE_CREATED_MEANWHILE
+
+
+def error_condition(err: BaseException) -> str | None:
+    """A Spark error's condition ("TABLE_OR_VIEW_ALREADY_EXISTS"): getCondition from Spark 4 on, where
+    getErrorClass is deprecated; getErrorClass on Spark 3.5."""
+    read = getattr(err, "getCondition", None) or getattr(err, "getErrorClass", None)
+    return read() if read else None
 
 
 def one_line(err: BaseException) -> str:

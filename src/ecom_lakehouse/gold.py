@@ -213,7 +213,7 @@ def run(spark: SparkSession, lake: Lakehouse, echo=print) -> dict[str, int]:
 
     counts = {}
     # The tables side by side: at small scales each is a few short jobs and a commit, leaving cores idle.
-    for name, (rows, seconds) in zip(stale, side_by_side(build, stale), strict=True):
+    for name, (rows, seconds) in zip(stale, side_by_side(spark, build, stale), strict=True):
         counts[name] = rows
         echo(f"  gold   {name:<29} rows {rows:>9,}  {seconds:5.1f}s")
     if uses_sales:

@@ -92,7 +92,8 @@ def run(spark: SparkSession, lake: Lakehouse, retain_hours: int = MIN_RETAIN_HOU
     with _listing_parallelism(spark):
         # One table's OPTIMIZE and VACUUM are mostly waits (log reads, listings, one storage call per file)
         # with small Spark jobs between them; each table still gets its own commits.
-        for table, result in zip(tables, side_by_side(lambda t: maintain_table(spark, t, retain_hours), tables), strict=True):
+        results = side_by_side(spark, lambda t: maintain_table(spark, t, retain_hours), tables)
+        for table, result in zip(tables, results, strict=True):
             done.append(result)
             vacuum = "vacuumed" if result.vacuumed else f"nothing older than {retain_hours} h to vacuum"
             echo(f"  {table.layer}/{table.name:<32} files {result.files_before:>4} -> {result.files_after:>4}  {vacuum}")

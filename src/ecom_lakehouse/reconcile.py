@@ -86,7 +86,7 @@ def silver_tables(spark: SparkSession, lake: Lakehouse, tables: list[str]) -> li
     if not tables:  # a rerun that skipped every table reads nothing
         return []
     quarantined = quarantined_by_table(spark, lake, "silver")
-    return list(side_by_side(lambda t: _silver_table(spark, lake, t, quarantined.get(t, 0)), tables))
+    return list(side_by_side(spark, lambda t: _silver_table(spark, lake, t, quarantined.get(t, 0)), tables))
 
 
 def quarantined_by_table(spark: SparkSession, lake: Lakehouse, layer: str) -> dict[str, int]:

@@ -12,13 +12,18 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
+import pyspark
 from pyspark.sql import SparkSession
 from pyspark.util import inheritable_thread_target
 
 from ecom_lakehouse.settings import setting
 
-DELTA_VERSION = "3.3.2"
-SCALA_VERSION = "2.12"
+# The Delta release for each Spark line this project runs on, and the Scala both are built with
+# (Delta's compatibility table: Delta 3.3 on Spark 3.5, Delta 4.0 on Spark 4.0). `make install` fetches
+# these jars; pyproject's extras pin the matching Python packages (`local` and `spark4`).
+DELTA_FOR_SPARK = {"3.5": ("3.3.2", "2.12"), "4.0": ("4.0.1", "2.13")}
+SPARK_LINE = ".".join(pyspark.__version__.split(".")[:2])
+DELTA_VERSION, SCALA_VERSION = DELTA_FOR_SPARK[SPARK_LINE]
 DELTA_PACKAGE = f"io.delta:delta-spark_{SCALA_VERSION}:{DELTA_VERSION}"
 
 
@@ -84,12 +89,18 @@ def conf_within(spark: SparkSession, key: str, value: str):
 TABLES_AT_ONCE = 4
 
 
-def side_by_side(work, items, at_once: int = TABLES_AT_ONCE):
+def side_by_side(spark: SparkSession, work, items, at_once: int = TABLES_AT_ONCE):
     """work(item) for each item, `at_once` at a time from driver threads, yielded in the items' order
     as each is done. Spark runs jobs from several threads at once (CrossValidator's `parallelism`):
-    the small jobs of one piece of work leave cores idle between their stages, which another's fill."""
+    the small jobs of one piece of work leave cores idle between their stages, which another's fill.
+    Each thread inherits the session's properties; from Spark 4 on also its tags, which needs the session
+    (and Spark Connect needs it to find the session at all)."""
+    if SPARK_LINE == "3.5":
+        in_thread = inheritable_thread_target(work)
+    else:  # Spark 4's signature, which mypy reads from the 3.5 stubs installed here
+        in_thread = inheritable_thread_target(spark)(work)  # type: ignore[arg-type]
     with ThreadPoolExecutor(at_once) as pool:
-        yield from pool.map(inheritable_thread_target(work), items)
+        yield from pool.map(in_thread, items)
 
 
 @contextmanager
