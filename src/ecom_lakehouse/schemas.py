@@ -145,8 +145,11 @@ def parse_value(name: str, kind: str) -> Column:
         return F.expr(f"try_cast(`{name}` AS DOUBLE)")
     if kind in ("id", "int"):
         # '60' and '9.0' both occur in real exports; '9.5' is not an integer.
+        # try_cast to the integer too: out of its range is NULL (a reason) with ANSI on or off, where a
+        # cast raises (ANSI, Spark 4's default) or wraps the value (legacy).
         d = F.expr(f"try_cast(`{name}` AS DOUBLE)")
-        return F.when(d == F.floor(d), d.cast("long" if kind == "id" else "int"))
+        integer = F.expr(f"try_cast(try_cast(`{name}` AS DOUBLE) AS {'BIGINT' if kind == 'id' else 'INT'})")
+        return F.when(d == F.floor(d), integer)
     return F.when(c != "", c)  # string / geometry: empty field is NULL
 
 

@@ -1,6 +1,7 @@
 """Unit tests of the pure transformations on a few hand-made rows."""
 import datetime as dt
 
+import pytest
 from pyspark.sql import Row
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
@@ -135,19 +136,40 @@ def test_category_performance_counts_only_valid_orders(spark):
     ])
 
 
-def test_restock_rule(spark):
+# Spark 4 turns ANSI mode on by default (Databricks Runtime 17.3 LTS and serverless with it): a cast that
+# overflows or a division by zero then raises instead of giving NULL. Each rule must give the same rows
+# either way; the results are collected inside the setting, since Spark evaluates lazily.
+ANSI_MODES = pytest.mark.parametrize("ansi", ["true", "false"], ids=["ansi", "legacy"])
+
+
+@ANSI_MODES
+def test_out_of_range_numbers_are_unparseable_not_wrapped_or_fatal(spark, ansi):
+    df = spark.createDataFrame([("1e30", "99999999999", "7")], "id string, age string, ok string")
+    with conf_within(spark, "spark.sql.ansi.enabled", ansi):
+        out = df.select(parse_value("id", "id").alias("id"), parse_problem("id", "id").alias("id_problem"),
+                        parse_value("age", "int").alias("age"), parse_problem("age", "int").alias("age_problem"),
+                        parse_value("ok", "int").alias("ok")).collect()
+    assert out == [Row(id=None, id_problem="unparseable id in id: '1e30'", age=None,
+                       age_problem="unparseable int in age: '99999999999'", ok=7)]
+
+
+@ANSI_MODES
+def test_restock_rule(spark, ansi):
     as_of = T(2024, 4, 1)
     inv = spark.createDataFrame([
         # product 1: 3 sold in the last 30 days, 1 on hand -> cover 10 days: critical
         (1, T(2024, 3, 20)), (1, T(2024, 3, 25)), (1, T(2024, 3, 30)), (1, None),
         # product 2: 2 sold 80 days ago, 5 on hand -> cover 225 days: no alert
         (2, T(2024, 1, 12)), (2, T(2024, 1, 12)), (2, None), (2, None), (2, None), (2, None), (2, None),
+        # product 3: nothing sold in 90 days, 2 on hand -> no velocity to divide by: no alert
+        (3, T(2023, 1, 1)), (3, None), (3, None),
     ], "product_id long, sold_at timestamp")
     products = spark.createDataFrame(
-        [(1, "a", "b", "Men", "Jeans", 1), (2, "c", "d", "Men", "Socks", 1)],
+        [(1, "a", "b", "Men", "Jeans", 1), (2, "c", "d", "Men", "Socks", 1), (3, "e", "f", "Men", "Swim", 1)],
         "id long, name string, brand string, department string, category string, distribution_center_id long")
-    out = (gold.inventory_restock_alerts(inv, products, as_of)
-           .select("product_id", "units_on_hand", "days_of_cover", "severity", "rank"))
+    with conf_within(spark, "spark.sql.ansi.enabled", ansi):
+        out = (gold.inventory_restock_alerts(inv, products, as_of)
+               .select("product_id", "units_on_hand", "days_of_cover", "severity", "rank").collect())
     assertDataFrameEqual(out, [Row(product_id=1, units_on_hand=1, days_of_cover=10.0, severity="critical", rank=1)])
 
 
