@@ -1,7 +1,8 @@
 # Two entry points for people: `make run` (main job, local) and `make test`.
 # Both install what they need first: a virtualenv with the pinned packages and
 # the Delta Lake jars from Maven Central into ~/.m2 (read by the session factory,
-# so nothing is downloaded at run or test time), and checkov for the Terraform checks.
+# so nothing is downloaded at run or test time), a second one for the Spark 4 line (.venv-spark4),
+# the Databricks runtime's stand-in (.venv-dbr) and checkov for the Terraform checks.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
