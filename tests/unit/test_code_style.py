@@ -149,3 +149,21 @@ def test_every_relative_link_in_the_readme_and_docs_resolves(tmp_path):
     assert broken_links([ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]) == []
     (tmp_path / "page.md").write_text("[ok](page.md) [web](https://example.com/x) [gone](docs/missing.md)")
     assert broken_links([tmp_path / "page.md"]) == ["page.md: docs/missing.md"]
+
+
+def test_each_spark_lines_pins_agree_between_the_session_the_makefile_and_pyproject():
+    """Delta's version for a Spark line is written three times (the jars make install fetches, the
+    session's class path, the Python package): they must name the same release."""
+    import tomllib
+
+    from ecom_lakehouse.session import DELTA_FOR_SPARK
+
+    make = dict(re.findall(r"^(\w+) := (\S+)$", (ROOT / "Makefile").read_text(), re.M))
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    pin = re.compile(r"^([\w-]+)(?:\[\w+\])?==(\S+)$")
+    pins = {extra: dict(pin.match(p).groups() for p in extras[extra] if pin.match(p)) for extra in ("local", "spark4")}
+    assert DELTA_FOR_SPARK["3.5"] == (make["DELTA_VERSION"], make["SCALA_VERSION"])
+    assert DELTA_FOR_SPARK["4.0"] == (make["DELTA4_VERSION"], "2.13")
+    for extra, line in (("local", "3.5"), ("spark4", "4.0")):
+        assert pins[extra]["delta-spark"] == DELTA_FOR_SPARK[line][0], extra
+        assert pins[extra]["pyspark"].startswith(f"{line}."), extra
