@@ -216,6 +216,20 @@ def test_segment_and_recommend_can_write_their_verdicts_at_the_same_time(spark, 
     assert sorted(r["model"] for r in rows) == ["als", "segmentation"]
 
 
+def test_a_model_hitting_less_often_than_chance_is_named_worse_than_chance_not_passed():
+    """Issue 35's case at scale 10: ALS hit 28 users where chance expects 48.6 (p about 0.001, low)."""
+    chance = [(9_720, 0.005)]  # chance expects 48.6 hits
+    worse = checks.leakage_check(chance, 28)
+    assert worse.verdict == checks.WORSE_THAN_CHANCE and worse.p_value < checks.BELOW_CHANCE_ALPHA, worse.detail
+    assert "fewer hits than chance" in worse.detail
+    assert checks.leakage_check(chance, 45).verdict == "PASS"  # within chance's noise, and no lift
+    assert checks.leakage_check(chance, 100).verdict == "FAIL"
+    beats = checks.Check("als", "beats_best_baseline", "PASS", 0.1, 0.05, 0.15, 0.01, "")
+    assert recommend.served_strategy([beats], "brand_repeat") == "als"
+    assert recommend.served_strategy([beats, worse], "brand_repeat") == "brand_repeat"
+    assert recommend.served_strategy([checks.leakage_check(chance, 45)], "brand_repeat") == "brand_repeat"
+
+
 def test_only_delta_write_conflicts_are_retried_recognised_by_type_not_by_words(spark):
     """Delta's conflicts are converted to typed Python exceptions (delta.exceptions); the retry must
     take those and a table created meanwhile, and nothing else, whatever the message says."""

@@ -6,6 +6,9 @@
   what they bought) and their hittable labels; ALS's hit count is tested against the
   Poisson-binomial distribution of chance hits.
     FAIL          ALS hits more often than chance at p < LEAK_ALPHA: leakage. Nothing is published.
+    WORSE_THAN_CHANCE  ALS hits less often than chance at p < BELOW_CHANCE_ALPHA (the lower tail):
+                  something is wrong with the model (recommending outside the user's gender, for
+                  one), not with the data. Publication goes on; ALS is not served.
     PASS          the exact 95% upper bound of ALS hits / chance hits is under MEANINGFUL_LIFT.
     INCONCLUSIVE  neither: the data is too small to rule a meaningful lift out (the detail says
                   how many users would).
@@ -28,6 +31,10 @@ from ecom_lakehouse.ml import stats
 from ecom_lakehouse.ml.baselines import K, product_gender
 
 LEAK_ALPHA = 0.001
+# The lower tail has its own level: a false alarm there only keeps ALS from serving and asks for a look,
+# where a false leak alarm stops publication.
+BELOW_CHANCE_ALPHA = 0.01
+WORSE_THAN_CHANCE = "WORSE_THAN_CHANCE"
 MEANINGFUL_LIFT = 3.0
 LEAKS_TO_DETECT = (3.0, 10.0)  # power is reported for leaks this many times chance
 TOO_LITTLE_DATA = "TOO_LITTLE_DATA"
@@ -94,14 +101,21 @@ def leakage_check(groups: list[tuple[int, float]], observed_hits: int) -> Check:
         return Check("als", "leakage", "INCONCLUSIVE", 0.0, 0.0, 0.0, 1.0,
                      "no warm test user has a product a random pick could hit: nothing to test")
     p_value = stats.upper_tail(groups, observed_hits)
+    p_below = stats.poisson_binomial_cdf(groups, observed_hits)  # as few hits or fewer
     low, high = stats.rate_ratio_interval(groups, observed_hits)
     powers = ", ".join(f"{stats.power(groups, LEAK_ALPHA, lift):.0%} for a {lift:g}x leak" for lift in LEAKS_TO_DETECT)
     measured = (f"ALS hit {observed_hits} of {users:,} warm test users, chance expects {expected:.2f}: "
                 f"{observed_hits / expected:.2f}x chance, exact 95% interval [{low:.2f}x, {high:.2f}x], "
-                f"p = {p_value:.2g}; power at p < {LEAK_ALPHA:g}: {powers}")
+                f"p = {p_value:.2g} (as many hits or more), {p_below:.2g} (as few or fewer); power at p < {LEAK_ALPHA:g}: "
+                f"{powers}")
     if p_value < LEAK_ALPHA:
         verdict, why = "FAIL", ("this data has no signal beyond gender, so hitting more often than chance is leakage "
                                 "(test purchases reaching training)")
+    elif p_below < BELOW_CHANCE_ALPHA:
+        return Check("als", "leakage", WORSE_THAN_CHANCE, observed_hits / expected, low, high, p_below,
+                     f"{measured}; fewer hits than chance at p < {BELOW_CHANCE_ALPHA:g}: a random pick from the user's "
+                     f"gender's catalogue does better, so look at the model (does it recommend outside the user's "
+                     f"gender?); ALS is not served")
     elif high < MEANINGFUL_LIFT:
         verdict, why = "PASS", f"a lift of {MEANINGFUL_LIFT:g}x chance or more is ruled out"
     else:
