@@ -4,6 +4,8 @@ Only small, already-aggregated gold tables (or aggregates of them) reach the dri
 """
 from __future__ import annotations
 
+import math
+
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
@@ -90,12 +92,13 @@ def _print_ml(spark: SparkSession, lake: Lakehouse, echo) -> None:
     if evaluation.exists(spark):
         from ecom_lakehouse.ml.recommend import STRATEGIES
 
-        rows = evaluation.read(spark).where("users = 'warm' AND metric IN ('hit_rate@10', 'ndcg@10')").collect()  # small
+        rows = (evaluation.read(spark).where("users = 'warm' AND metric IN ('hit_rate@10', 'ndcg@10', 'in_gender_share')")
+                .collect())  # small
         table = {(r["data_mode"], r["model"], r["metric"]): r["value"] for r in rows}
-        echo("Recommender, warm test users (hit rate@10 / NDCG@10):")
+        echo("Recommender, warm test users (hit rate@10 / NDCG@10 / share of recommendations in the user's gender):")
         for mode in sorted({k[0] for k in table}):
             cells = [f"{m} {table.get((mode, m, 'hit_rate@10'), 0):.4f}/{table.get((mode, m, 'ndcg@10'), 0):.4f}"
-                     for m in STRATEGIES]
+                     f"/{table.get((mode, m, 'in_gender_share'), math.nan):.0%}" for m in STRATEGIES]
             echo(f"  {mode:<9} " + "  ".join(cells))
     verdicts = lake.table("gold", "model_verdicts")
     if verdicts.exists(spark):

@@ -230,6 +230,17 @@ def test_a_model_hitting_less_often_than_chance_is_named_worse_than_chance_not_p
     assert recommend.served_strategy([checks.leakage_check(chance, 45)], "brand_repeat") == "brand_repeat"
 
 
+def test_in_gender_share_counts_recommendations_from_the_users_own_catalogue(spark):
+    products = spark.createDataFrame([(1, "Men"), (2, "Men"), (3, "Women"), (4, "Women")], "id long, department string")
+    users = spark.createDataFrame([(10, "M"), (20, "F")], "user_id long, gender string")
+    ranked = "user_id long, product_id long, rank int"
+    recs = {"inside": spark.createDataFrame([(10, 1, 1), (10, 2, 2), (20, 3, 1), (20, 4, 2)], ranked),
+            "across": spark.createDataFrame([(10, 1, 1), (10, 3, 2), (20, 1, 1), (20, 2, 2)], ranked)}
+    labels = spark.createDataFrame([(10, 1), (20, 3)], "user_id long, product_id long")
+    frames = {name: recommend.evaluation_frame(r, labels) for name, r in recs.items()}
+    assert recommend.in_gender_shares(frames, users, products) == {"inside": 1.0, "across": 0.25}
+
+
 def test_only_delta_write_conflicts_are_retried_recognised_by_type_not_by_words(spark):
     """Delta's conflicts are converted to typed Python exceptions (delta.exceptions); the retry must
     take those and a table created meanwhile, and nothing else, whatever the message says."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from functools import reduce
 from typing import Literal
 
 from pyspark.ml.evaluation import RankingEvaluator
@@ -32,7 +33,16 @@ from ecom_lakehouse import lineage
 from ecom_lakehouse.config import Lakehouse
 from ecom_lakehouse.gold import INVALID_STATUSES
 from ecom_lakehouse.ml import ModelCheckFailed, checks, save_model, stats, tracking, write_verdicts
-from ecom_lakehouse.ml.baselines import BASELINES, CHANCE, FALLBACK, K, age_band, popularity_by_gender_age, top_k_unbought
+from ecom_lakehouse.ml.baselines import (
+    BASELINES,
+    CHANCE,
+    FALLBACK,
+    K,
+    age_band,
+    popularity_by_gender_age,
+    product_gender,
+    top_k_unbought,
+)
 from ecom_lakehouse.ml.checks import Check
 from ecom_lakehouse.schemas import parse_value
 from ecom_lakehouse.session import side_by_side
@@ -167,6 +177,20 @@ def cross_category_rate(recs: DataFrame, train: DataFrame, products: DataFrame) 
     seen = train.join(cat, "product_id").select("user_id", "category").distinct().withColumn("seen", F.lit(1))
     tagged = recs.join(cat, "product_id").join(seen, ["user_id", "category"], "left")
     return float(tagged.agg(F.avg(F.col("seen").isNull().cast("int"))).first()[0] or 0.0)
+
+
+def in_gender_shares(frames: dict[str, DataFrame], users: DataFrame, products: DataFrame) -> dict[str, float]:
+    """Per strategy, the share of the products it recommended to the scored users that come from the user's
+    own gender's catalogue. thelook's purchases never leave it (FACTS.md), so every recommendation outside
+    it is a hit given away: the likely reason for a model below chance."""
+    recommended = reduce(DataFrame.unionByName, [
+        frame.select("user_id", F.explode(F.col("prediction").cast("array<bigint>")).alias("product_id"),
+                     F.lit(name).alias("strategy"))
+        for name, frame in frames.items()])
+    catalogue = product_gender(products).withColumnRenamed("gender", "catalogue")
+    shares = (recommended.join(users.select("user_id", "gender"), "user_id").join(catalogue, "product_id")
+              .groupBy("strategy").agg(F.avg((F.col("gender") == F.col("catalogue")).cast("double")).alias("share")))
+    return {r["strategy"]: r["share"] for r in shares.collect()}
 
 
 @dataclass
@@ -316,6 +340,9 @@ def evaluate(events: DataFrame, products: DataFrame, data_mode: str = "faithful"
     cold = evaluation_frame(popularity_by_gender_age(train, cold_users, products), split.cold)
     *warm_metrics, result.cold = side_by_side(events.sparkSession, ranking_metrics, [*frames.values(), cold], AT_ONCE)
     result.metrics = dict(zip(frames, warm_metrics, strict=True))
+    shares = in_gender_shares(frames, warm_users, products)
+    for name, metrics in result.metrics.items():
+        metrics["in_gender_share"] = shares.get(name, math.nan)  # NaN: it recommended nothing
     if data_mode == "faithful":
         groups = checks.chance_groups(warm, train, products)
         result.checks.append(checks.leakage_check(groups, int(result.metrics["als"]["hits"])))
@@ -434,11 +461,12 @@ def run(spark: SparkSession, lake: Lakehouse, data_mode: str = "faithful", grid=
 
 def _print(result: Evaluation, data_mode: str, echo) -> None:
     if result.metrics:
-        echo(f"  {'model':<26} {'hit@10':>8} {'prec@10':>8} {'recall@10':>9} {'NDCG@10':>8} {'MAP':>8}  users")
+        echo(f"  {'model':<26} {'hit@10':>8} {'prec@10':>8} {'recall@10':>9} {'NDCG@10':>8} {'MAP':>8} {'in-gender':>9}  users")
         rows = [(name, result.metrics[name]) for name in STRATEGIES] + [(f"cold users: {FALLBACK}", result.cold)]
         for name, m in rows:
+            in_gender = f"{m['in_gender_share']:9.1%}" if "in_gender_share" in m else f"{'':9}"
             echo(f"  {name:<26} {m['hit_rate@10']:8.4f} {m['precision@10']:8.4f} {m['recall@10']:9.4f} "
-                 f"{m['ndcg@10']:8.4f} {m['map']:8.4f}  {int(m['users']):,}")
+                 f"{m['ndcg@10']:8.4f} {m['map']:8.4f} {in_gender}  {int(m['users']):,}")
         echo(f"  ALS catalogue coverage {result.coverage:.1%}, cross-category rate {result.cross_category:.1%}, "
              f"params {result.best_params}; repurchases (unhittable, left out of the labels) "
              f"{result.repurchase_share:.1%} of test purchases")
