@@ -216,6 +216,22 @@ def test_segment_and_recommend_can_write_their_verdicts_at_the_same_time(spark, 
     assert sorted(r["model"] for r in rows) == ["als", "segmentation"]
 
 
+def test_the_users_needed_to_rule_out_a_3x_lift_give_that_verdict_90_percent_of_the_time():
+    """For a model at chance, the exact 95% upper bound of hits / chance hits must fall under 3x with 90%
+    probability, not merely in the median case (which needs about 3 expected hits). Reference: the exact
+    (Garwood) 97.5% upper limits of a Poisson mean for x = 0..9 observed, as tabulated in Ulm (1990, Am. J.
+    Epidemiol. 131:373) and every table of Poisson confidence limits."""
+    upper = [3.689, 5.572, 7.225, 8.767, 10.242, 11.668, 13.059, 14.423, 15.763, 17.085]
+
+    def share_ruled_out(expected: float) -> float:  # P(upper(X) < 3 * expected) for X ~ Poisson(expected)
+        return sum(math.exp(-expected) * expected ** x / math.factorial(x)
+                   for x in range(len(upper)) if upper[x] < checks.MEANINGFUL_LIFT * expected)
+
+    needed = checks.expected_hits_needed()
+    assert share_ruled_out(needed) >= 0.9 > share_ruled_out(needed - 0.1)
+    assert 5 < needed < 6
+
+
 def test_a_model_hitting_less_often_than_chance_is_named_worse_than_chance_not_passed():
     """Issue 35's case at scale 10: ALS hit 28 users where chance expects 48.6 (p about 0.001, low)."""
     chance = [(9_720, 0.005)]  # chance expects 48.6 hits

@@ -22,6 +22,8 @@ and the stage publishes its default; unlike INCONCLUSIVE, there was nothing to t
 """
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import dataclass
 
 from pyspark.sql import DataFrame
@@ -37,6 +39,7 @@ BELOW_CHANCE_ALPHA = 0.01
 WORSE_THAN_CHANCE = "WORSE_THAN_CHANCE"
 MEANINGFUL_LIFT = 3.0
 LEAKS_TO_DETECT = (3.0, 10.0)  # power is reported for leaks this many times chance
+RULE_OUT_CONFIDENCE = 0.9  # how sure "enough users to rule a meaningful lift out" is
 TOO_LITTLE_DATA = "TOO_LITTLE_DATA"
 
 
@@ -86,12 +89,20 @@ def chance_groups(labels: DataFrame, history: DataFrame, products: DataFrame, k:
             for r in per_user.groupBy("pool", "hittable").count().collect()]
 
 
-def expected_hits_needed(lift: float = MEANINGFUL_LIFT) -> int:
-    """Chance hits a run must expect before a model at chance can rule `lift` out."""
-    expected = 1
-    while stats.rate_ratio_interval([(10 ** 6, expected / 10 ** 6)], expected)[1] >= lift:
-        expected += 1
-    return expected
+@functools.lru_cache
+def expected_hits_needed(lift: float = MEANINGFUL_LIFT, confidence: float = RULE_OUT_CONFIDENCE) -> float:
+    """Chance hits (to 0.1) a run must expect so that a model at chance rules `lift` out with probability
+    `confidence`, not merely in the median case. Its hits X are then about Poisson(expected); `lift` is
+    ruled out when the exact 95% upper bound of X / expected is under it, that is for X up to some x_max."""
+    expected = 0.1
+    while True:
+        chance = [(10 ** 6, expected / 10 ** 6)]  # many users, each unlikely to be hit: Poisson
+        x_max = -1
+        while stats.rate_ratio_interval(chance, x_max + 1)[1] < lift:
+            x_max += 1
+        if sum(math.exp(-expected) * expected ** x / math.factorial(x) for x in range(x_max + 1)) >= confidence:
+            return expected
+        expected = round(expected + 0.1, 1)
 
 
 def leakage_check(groups: list[tuple[int, float]], observed_hits: int) -> Check:
@@ -120,9 +131,10 @@ def leakage_check(groups: list[tuple[int, float]], observed_hits: int) -> Check:
         verdict, why = "PASS", f"a lift of {MEANINGFUL_LIFT:g}x chance or more is ruled out"
     else:
         needed = expected_hits_needed()
-        verdict, why = "INCONCLUSIVE", (f"too little data to rule out a {MEANINGFUL_LIFT:g}x lift: that needs about "
-                                        f"{needed} expected chance hits, about {users * needed / expected:,.0f} warm "
-                                        f"test users at this data's rates")
+        verdict, why = "INCONCLUSIVE", (f"too little data to rule out a {MEANINGFUL_LIFT:g}x lift: doing so "
+                                        f"{RULE_OUT_CONFIDENCE:.0%} of the time needs about {needed:g} expected chance "
+                                        f"hits, about {users * needed / expected:,.0f} warm test users at this data's "
+                                        f"rates")
     return Check("als", "leakage", verdict, observed_hits / expected, low, high, p_value, f"{measured}; {why}")
 
 
