@@ -13,13 +13,14 @@ import time
 from pathlib import Path
 
 import matplotlib.pyplot as plt  # headless here: matplotlib falls back to Agg; Jupyter sets inline
-from pyspark.sql import SparkSession
+from pyspark.sql import SparkSession, Window
 from pyspark.sql import functions as F
 
 from ecom_lakehouse.config import Lakehouse
 
 TOP_CATEGORIES = 15
 TOP_ALERTS = 15
+ACTION_LIST_ROWS = 200  # restock alerts listed in full up to this many, most urgent first
 
 
 def _rows(spark, lake, name, transform=None, limit=None):
@@ -29,6 +30,31 @@ def _rows(spark, lake, name, transform=None, limit=None):
     df = table.read(spark)
     df = transform(df) if transform else df
     return (df.limit(limit) if limit else df).collect()
+
+
+def sales_chart(spark: SparkSession, lake: Lakehouse):
+    """Revenue by day with its 7- and 28-day rolling means over calendar days (a day without sales counts
+    as 0): one row per day reaches the driver, a few thousand at most."""
+    table = lake.table("gold", "sales_daily")
+    if not table.exists(spark):
+        return None
+    day_number = F.datediff("date", F.lit("1970-01-01"))
+    rolling = {days: F.sum("revenue").over(Window.orderBy(day_number).rangeBetween(-(days - 1), 0)) / days
+               for days in (7, 28)}
+    rows = (table.read(spark).select("date", "revenue", rolling[7].alias("mean_7"), rolling[28].alias("mean_28"))
+            .orderBy("date").collect())
+    if not rows:
+        return None
+    days = [r["date"] for r in rows]
+    fig, ax = plt.subplots(figsize=(10, 4))
+    ax.plot(days, [r["revenue"] for r in rows], color="#BBBBBB", linewidth=0.6, label="revenue per day")
+    ax.plot(days, [r["mean_7"] for r in rows], color="#4C72B0", linewidth=1.2, label="7-day mean")
+    ax.plot(days, [r["mean_28"] for r in rows], color="#C44E52", linewidth=1.8, label="28-day mean")
+    ax.set_ylabel("revenue ($ per day)")
+    ax.set_title("Sales over time (orders not cancelled or returned, by the day they were placed)")
+    ax.legend()
+    fig.tight_layout()
+    return fig
 
 
 def category_chart(spark: SparkSession, lake: Lakehouse):
@@ -120,6 +146,7 @@ def recommender_chart(spark: SparkSession, lake: Lakehouse):
 
 
 CHARTS = {
+    "sales_over_time": ("Sales over time", sales_chart),
     "category_revenue_margin": ("Revenue and margin by category", category_chart),
     "segments": ("Customer segments", segment_chart),
     "restock_alerts": ("Restock alerts", restock_chart),
@@ -138,6 +165,51 @@ def verdicts_section(spark: SparkSession, lake: Lakehouse) -> str:
     cells = "".join("<tr>" + "".join(f"<td>{html.escape(str(r[c] or ''))}</td>" for c in columns) + "</tr>" for r in rows)
     return ("<h2>Model checks</h2><table><tr>" + "".join(f"<th>{c.replace('_', ' ')}</th>" for c in columns) + "</tr>"
             + cells + "</table>")
+
+
+RESTOCK_COLUMNS = {"rank": "#", "name": "product", "brand": "brand", "category": "category",
+                   "distribution_center": "distribution centre", "units_on_hand": "on hand",
+                   "sold_last_30d": "sold 30 d", "sold_last_90d": "sold 90 d", "days_of_cover": "days of cover",
+                   "severity": "severity"}
+
+
+def restock_section(spark: SparkSession, lake: Lakehouse) -> str:
+    """The restock alerts as an action list a buyer works through: what, where, how much is left, how fast it
+    sells; sortable by any column (inline script, no network)."""
+    alerts = lake.table("gold", "inventory_restock_alerts")
+    if not alerts.exists(spark):
+        return "<h2>Restock action list</h2><p>Not built yet (run gold).</p>"
+    listed = alerts.read(spark).orderBy("rank").limit(ACTION_LIST_ROWS)
+    centres = lake.table("silver", "distribution_centers")
+    if centres.exists(spark):  # names are no personal data; gold keeps the id
+        listed = listed.join(centres.read(spark).select(F.col("id").alias("distribution_center_id"),
+                                                         F.col("name").alias("distribution_center")),
+                             "distribution_center_id", "left")
+    else:
+        listed = listed.withColumn("distribution_center", F.col("distribution_center_id").cast("string"))
+    rows = listed.orderBy("rank").collect()
+    if not rows:
+        return "<h2>Restock action list</h2><p>No product is under the cover threshold.</p>"
+    cells = "".join("<tr>" + "".join(f"<td>{html.escape(str(r[c] if r[c] is not None else ''))}</td>"
+                                     for c in RESTOCK_COLUMNS) + "</tr>" for r in rows)
+    return (f"<h2>Restock action list</h2><p>{len(rows)} products under the cover threshold, most urgent first "
+            "(click a column to sort).</p><table class='sortable'><tr>"
+            + "".join(f"<th>{html.escape(label)}</th>" for label in RESTOCK_COLUMNS.values()) + "</tr>" + cells + "</table>")
+
+
+# Click a header to sort its table by that column (numbers as numbers), again to reverse.
+SORT_SCRIPT = """<script>
+document.querySelectorAll('table.sortable th').forEach((th, i) => th.addEventListener('click', () => {
+  const table = th.closest('table'), rows = [...table.querySelectorAll('tr')].slice(1);
+  const numeric = rows.every(r => r.cells[i].innerText === '' || !isNaN(Number(r.cells[i].innerText)));
+  const order = th.dataset.order = th.dataset.order === 'up' ? 'down' : 'up';
+  rows.sort((a, b) => {
+    const x = a.cells[i].innerText, y = b.cells[i].innerText;
+    const c = numeric ? Number(x) - Number(y) : x.localeCompare(y);
+    return order === 'up' ? c : -c;
+  }).forEach(r => table.appendChild(r));
+}));
+</script>"""
 
 
 def _png(fig) -> bytes:
@@ -164,14 +236,15 @@ def write_report(spark: SparkSession, lake: Lakehouse, out_dir: str, echo=print)
         (out / f"{name}.png").write_bytes(png)
         sections.append(f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' "
                         f"src='data:image/png;base64,{base64.b64encode(png).decode()}'>")
+    sections.insert(list(CHARTS).index("restock_alerts") + 1, restock_section(spark, lake))
     sections.append(verdicts_section(spark, lake))
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>ecom_lakehouse report</title>"
             "<style>body{font-family:sans-serif;max-width:1000px;margin:auto}img{max-width:100%}"
             "table{border-collapse:collapse;font-size:90%}td,th{border:1px solid #ccc;padding:4px;text-align:left;"
-            "vertical-align:top}</style></head><body>"
+            "vertical-align:top}th{cursor:pointer}</style></head><body>"
             f"<h1>ecom_lakehouse report</h1><p>Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} from "
             f"{html.escape(_where(lake))}. Revenue counts orders that were neither "
-            "cancelled nor returned.</p>" + "".join(sections) + "</body></html>")
+            "cancelled nor returned.</p>" + "".join(sections) + SORT_SCRIPT + "</body></html>")
     report = out / "report.html"
     report.write_text(page, encoding="utf-8")
     echo(f"  report: {report.resolve()}")

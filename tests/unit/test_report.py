@@ -1,0 +1,32 @@
+"""The report's restock action list on hand-made gold and silver tables, read back from the written file."""
+from __future__ import annotations
+
+import datetime as dt
+
+from pyspark.sql import functions as F
+
+from tests.report_page import ReportPage, action_list
+
+
+def test_the_action_list_names_each_alerts_product_and_distribution_centre_in_rank_order(spark, tmp_path):
+    """Hand-made: two alerts in gold, the centres in silver; the list read back from the written file."""
+    from ecom_lakehouse import gold
+    from ecom_lakehouse.config import Lakehouse
+    from ecom_lakehouse.report import write_report
+
+    lake = Lakehouse(root=str(tmp_path / "lake"))
+    inventory = spark.createDataFrame(
+        [(1, "2024-03-20"), (1, "2024-03-25"), (1, "2024-03-30"), (1, None),
+         (2, "2024-03-28"), (2, "2024-03-29"), (2, None), (2, None)], "product_id long, sold_at string"
+    ).withColumn("sold_at", F.col("sold_at").cast("timestamp"))
+    products = spark.createDataFrame([(1, "Slim Jeans", "Acme", "Men", "Jeans", 2), (2, "Soft Socks", "Bco", "Men", "Socks", 1)],
+                                     "id long, name string, brand string, department string, category string, "
+                                     "distribution_center_id long")
+    lake.table("gold", "inventory_restock_alerts").overwrite(
+        gold.inventory_restock_alerts(inventory, products, dt.datetime(2024, 4, 1)))
+    lake.table("silver", "distribution_centers").overwrite(
+        spark.createDataFrame([(1, "Memphis TN"), (2, "Chicago IL")], "id long, name string"))
+    page = ReportPage()
+    page.feed(write_report(spark, lake, str(tmp_path / "out"), echo=lambda *_: None).read_text(encoding="utf-8"))
+    listed = [(r["#"], r["product"], r["brand"], r["distribution centre"], r["severity"]) for r in action_list(page)]
+    assert listed == [("1", "Slim Jeans", "Acme", "Chicago IL", "critical"), ("2", "Soft Socks", "Bco", "Memphis TN", "warning")]
