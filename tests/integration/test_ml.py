@@ -108,7 +108,7 @@ def test_when_als_serves_it_is_fitted_on_all_history_saved_registered_as_champio
     store = f"file:{copy.root}/mlruns"
     client = mlflow.MlflowClient(tracking_uri=store, registry_uri=store)
     name = tracking.REGISTERED_MODELS["als"]
-    assert client.get_model_version_by_alias(name, "champion").version == version
+    assert str(client.get_model_version_by_alias(name, "champion").version) == version
     run = client.get_run(client.get_model_version(name, version).run_id)
     assert run.data.params["served"] == "als" and run.data.tags["als.champion"] == "True"
     # fitted on all history, not the evaluation's training period: every product ever bought has factors
