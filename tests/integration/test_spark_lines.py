@@ -64,3 +64,4 @@ def test_every_table_of_the_spark4_line_equals_the_spark35_lines(spark, pipeline
         assert line4.schema == line35.schema, table
         compared = [c for c in line35.columns if c not in RUN_VARYING]
         assertDataFrameEqual(line4.select(compared), line35.select(compared), rtol=1e-9)
+    spark.catalog.clearCache()  # the session serves the rest of the suite
