@@ -18,12 +18,11 @@ its own and compares them with the rows the Delta tables hold for it.
 from __future__ import annotations
 
 import json
-import threading
-import time
 from dataclasses import dataclass, field
 
 from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.streaming import StreamingQuery
 
 from ecom_lakehouse import files, reconcile
 from ecom_lakehouse.config import Lakehouse
@@ -159,8 +158,8 @@ def _ingested_files_rows(spark: SparkSession, source: files.TableSource, paths: 
     for path in paths:
         f = known.get(path)
         if f is None:  # arrived after discovery: record what it is now
-            status = files.list_csv_files(spark, files.literal_path(path))
-            size, modified = (status[0].getLen(), status[0].getModificationTime()) if status else (None, None)
+            status = files.file_status(spark, path)
+            size, modified = (status.size, status.modified_ms) if status else (None, None)
         else:
             size, modified = f.size, f.modified_ms
         rows.append((source.table, path, size, modified, stream_id, batch_id, None))
@@ -187,18 +186,25 @@ def raw_line_stream(spark: SparkSession, lake: Lakehouse, source: files.TableSou
             .load(files.literal_path(files.folder_path(source.directory))))
 
 
-def start_ingest(spark: SparkSession, lake: Lakehouse, source: files.TableSource):
-    """Start one table's availableNow stream; returns (query, result filled as batches land)."""
-    table = source.table
-    result = BronzeResult(table, len(source.files))
-    started = time.time()
+def stream_id(spark: SparkSession, checkpoint: str) -> str:
+    """The stream's id, as Spark keeps it in the checkpoint's `metadata` file (`{"id": ...}`): the same
+    across restarts from the checkpoint, new after a reset. Spark writes it when the query starts, before
+    any batch; a batch reads it there because under Spark Connect the batch function runs in a Python
+    process of the server's, which sees only what it was given and what storage holds."""
+    return json.loads(files.first_line(spark, f"{checkpoint}/metadata"))["id"]
+
+
+def write_batch_function(lake: Lakehouse, source: files.TableSource):
+    """The foreachBatch function of one table's stream: appends the batch's rows to bronze, its bad rows
+    to the quarantine and its files to the file log, each append idempotent per (stream, batch). It keeps
+    nothing in this process: what a run ingested is read back from the file log (`ingested_by`)."""
+    table, checkpoint = source.table, lake.checkpoint("bronze", source.table)
     target, quarantine, log = lake.table("bronze", table), lake.quarantine("bronze"), lake.table("bronze", INGESTED_FILES)
     header_by_name = source.header_by_name()
-    stream_known = threading.Event()  # the first batch may start before start() has returned
 
     def write_batch(batch: DataFrame, batch_id: int) -> None:
-        stream_known.wait()
-        sid = result.stream_id
+        spark = batch.sparkSession
+        sid = stream_id(spark, checkpoint)
         # The batch is parsed once, by the bronze append, which also observes the batch's file names and
         # its quarantined rows. The observed nodes keep the appends' filters on `reason` from being pushed
         # into the parse, which would repeat the CSV parse once per field (scale 1's events: 105 s).
@@ -210,9 +216,12 @@ def start_ingest(spark: SparkSession, lake: Lakehouse, source: files.TableSource
         parsed = parse_lines(tagged.where(~F.col(IS_HEADER)), table).observe(problems, F.count("reason").alias("rows"))
         version_before = target.version(spark)
         _idempotent_append(bronze_rows(parsed, table, batch_id, sid), target, f"bronze-{table}-{sid}", batch_id)
-        if target.version(spark) != version_before:  # the append ran, so both observations arrive
-            delivered, quarantined = sorted(json.loads(files_seen.get["files"])), problems.get["rows"]
-        else:  # a replayed batch whose append was committed before: Delta skipped it and observed nothing
+        # Read only once the append ran: a replayed batch whose append was committed before is skipped by
+        # Delta and observes nothing, and Observation.get would wait for it for ever on classic compute.
+        seen = files_seen.get if target.version(spark) != version_before else {}
+        if "files" in seen:
+            delivered, quarantined = sorted(json.loads(seen["files"])), problems.get["rows"]
+        else:  # that replayed batch, or Spark Connect, which reports no observation of a write (Spark 4.0)
             delivered = [r[SOURCE_FILE] for r in tagged.select(SOURCE_FILE).distinct().collect()]  # file names only
             quarantined = None
         if quarantined != 0:
@@ -220,19 +229,33 @@ def start_ingest(spark: SparkSession, lake: Lakehouse, source: files.TableSource
                                f"bronze-quarantine-{table}-{sid}", batch_id)
         _idempotent_append(_ingested_files_rows(spark, source, delivered, batch_id, sid), log,
                            f"bronze-files-{table}-{sid}", batch_id)
-        result.ingested.extend(delivered)
-        result.seconds = time.time() - started
 
-    query = (raw_line_stream(spark, lake, source)
-             .select("value", files.decoded_file_path(F.col("_metadata.file_path")).alias(SOURCE_FILE))
-             .writeStream.foreachBatch(write_batch)
-             .option("checkpointLocation", lake.checkpoint("bronze", table))
-             .trigger(availableNow=True)
-             .queryName(f"bronze_{table}")
-             .start())
-    result.stream_id = str(query.id)  # persists across restarts from the same checkpoint
-    stream_known.set()
-    return query, result
+    return write_batch
+
+
+def start_ingest(spark: SparkSession, lake: Lakehouse, source: files.TableSource) -> StreamingQuery:
+    """Start one table's availableNow stream."""
+    return (raw_line_stream(spark, lake, source)
+            .select("value", files.decoded_file_path(F.col("_metadata.file_path")).alias(SOURCE_FILE))
+            .writeStream.foreachBatch(write_batch_function(lake, source))
+            .option("checkpointLocation", lake.checkpoint("bronze", source.table))
+            .trigger(availableNow=True)
+            .queryName(f"bronze_{source.table}")
+            .start())
+
+
+def finished(spark: SparkSession, lake: Lakehouse, source: files.TableSource, query: StreamingQuery) -> BronzeResult:
+    """A finished stream's result, from what storage and Spark report: the files its run read are the file
+    log's rows of the run's batches (each batch reports its progress, a replayed one too; a query keeps its
+    last 100 reports, and a batch takes up to 1,000 files), its time the batches' own."""
+    progress = query.recentProgress
+    batches = sorted({p["batchId"] for p in progress})
+    rows = [] if not batches else (
+        lake.table("bronze", INGESTED_FILES).read(spark)
+        .where((F.col("source_table") == source.table) & (F.col(STREAM_ID) == str(query.id)) & F.col(BATCH_ID).isin(batches))
+        .select("source_file").distinct().collect())  # one row per file
+    return BronzeResult(source.table, len(source.files), str(query.id), sorted(r["source_file"] for r in rows),
+                        seconds=sum(p["durationMs"].get("triggerExecution", 0) for p in progress) / 1000)
 
 
 def ingested_before(spark: SparkSession, lake: Lakehouse, table: str) -> dict[str, tuple[int, int]]:
@@ -252,25 +275,25 @@ def reset(spark: SparkSession, lake: Lakehouse, table: str, echo=print) -> None:
     files.delete(spark, lake.checkpoint("bronze", table))
     target = lake.table("bronze", table)
     if target.exists(spark):
-        target.delta(spark).delete()
+        target.delete(spark)
     for side_table in (lake.quarantine("bronze"), lake.table("bronze", INGESTED_FILES)):
         if side_table.exists(spark):
-            side_table.delta(spark).delete(F.col("source_table") == table)
+            side_table.delete(spark, f"source_table = '{table}'")
     echo(f"  bronze {table:<21} reset: checkpoint, rows, quarantined rows and file log removed; re-ingesting")
 
 
 def _ingest_side_by_side(spark: SparkSession, lake: Lakehouse, sources) -> list[BronzeResult]:
     """The tables are independent streams: run them side by side to use every core."""
-    running = [start_ingest(spark, lake, source) for source in sources]
+    running = [(source, start_ingest(spark, lake, source)) for source in sources]
     results = []
-    for query, res in running:
+    for source, query in running:
         try:
             query.awaitTermination()
         except Exception:
-            for other, _ in running:
+            for _, other in running:
                 other.stop()
             raise
-        results.append(res)
+        results.append(finished(spark, lake, source, query))
     return results
 
 

@@ -15,9 +15,9 @@ where a table lives.
 from __future__ import annotations
 
 import os
+import uuid
 from dataclasses import dataclass
 
-from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 
 from ecom_lakehouse import files
@@ -36,26 +36,25 @@ class ConfigError(ValueError):
     """A configuration the user has to fix (the message says how)."""
 
 
-def delta_api_name(full_name: str) -> str:
-    """The name to give DeltaTable.forName and DeltaTableBuilder.tableName.
-
-    Open-source Delta 3.3 does not parse three-part names there (ParseException at the second dot),
-    Databricks does. When the catalog is Spark's own session catalog (a twin of Unity Catalog on
-    open-source Spark) the catalog part is dropped; every other name is passed as it is."""
-    parts = full_name.split(".")
-    return ".".join(parts[1:]) if len(parts) == 3 and parts[0] == "spark_catalog" else full_name
+def _commit_files(spark: SparkSession, path: str) -> tuple[bool, bool]:
+    """(whether `path` has a `_delta_log` folder, whether that log holds a commit)."""
+    log = files.list_status(spark, f"{path.rstrip('/')}/_delta_log")
+    committed = any(s.name.endswith((".json", ".checkpoint.parquet")) and not s.name.startswith(".") for s in log)
+    return bool(log), committed
 
 
 def _drop_uncommitted_log(spark: SparkSession, path: str) -> None:
     """A process killed during a table's first commit leaves `_delta_log` holding only temporary files;
-    Delta's createIfNotExists then takes the table for existing and fails to load it, on every rerun.
-    Without a commit there is no table, so the folder is removed and the creation starts over."""
-    log, fs = files.hadoop_fs(spark, f"{path.rstrip('/')}/_delta_log")
-    if not fs.exists(log):
-        return
-    names = [s.getPath().getName() for s in fs.listStatus(log)]
-    if not any(n.endswith((".json", ".checkpoint.parquet")) and not n.startswith(".") for n in names):
-        fs.delete(log, True)
+    Delta then takes the table for existing and fails to load it, on every rerun. Without a commit there
+    is no table, so the folder is removed and the creation starts over."""
+    has_log, committed = _commit_files(spark, path)
+    if has_log and not committed:
+        files.delete(spark, f"{path.rstrip('/')}/_delta_log")
+
+
+def column_definitions(schema) -> str:
+    """A StructType as the column list of CREATE TABLE."""
+    return ", ".join(f"`{f.name}` {f.dataType.simpleString()}{'' if f.nullable else ' NOT NULL'}" for f in schema.fields)
 
 
 @dataclass(frozen=True)
@@ -68,33 +67,65 @@ class Table:
     def __str__(self) -> str:
         return self.full_name or self.path or self.name
 
+    @property
+    def sql_name(self) -> str:
+        """How Delta's SQL names the table: its catalog name, or delta.`<path>`. Table operations go
+        through Delta's SQL (MERGE INTO, DESCRIBE HISTORY, OPTIMIZE, VACUUM), which runs alike on classic
+        compute and over Spark Connect; Delta's Python DeltaTable needs Delta Connect's server plugin there."""
+        if self.full_name:
+            return ".".join(f"`{part}`" for part in self.full_name.split("."))
+        return "delta.`{}`".format(self.path.replace("`", "``"))
+
     def exists(self, spark: SparkSession) -> bool:
         if self.full_name:
             return spark.catalog.tableExists(self.full_name)
-        return DeltaTable.isDeltaTable(spark, self.path)
+        return _commit_files(spark, self.path)[1]
 
     def read(self, spark: SparkSession) -> DataFrame:
         if self.full_name:
             return spark.read.table(self.full_name)
         return spark.read.format("delta").load(self.path)
 
-    def delta(self, spark: SparkSession) -> DeltaTable:
-        if self.full_name:
-            return DeltaTable.forName(spark, delta_api_name(self.full_name))
-        return DeltaTable.forPath(spark, self.path)
+    def history(self, spark: SparkSession, limit: int | None = None) -> DataFrame:
+        """Delta's commit history, newest first (`limit`: only the newest commits)."""
+        return spark.sql(f"DESCRIBE HISTORY {self.sql_name}" + (f" LIMIT {int(limit)}" if limit else ""))
+
+    def detail(self, spark: SparkSession):
+        """DESCRIBE DETAIL's one row: format, location, numFiles, sizeInBytes, properties, ..."""
+        return spark.sql(f"DESCRIBE DETAIL {self.sql_name}").first()
 
     def version(self, spark: SparkSession) -> int | None:
         if not self.exists(spark):
             return None
-        return self.delta(spark).history(1).select("version").first()[0]
+        return self.history(spark, 1).select("version").first()[0]
 
     def ensure(self, spark: SparkSession, schema) -> None:
         """Create the (empty) table if missing, so concurrent writers never race to create it."""
         if self.path:
             _drop_uncommitted_log(spark, self.path)
-        builder = DeltaTable.createIfNotExists(spark).addColumns(schema)
-        builder = builder.tableName(delta_api_name(self.full_name)) if self.full_name else builder.location(self.path)
-        builder.execute()
+        spark.sql(f"CREATE TABLE IF NOT EXISTS {self.sql_name} ({column_definitions(schema)}) USING DELTA")
+
+    def delete(self, spark: SparkSession, condition: str | None = None) -> None:
+        """Delete the rows matching the SQL `condition` (every row without one)."""
+        spark.sql(f"DELETE FROM {self.sql_name}" + (f" WHERE {condition}" if condition else ""))
+
+    def merge(self, source: DataFrame, on: str, *clauses: str) -> None:
+        """MERGE INTO this table (alias `t`) the rows of `source` (alias `s`), matched `on`, with the
+        WHEN clauses in order. The source is a temporary view of a name of its own: tables are merged
+        side by side in one session."""
+        view = f"merge_source_{uuid.uuid4().hex}"
+        source.createOrReplaceTempView(view)
+        try:
+            source.sparkSession.sql(f"MERGE INTO {self.sql_name} t USING {view} s ON {on} {' '.join(clauses)}")
+        finally:
+            source.sparkSession.catalog.dropTempView(view)
+
+    def optimize(self, spark: SparkSession):
+        """OPTIMIZE (bin-packing compaction); its metrics row (numFilesAdded, numFilesRemoved, ...)."""
+        return spark.sql(f"OPTIMIZE {self.sql_name}").select("metrics.*").first()
+
+    def vacuum(self, spark: SparkSession, retain_hours: int) -> None:
+        spark.sql(f"VACUUM {self.sql_name} RETAIN {int(retain_hours)} HOURS")
 
     def save(self, writer) -> None:
         """Finish a DataFrameWriter against this table (path or catalog name)."""

@@ -39,7 +39,7 @@ def of(spark: SparkSession, tables, extra: str = "") -> str:
 def _last_data_commit(spark: SparkSession, table):
     if not table.exists(spark):
         return None
-    return (table.delta(spark).history().where(F.col("operation").isin(*DATA_OPERATIONS))
+    return (table.history(spark).where(F.col("operation").isin(*DATA_OPERATIONS))
             .orderBy(F.desc("version")).select("version", "userMetadata").first())  # one row per commit
 
 

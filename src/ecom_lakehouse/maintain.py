@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pyspark.sql import SparkSession
 
 from ecom_lakehouse.config import LAYERS, ConfigError, Lakehouse, Table
-from ecom_lakehouse.files import hadoop_fs
-from ecom_lakehouse.session import conf_within, side_by_side
+from ecom_lakehouse.files import list_status
+from ecom_lakehouse.session import conf_within, cores, side_by_side
 
 MIN_RETAIN_HOURS = 168
 
@@ -39,12 +39,12 @@ def _hidden(name: str) -> bool:
     return name.startswith((".", "_")) and "=" not in name and not name.startswith(("_change_data", "_delta_index"))
 
 
-def _deletable_under(fs, folder, cutoff_ms: int, is_root: bool = True) -> bool:
-    visible = [s for s in fs.listStatus(folder) if not _hidden(s.getPath().getName())]
+def _deletable_under(spark: SparkSession, folder: str, cutoff_ms: int, is_root: bool = True) -> bool:
+    visible = [s for s in list_status(spark, folder) if not _hidden(s.name)]
     if not visible and not is_root:
         return True  # an empty partition folder: VACUUM removes it
-    return any(_deletable_under(fs, s.getPath(), cutoff_ms, False) if s.isDirectory()
-               else s.getModificationTime() < cutoff_ms for s in visible)
+    return any(_deletable_under(spark, s.path, cutoff_ms, False) if s.is_dir
+               else s.modified_ms < cutoff_ms for s in visible)
 
 
 def vacuum_can_delete(spark: SparkSession, table: Table, retain_hours: int) -> bool:
@@ -56,9 +56,8 @@ def vacuum_can_delete(spark: SparkSession, table: Table, retain_hours: int) -> b
     a job list that storage anyway. Either way a table older than the retention is vacuumed."""
     cutoff_ms = int(time.time() * 1000) - retain_hours * 3_600_000
     if table.path:
-        root, fs = hadoop_fs(spark, table.path)
-        return _deletable_under(fs, root, cutoff_ms)
-    first_commit_ms = table.delta(spark).history().selectExpr("unix_millis(min(timestamp))").first()[0]
+        return _deletable_under(spark, table.path, cutoff_ms)
+    first_commit_ms = table.history(spark).selectExpr("unix_millis(min(timestamp))").first()[0]
     return first_commit_ms < cutoff_ms
 
 
@@ -67,18 +66,17 @@ def _listing_parallelism(spark: SparkSession):
     (10,000 by default: minutes of empty tasks per unpartitioned table on a small cluster). A few
     tasks per core list these tables' handful of folders just as well."""
     return conf_within(spark, "spark.sql.sources.parallelPartitionDiscovery.parallelism",
-                       str(4 * spark.sparkContext.defaultParallelism))
+                       str(4 * cores(spark)))
 
 
 def maintain_table(spark: SparkSession, table, retain_hours: int) -> Maintained:
     # OPTIMIZE's own metrics give the file counts (it commits nothing when there is nothing to
     # compact): a DESCRIBE DETAIL before and after cost two snapshot computations per table.
     # VACUUM deletes only files no version reads, so it leaves the count as OPTIMIZE left it.
-    compacted = table.delta(spark).optimize().executeCompaction().select(
-        "metrics.totalConsideredFiles", "metrics.numFilesRemoved", "metrics.numFilesAdded").first()
+    compacted = table.optimize(spark)
     vacuumed = vacuum_can_delete(spark, table, retain_hours)
     if vacuumed:
-        table.delta(spark).vacuum(retain_hours)
+        table.vacuum(spark, retain_hours)
     before = compacted.totalConsideredFiles
     return Maintained(str(table), before, before - compacted.numFilesRemoved + compacted.numFilesAdded, vacuumed)
 

@@ -7,7 +7,9 @@ return the active one untouched.
 from __future__ import annotations
 
 import os
+import re
 import sys
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,14 +39,34 @@ def _local_delta_jars() -> list[str]:
     return [str(j) for j in jars] if all(j.exists() for j in jars) else []
 
 
+def is_connect(spark: SparkSession) -> bool:
+    """Whether `spark` is a Spark Connect session (standard access mode, serverless, a Connect server),
+    which has no driver JVM of its own to reach (`sparkContext`, `_jvm`)."""
+    return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
+def cores(spark: SparkSession) -> int:
+    """The cores Spark's tasks run on, for sizing a job's partitions: the context's default parallelism on
+    classic compute. A Connect client cannot see its server's context: the local master's cores when the
+    server is local, else 8 (serverless sizes its own clusters; a few tasks a core of a small one)."""
+    if not is_connect(spark):
+        return spark.sparkContext.defaultParallelism
+    master = re.fullmatch(r"local\[(\d+|\*)\]", spark.conf.get("spark.master", "") or "")
+    if master:
+        return (os.cpu_count() or 1) if master.group(1) == "*" else int(master.group(1))
+    return 8
+
+
 def get_spark(env: str = "local", app_name: str = "ecom_lakehouse") -> SparkSession:
     if env != "local":
         return SparkSession.getActiveSession() or SparkSession.builder.appName(app_name).getOrCreate()
 
     # Python workers must run this interpreter (the one with this package installed).
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    remote = setting("ECOM_SPARK_REMOTE")
+    builder = SparkSession.builder.remote(remote) if remote else SparkSession.builder.master(setting("ECOM_SPARK_MASTER"))
     builder = (
-        SparkSession.builder.master(setting("ECOM_SPARK_MASTER"))
+        builder
         .appName(app_name)
         .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
         .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
@@ -66,8 +88,13 @@ def get_spark(env: str = "local", app_name: str = "ecom_lakehouse") -> SparkSess
         builder = builder.config("spark.jars", ",".join(jars))
     else:  # no `make install` here: let Spark's resolver fetch Delta from Maven Central
         builder = builder.config("spark.jars.packages", DELTA_PACKAGE)
-    spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel("ERROR")
+    with warnings.catch_warnings():
+        # A local Connect server starts with these settings; its client then tries to set the static ones
+        # again and warns that it cannot (CANNOT_MODIFY_CONFIG), which says nothing to a user.
+        warnings.filterwarnings("ignore", message="Failed to set spark")
+        spark = builder.getOrCreate()
+    if not is_connect(spark):  # a Connect server logs as its own log4j settings say
+        spark.sparkContext.setLogLevel("ERROR")
     return spark
 
 
@@ -111,8 +138,8 @@ def raw_files_split_finely(spark: SparkSession):
     3 splits, and the third ran alone on one core. Only bronze's raw reads need this: for every read,
     it gave the ML stages' small Delta tables so many tasks that segmentation at scale 0.1 took 55 s
     instead of 33. A cluster's many cores already spread a file; its sessions are left as they are."""
-    if not spark.sparkContext.master.startswith("local"):
+    if not (spark.conf.get("spark.master", "") or "").startswith("local"):
         yield
         return
-    with conf_within(spark, "spark.sql.files.minPartitionNum", str(4 * spark.sparkContext.defaultParallelism)):
+    with conf_within(spark, "spark.sql.files.minPartitionNum", str(4 * cores(spark))):
         yield

@@ -10,6 +10,8 @@ import os
 SETTINGS: dict[str, tuple[str | None, str]] = {
     "ECOM_DEBUG": (None, "any value: a failure ends in its traceback instead of one line"),
     "ECOM_SPARK_MASTER": ("local[*]", "local runs: Spark's master URL"),
+    "ECOM_SPARK_REMOTE": (None, "local runs: a Spark Connect URL (sc://host:15002) to run through, or local[N] to start "
+                                "a Connect server here, as standard access mode and serverless run Python (Spark 4)"),
     "ECOM_SHUFFLE_PARTITIONS": ("8", "local runs: spark.sql.shuffle.partitions"),
     "ECOM_WAREHOUSE_DIR": ("/tmp/ecom_lakehouse_warehouse", "local runs: the Spark SQL warehouse (and its Derby catalog)"),
     "ECOM_DRIVER_MEMORY": (None, "local runs: the driver JVM's heap, e.g. 4g; read only when the JVM starts"),

@@ -32,7 +32,7 @@ from ecom_lakehouse.schemas import (
     STREAM_ID,
     parse_value,
 )
-from ecom_lakehouse.session import conf_within
+from ecom_lakehouse.session import conf_within, cores
 
 PII_COLUMNS = ("first_name", "last_name", "email", "street_address")
 
@@ -176,35 +176,41 @@ class SilverResult:
         return self.check.table
 
 
-def merge_latest(spark: SparkSession, target, checked: DataFrame, key: str, complete: bool) -> None:
+def assignments(columns: list[str]) -> str:
+    """MERGE's `UPDATE SET` list: each column of the target from the source's column of that name."""
+    return ", ".join(f"t.`{c}` = s.`{c}`" for c in columns)
+
+
+def insertion(columns: list[str]) -> str:
+    """MERGE's `INSERT (...) VALUES (...)` of the source's columns."""
+    return f"({', '.join(f'`{c}`' for c in columns)}) VALUES ({', '.join(f's.`{c}`' for c in columns)})"
+
+
+def merge_latest(target, checked: DataFrame, key: str, complete: bool) -> None:
     """Upsert the latest row per key from `checked` (rows with their ORPHAN_REASON): the newer ingestion
     wins, and a key whose latest row is an orphan leaves silver. `complete`: `checked` holds every key
     of bronze, and keys absent from it are removed too, so silver is exactly the current valid state of
     bronze; otherwise it holds only newly delivered keys, and the MERGE touches only theirs."""
-    if not target.exists(spark):
+    if not target.exists(checked.sparkSession):
         target.overwrite(checked.where(F.col(ORPHAN_REASON).isNull()).drop(ORPHAN_REASON))
         return
-    columns = {c: f"s.`{c}`" for c in checked.columns if c != ORPHAN_REASON}
+    columns = [c for c in checked.columns if c != ORPHAN_REASON]
     changed = f"s.{INGESTED_AT} > t.{INGESTED_AT} OR NOT (s.{FLAGS} <=> t.{FLAGS})"
-    merge = (target.delta(spark).alias("t")
-             .merge(checked.alias("s"), f"t.{key} = s.{key}")
-             .whenMatchedDelete(condition=f"s.{ORPHAN_REASON} IS NOT NULL")
-             .whenMatchedUpdate(condition=changed, set=columns)
-             .whenNotMatchedInsert(condition=f"s.{ORPHAN_REASON} IS NULL", values=columns))
-    (merge.whenNotMatchedBySourceDelete() if complete else merge).execute()
+    target.merge(checked, f"t.{key} = s.{key}",
+                 f"WHEN MATCHED AND s.{ORPHAN_REASON} IS NOT NULL THEN DELETE",
+                 f"WHEN MATCHED AND ({changed}) THEN UPDATE SET {assignments(columns)}",
+                 f"WHEN NOT MATCHED AND s.{ORPHAN_REASON} IS NULL THEN INSERT {insertion(columns)}",
+                 *(["WHEN NOT MATCHED BY SOURCE THEN DELETE"] if complete else []))
 
 
-def merge_quarantine(spark: SparkSession, quarantine_table, rows: DataFrame, key: str) -> None:
+def merge_quarantine(quarantine_table, rows: DataFrame, key: str) -> None:
     """The quarantine's rows for newly delivered keys: an orphan replaces the key's quarantined row,
     a row that resolves removes it (its key is in silver now)."""
     key_of = lambda side: f"get_json_object({side}.record, '$.{key}')"  # noqa: E731
-    columns = {c: f"s.`{c}`" for c in rows.columns}
-    (quarantine_table.delta(spark).alias("t")
-     .merge(rows.alias("s"), f"t.source_table = s.source_table AND {key_of('t')} = {key_of('s')}")
-     .whenMatchedDelete(condition="s.reason IS NULL")
-     .whenMatchedUpdate(set=columns)
-     .whenNotMatchedInsert(condition="s.reason IS NOT NULL", values=columns)
-     .execute())
+    quarantine_table.merge(rows, f"t.source_table = s.source_table AND {key_of('t')} = {key_of('s')}",
+                           "WHEN MATCHED AND s.reason IS NULL THEN DELETE",
+                           f"WHEN MATCHED THEN UPDATE SET {assignments(rows.columns)}",
+                           f"WHEN NOT MATCHED AND s.reason IS NOT NULL THEN INSERT {insertion(rows.columns)}")
 
 
 def keeps_every_row(operation: str, mode: str | None) -> bool:
@@ -225,7 +231,7 @@ def delivered_after(spark: SparkSession, lake: Lakehouse, table: str, previous: 
     before, after = lineage.versions(previous or ""), lineage.versions(now)
     if own not in before or {k: v for k, v in before.items() if k != own} != {k: v for k, v in after.items() if k != own}:
         return None
-    commits = (lake.table("bronze", table).delta(spark).history().where(F.col("version") > before[own])
+    commits = (lake.table("bronze", table).history(spark).where(F.col("version") > before[own])
                .select("operation", F.col("operationParameters")["mode"].alias("mode")).collect())  # one row per commit
     if not all(keeps_every_row(c["operation"], c["mode"]) for c in commits):
         return None
@@ -272,7 +278,7 @@ def run(spark: SparkSession, lake: Lakehouse, echo=print) -> list[SilverResult]:
         bronze = source.read(spark)
         if since is not None:  # Delta skips the files of earlier deliveries by their min/max statistics
             bronze = bronze.where(F.col(INGESTED_AT) > F.timestamp_micros(F.lit(since)))
-        size = source.delta(spark).detail().select("sizeInBytes").first()[0]
+        size = source.detail(spark)["sizeInBytes"]
         # The quarantine is written only when it changes: a table with rows there, or rows that may be
         # orphans. Otherwise the rows are computed once, by the table's write, and not cached (caching
         # scale 1's events for a second write of nothing cost ~11 s of its ~35 s).
@@ -280,7 +286,7 @@ def run(spark: SparkSession, lake: Lakehouse, echo=print) -> list[SilverResult]:
             table in FOREIGN_KEYS and not orphan_candidates(bronze, table, current).isEmpty())
         # Partitions sized from the data, for whichever write plans the rows (AQE leaves a cached plan's alone).
         with conf_within(spark, "spark.sql.shuffle.partitions",
-                         str(cached_partitions(size, spark.sparkContext.defaultParallelism))):
+                         str(cached_partitions(size, cores(spark)))):
             checked = with_orphan_reason(conform(latest_per_key(typed(bronze, table), KEYS[table]), table), table,
                                          current)
             if to_quarantine:
@@ -292,9 +298,9 @@ def run(spark: SparkSession, lake: Lakehouse, echo=print) -> list[SilverResult]:
                     quarantine_table.replace_where(
                         as_quarantine(checked.where(F.col(ORPHAN_REASON).isNotNull()), table), f"source_table = '{table}'")
                 elif to_quarantine:
-                    merge_quarantine(spark, quarantine_table, as_quarantine(checked, table), KEYS[table])
+                    merge_quarantine(quarantine_table, as_quarantine(checked, table), KEYS[table])
                 with lineage.recorded(spark, built_from):
-                    merge_latest(spark, target, checked, KEYS[table], complete=since is None)
+                    merge_latest(target, checked, KEYS[table], complete=since is None)
             finally:
                 checked.unpersist()
         current[table] = target.read(spark)

@@ -115,7 +115,7 @@ def test_new_events_merge_only_their_keys_and_rebuild_only_what_reads_events(spa
                                     {"id": str(existing), "user_id": "999999999"}],
              bronze_events.read(spark).agg(F.max("_ingested_at")).first()[0])
     silver.run(spark, lake, echo=quiet)  # raises if the reconciliation fails
-    merge = silver_events.delta(spark).history(1).first()
+    merge = silver_events.history(spark, 1).first()
     assert merge["operation"] == "MERGE" and merge["operationMetrics"]["numSourceRows"] == "3"
     assert (merge["operationMetrics"]["numTargetRowsInserted"], merge["operationMetrics"]["numTargetRowsDeleted"]) == ("1", "1")
     ids = {r["id"] for r in silver_events.read(spark).where(F.col("id").isin(new, orphan, existing)).collect()}
@@ -128,7 +128,7 @@ def test_new_events_merge_only_their_keys_and_rebuild_only_what_reads_events(spa
     # the orphan re-delivered with a known user: it joins silver and leaves the quarantine
     _deliver(spark, bronze_events, [{"id": str(orphan)}], bronze_events.read(spark).agg(F.max("_ingested_at")).first()[0])
     silver.run(spark, lake, echo=quiet)
-    assert silver_events.delta(spark).history(1).first()["operationMetrics"]["numSourceRows"] == "1"
+    assert silver_events.history(spark, 1).first()["operationMetrics"]["numSourceRows"] == "1"
     assert silver_events.read(spark).where(F.col("id") == orphan).count() == 1
     assert quarantined.where(f"get_json_object(record, '$.id') = '{orphan}'").count() == 0
 
@@ -144,7 +144,7 @@ def test_compaction_changes_no_lineage_so_a_rerun_rebuilds_nothing(spark, privat
     quiet = lambda *_: None  # noqa: E731
     tables = [lake.table("silver", t) for t in TABLES] + [lake.table("gold", n) for n in gold.OUTPUTS]
     maintain.run(spark, lake, echo=quiet)  # what the platforms schedule after every run
-    compacted = [t for t in tables if t.delta(spark).history(5).where("operation = 'OPTIMIZE'").count()]
+    compacted = [t for t in tables if t.history(spark, 5).where("operation = 'OPTIMIZE'").count()]
     assert compacted, "nothing was compacted: the test would prove nothing"
     after_maintenance = {str(t): t.version(spark) for t in tables}
     silver.run(spark, lake, echo=quiet)
@@ -161,7 +161,7 @@ def test_silver_sizes_its_cached_partitions_from_the_data_not_the_session(spark,
     with conf_within(spark, "spark.sql.shuffle.partitions", "200"):
         silver.run(spark, copy, echo=lambda *_: None)
     for table in ("users", "events"):
-        files = copy.table("silver", table).delta(spark).detail().select("numFiles").first()[0]
+        files = copy.table("silver", table).detail(spark)["numFiles"]
         assert files <= spark.sparkContext.defaultParallelism, (table, files)
     assert silver.cached_partitions(10 * 2**30, 2) == 10 * 2**30 // silver.CACHED_PARTITION_BYTES  # grows with data
 
@@ -170,7 +170,7 @@ def test_silver_reconciliation_fails_on_a_row_missing_from_silver(spark, private
     # The fault goes into a copy of the tables the check reads.
     copy = private_lake("bronze/distribution_centers", "silver/distribution_centers", "silver/_quarantine")
     assert reconcile.silver_tables(spark, copy, ["distribution_centers"])[0].ok
-    copy.table("silver", "distribution_centers").delta(spark).delete("id = 1")  # the fault
+    copy.table("silver", "distribution_centers").delete(spark, "id = 1")  # the fault
     check = reconcile.silver_tables(spark, copy, ["distribution_centers"])[0]
     assert not check.ok and check.silver == check.bronze - check.superseded - check.quarantined - 1
     with pytest.raises(reconcile.ReconciliationError, match="silver distribution_centers"):

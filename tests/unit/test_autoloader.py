@@ -29,10 +29,14 @@ def test_auto_loader_gets_only_documented_options(monkeypatch):
 
 
 def test_a_volume_file_as_auto_loader_reports_it_is_the_file_bronze_listed(spark):
-    """On a volume, `_metadata.file_path` is a dbfs:/Volumes/... URI, percent-encoded; the listing gives
-    Hadoop's path string of the same file. Reconciliation joins on them, so they must be equal."""
+    """On a volume, `_metadata.file_path` is a dbfs:/Volumes/... URI, percent-encoded; bronze lists the
+    volume as the file system it is mounted as (/Volumes/...). Reconciliation joins on the two, so they must
+    be equal."""
     name = "orders (1)+100%.csv"
-    listed = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(f"dbfs:/Volumes/main/s/lakehouse/raw/orders/{name}")
+    listed = files.qualified_name(files.mounted(f"/Volumes/main/s/lakehouse/raw/orders/{name}"))
     reported = f"dbfs:/Volumes/main/s/lakehouse/raw/orders/{name.replace('%', '%25').replace(' ', '%20')}"
     decoded = spark.range(1).select(files.decoded_file_path(F.lit(reported)).alias("path")).first()["path"]
-    assert decoded == listed.toString() == f"dbfs:/Volumes/main/s/lakehouse/raw/orders/{name}"
+    assert decoded == listed == f"/Volumes/main/s/lakehouse/raw/orders/{name}"
+    # a local file keeps its scheme on both sides
+    local = spark.range(1).select(files.decoded_file_path(F.lit("file:/tmp/raw/orders%20(1).csv"))).first()[0]
+    assert local == files.qualified_name(files.mounted("/tmp/raw/orders (1).csv")) == "file:/tmp/raw/orders (1).csv"

@@ -41,7 +41,7 @@ def test_maintenance_commits_of_every_kind_leave_the_data_version_where_it_was(s
     finally:
         for key in vacuum_conf:
             spark.conf.unset(key)
-    operations = [r["operation"] for r in table.delta(spark).history().orderBy("version").collect()]
+    operations = [r["operation"] for r in table.history(spark).orderBy("version").collect()]
     assert {"REORG", "OPTIMIZE", "ROW TRACKING BACKFILL", "SET TBLPROPERTIES", "VACUUM END"} <= set(operations), operations
     assert table.version(spark) > built
     assert lineage.data_version(spark, table) == built

@@ -33,13 +33,13 @@ def test_maintain_compacts_and_vacuums_what_no_recent_version_needs(spark, tmp_p
     # `other` holds only files from just now: nothing VACUUM could delete, so it does not run there
     assert [(m.table, m.files_before, m.files_after, m.vacuumed) for m in done] == [
         (other.path, 2, 1, False), (table.path, 3, 1, True)]
-    assert "VACUUM START" not in {h.operation for h in other.delta(spark).history().collect()}
+    assert "VACUUM START" not in {h.operation for h in other.history(spark).collect()}
     assert table.read(spark).count() == 20  # read back from disk, not from the run
     assert len(table.read(spark).inputFiles()) == 1 and len(other.read(spark).inputFiles()) == 1
     on_disk = _parquet_files(folder)
     assert old_orphan.name not in on_disk and new_orphan.name in on_disk  # only what is older than 7 days goes
     assert {Path(p).name for p in table.read(spark).inputFiles()} <= on_disk
-    history = table.delta(spark).history().select("operation", "operationParameters").collect()
+    history = table.history(spark).select("operation", "operationParameters").collect()
     vacuum = next(h for h in history if h.operation == "VACUUM START")
     assert int(vacuum.operationParameters["specifiedRetentionMillis"]) == 168 * 3600 * 1000
     assert "OPTIMIZE" in {h.operation for h in history}
@@ -73,7 +73,7 @@ def test_a_catalog_table_is_vacuumed_once_its_first_commit_is_older_than_the_ret
     try:
         spark.sql("INSERT INTO spark_catalog.default.maintained SELECT id FROM range(5)")
         assert not maintain.vacuum_can_delete(spark, table, 168)
-        location = table.delta(spark).detail().select("location").first()[0].removeprefix("file:")
+        location = table.detail(spark)["location"].removeprefix("file:")
         _age(Path(location).glob("_delta_log/00000000000000000000.json"), 8)  # Delta dates commits by their files
         assert maintain.vacuum_can_delete(spark, table, 168)
     finally:

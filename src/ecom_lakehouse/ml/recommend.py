@@ -45,7 +45,7 @@ from ecom_lakehouse.ml.baselines import (
 )
 from ecom_lakehouse.ml.checks import Check
 from ecom_lakehouse.schemas import parse_value
-from ecom_lakehouse.session import side_by_side
+from ecom_lakehouse.session import cores, side_by_side
 
 TEST_FRACTION = 0.2
 # First the point the taste benchmark chose at scales 0.1 and 1 (docs/machine-learning.md): used as is when the
@@ -118,7 +118,7 @@ def fit_als(train: DataFrame, params: dict, seed: int = 7) -> ALSModel:
     2 cores switch between 10 small tasks per step (a scale-1 fit took 7.1 s with 10 blocks, 3.7 s
     with 2), and leave a larger cluster's other cores idle. The seed then fixes the model for a given
     number of cores (each block draws its own initial factors)."""
-    blocks = train.sparkSession.sparkContext.defaultParallelism
+    blocks = cores(train.sparkSession)
     als = ALS(userCol="user_id", itemCol="product_id", ratingCol="weight", implicitPrefs=True, maxIter=MAX_ITER,
               seed=seed, coldStartStrategy="drop", nonnegative=False, numUserBlocks=blocks, numItemBlocks=blocks,
               **params)

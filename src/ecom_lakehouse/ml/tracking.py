@@ -31,6 +31,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from ecom_lakehouse import files
 from ecom_lakehouse.config import Lakehouse
+from ecom_lakehouse.session import SPARK_LINE
 
 CHAMPION = "champion"
 EXPERIMENT = "ecom_lakehouse"  # off Databricks
@@ -111,7 +112,9 @@ class Run:
         # serverless compute, and workspaces with the DBFS root disabled, do not offer.
         staging = f"{self.lake.root.rstrip('/')}/tmp/mlflow" if self.lake.env == "databricks" else None
         info = mlflow.spark.log_model(model, artifact_path=key, signature=signature, dfs_tmpdir=staging,
-                                      pip_requirements=["pyspark>=3.5,<3.6"])  # no slow requirement inference
+                                      # the Spark line it was trained on (3.5: 16.4 LTS, EMR 7; 4.0: 17.3 LTS), stated:
+                                      # MLflow's own inference of requirements is slow
+                                      pip_requirements=[f"pyspark~={SPARK_LINE}.0"])
         # Registered apart: where the artifact store is not local (S3), the Spark flavour saves straight
         # to it and its ModelInfo carries no registered version (found by the EMR twin).
         version = str(mlflow.register_model(info.model_uri, name).version)
