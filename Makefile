@@ -2,7 +2,7 @@
 # Both install what they need first: a virtualenv with the pinned packages and
 # the Delta Lake jars from Maven Central into ~/.m2 (read by the session factory,
 # so nothing is downloaded at run or test time), a second one for the Spark 4 line (.venv-spark4),
-# the Databricks runtime's stand-in (.venv-dbr) and checkov for the Terraform checks.
+# the Databricks runtimes' stand-ins (.venv-dbr: 16.4 LTS, .venv-dbr17: 17.3 LTS) and checkov for the Terraform checks.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -21,6 +21,11 @@ CHECKOV_VERSION := 3.3.30
 # The Databricks twin: what DBR 16.4 LTS provides (Spark 3.5.2 and its usual libraries), nothing of ours.
 DBR_VENV := .venv-dbr
 DBR_PACKAGES := pyspark==3.5.2 numpy==1.26.4 pandas==1.5.3 pyarrow==15.0.2 matplotlib==3.8.4 databricks-sdk==0.30.0 boto3==1.34.39 mlflow-skinny==2.21.3
+# DBR 17.3 LTS, the Spark 4 line's twin runtime: Spark 4.0.0 and MLflow 3.0.1 from shared/databricks/FACTS.md;
+# the other libraries' versions are this twin's assumption (those of Databricks' serverless base image),
+# not taken from 17.3's release notes.
+DBR17_VENV := .venv-dbr17
+DBR17_PACKAGES := pyspark==4.0.0 numpy==2.1.3 pandas==2.2.3 pyarrow==19.0.1 matplotlib==3.10.0 databricks-sdk==0.49.0 boto3==1.36.2 mlflow-skinny==3.0.1
 
 .PHONY: install run test bench bench-honesty bench-implicit bench-crash wheel wheelhouse clean
 
@@ -43,6 +48,9 @@ $(STAMP): pyproject.toml Makefile src/ecom_lakehouse/ops/emr_requirements.txt
 	$(DBR_VENV)/bin/pip install -q $(DBR_PACKAGES)
 	# Delta's Python API as the runtime has it (its jars come from ~/.m2 through the twin's spark conf).
 	$(DBR_VENV)/bin/pip install -q --no-deps delta-spark==$(DELTA_VERSION)
+	test -x $(DBR17_VENV)/bin/python || $(PYTHON) -m venv $(DBR17_VENV)
+	$(DBR17_VENV)/bin/pip install -q $(DBR17_PACKAGES)
+	$(DBR17_VENV)/bin/pip install -q --no-deps delta-spark==$(DELTA4_VERSION)
 	# What EMR nodes and EMR Serverless jobs install (the wheelhouse and the packed environment), fetched
 	# once per requirements file into ~/.cache/ecom_lakehouse: the EMR twins download nothing at test time.
 	$(BIN)/ecom-lakehouse emr build-environment

@@ -29,12 +29,13 @@ DELTA_VERSION, SCALA_VERSION = DELTA_FOR_SPARK[SPARK_LINE]
 DELTA_PACKAGE = f"io.delta:delta-spark_{SCALA_VERSION}:{DELTA_VERSION}"
 
 
-def _local_delta_jars() -> list[str]:
-    """Delta jars that `make install` put into ~/.m2, so sessions never download."""
+def _local_delta_jars(delta_version: str = DELTA_VERSION, scala_version: str = SCALA_VERSION) -> list[str]:
+    """Delta jars that `make install` put into ~/.m2, so sessions never download (this Spark line's, or
+    another line's: the Databricks twin's job clusters)."""
     repo = Path(os.environ.get("M2_REPO", Path.home() / ".m2" / "repository"))
     jars = [
-        repo / f"io/delta/delta-spark_{SCALA_VERSION}/{DELTA_VERSION}/delta-spark_{SCALA_VERSION}-{DELTA_VERSION}.jar",
-        repo / f"io/delta/delta-storage/{DELTA_VERSION}/delta-storage-{DELTA_VERSION}.jar",
+        repo / f"io/delta/delta-spark_{scala_version}/{delta_version}/delta-spark_{scala_version}-{delta_version}.jar",
+        repo / f"io/delta/delta-storage/{delta_version}/delta-storage-{delta_version}.jar",
     ]
     return [str(j) for j in jars] if all(j.exists() for j in jars) else []
 

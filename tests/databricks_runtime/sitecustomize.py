@@ -79,7 +79,9 @@ if "PYSPARK_GATEWAY_PORT" in os.environ:
 
     def _own_session(self, sparkContext, jsparkSession=None, options=None):
         if jsparkSession is None:  # PySpark would take the JVM's default session, the driver's
-            default = sparkContext._jvm.SparkSession.getDefaultSession()
+            # Spark 4 names the JVM's session class itself (org.apache.spark.sql.classic.SparkSession)
+            session_class = getattr(session.SparkSession, "_get_j_spark_session_class", lambda jvm: jvm.SparkSession)
+            default = session_class(sparkContext._jvm).getDefaultSession()
             if default.isDefined():
                 jsparkSession = default.get().newSession()
         _session_init(self, sparkContext, jsparkSession, options or {})

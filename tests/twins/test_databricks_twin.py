@@ -2,20 +2,22 @@
 
 What is the same as on Databricks: the wheel the bundle's own artifact build command makes (what
 `bundle deploy` uploads),
-installed with --no-deps into an environment holding only what DBR 16.4 LTS provides (pyspark 3.5.2
-and the runtime's usual libraries: `make install` builds `.venv-dbr`); each task of
+installed with --no-deps into an environment holding only what the job cluster's runtime provides: DBR 16.4 LTS
+(pyspark 3.5.2 and the runtime's usual libraries: `make install` builds `.venv-dbr`) for dev, and DBR 17.3 LTS
+(Spark 4.0.0, MLflow 3: `.venv-dbr17`, Delta 4.0's Scala 2.13 jars) for prod, deployed with
+`--var spark_version=17.3.x-scala2.13` as a team trying the new line on one target would; each task of
 resources/ecom_lakehouse.job.yml as its own Python process through the console script, with the
 task's exact parameters and the job's parameter values substituted, all taken from the bundle as the
 Databricks CLI resolves it (tests/bundle_resolution.py: variables, then the target mode's presets,
 which prefix the schemas and the experiment in dev, then resource references), for two deployments
 on one workspace: dev by a user, and prod by its service principal, from CI, with grants to it and to
 the two groups;
-one job cluster for the whole
-job: a driver JVM started before the first task and stopped after the last, to which every task's
-Python attaches (tests/databricks_runtime/sitecustomize.py does what the runtime does there), so
-tasks share its Spark context, Delta's cached logs and its warm JIT as they do on a job cluster, each
-task with a Spark session of its own; tasks run in the job's dependency order, side by side where it
-allows (segment and recommend, both after gold);
+one job cluster for each job, on the runtime its deployment names: a driver JVM started before the first
+task and stopped after the last, to which every task's Python attaches
+(tests/databricks_runtime/sitecustomize.py does what the runtime does there), so tasks share its Spark
+context, Delta's cached logs and its warm JIT as they do on a job cluster, each task with a Spark
+session of its own; tasks run in the job's dependency order, side by side where it allows (segment and
+recommend, both after gold);
 Delta configured from outside the package, as the platform does; tables in a catalog that outlives
 each process, addressed as `<catalog>.<schema>.<table>`; raw files, checkpoints, models and the report in a folder playing the
 volume, delivered under the names `databricks upload-raw` gives them. `bundle deploy` is played with the
@@ -24,8 +26,8 @@ creates no experiment whose parent folder is missing (tests/databricks_runtime/s
 task given a path or an experiment the deployment did not create fails here as it would there.
 
 What differs, each in one named place: the catalog is Spark's session catalog on a local Derby
-metastore (`spark_catalog`, for which config.delta_api_name drops the catalog part that open-source
-Delta cannot parse); bronze reads with Spark's file source instead of Auto Loader
+metastore (`spark_catalog`), one per job cluster (Derby opens a database in one JVM only), where Unity Catalog
+is one per workspace; bronze reads with Spark's file source instead of Auto Loader
 (ECOM_RAW_STREAM=files, bronze.raw_line_stream), which exists only on Databricks; Python is this
 machine's 3.11, not the runtime's 3.12; grants, retries, the job scheduler and autoscaling are not
 played; the catalog is named `spark_catalog` through `--var catalog=…` and `/Volumes` is a folder of
@@ -40,7 +42,7 @@ import subprocess
 import textwrap
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,11 +50,30 @@ import pytest
 
 from ecom_lakehouse.ops.databricks_ops import delivery_name
 from ecom_lakehouse.schemas import TABLES
-from ecom_lakehouse.session import _local_delta_jars
+from ecom_lakehouse.session import DELTA_FOR_SPARK, _local_delta_jars
 from tests.bundle_resolution import grants, job_parameters, resolve
 
 ROOT = Path(__file__).resolve().parents[2]
-RUNTIME = ROOT / ".venv-dbr"
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """A Databricks Runtime as the twin plays it: the job cluster's `spark_version` key, the environment
+    `make install` builds with what that runtime provides (its Spark and usual libraries, nothing of ours),
+    and its Spark line, whose Delta jars the cluster loads (session.DELTA_FOR_SPARK)."""
+    spark_version: str
+    venv: Path
+    spark_line: str
+    pyspark: str
+
+    @property
+    def bin(self) -> Path:
+        return self.venv / "bin"
+
+
+# Spark versions from databricks/FACTS.md's runtime table (16.4 LTS: 3.5.2; 17.3 LTS: 4.0.0).
+RUNTIMES = (Runtime("16.4.x-scala2.12", ROOT / ".venv-dbr", "3.5", "3.5.2"),
+            Runtime("17.3.x-scala2.13", ROOT / ".venv-dbr17", "4.0", "4.0.0"))
 CATALOG = "spark_catalog"
 # A developer, and prod's service principal with the two groups an admin made for prod (docs/databricks.md, "Deploy
 # to Databricks"). A service principal's user name is its application id, a UUID: the CLI tells one
@@ -64,8 +85,18 @@ GROUPS = ("lakehouse-engineers", "merchandising-analysts")
 DEPLOYMENTS = {
     "dev": resolve("dev", USER, {"catalog": CATALOG, "node_type": "local"}),
     "prod": resolve("prod", SERVICE_PRINCIPAL, {"catalog": CATALOG, "node_type": "local", "service_principal": SERVICE_PRINCIPAL,
-                                                "engineers_group": GROUPS[0], "analysts_group": GROUPS[1]}),
+                                                "engineers_group": GROUPS[0], "analysts_group": GROUPS[1],
+                                                "spark_version": RUNTIMES[1].spark_version}),
 }
+
+
+def runtime_of(config: dict) -> Runtime:
+    """The runtime a deployment's job cluster asks for; a version the twin cannot play fails here."""
+    [cluster] = config["resources"]["jobs"]["ecom_lakehouse_pipeline"]["job_clusters"]
+    version = cluster["new_cluster"]["spark_version"]
+    played = [runtime for runtime in RUNTIMES if runtime.spark_version == version]
+    assert played, f"the twin plays no runtime {version}: {[r.spark_version for r in RUNTIMES]}"
+    return played[0]
 # What the workspace has before the deployments: its principals and their home folders (every user and
 # service principal has /Users/<name>; /Users itself is protected, mlflow/mlflow-export-import#24).
 PRINCIPALS = {USER, SERVICE_PRINCIPAL, *GROUPS}
@@ -74,21 +105,21 @@ WORKSPACE_FOLDERS = [f"/Users/{USER}", f"/Users/{SERVICE_PRINCIPAL}"]
 pytestmark = pytest.mark.twin
 
 
-def _runtime_env(work: Path) -> dict[str, str]:
-    jars = _local_delta_jars()
+def _runtime_env(work: Path, cluster: Path, runtime: Runtime) -> dict[str, str]:
+    jars = _local_delta_jars(*DELTA_FOR_SPARK[runtime.spark_line])
     if not jars:
         pytest.skip("Delta jars are not in ~/.m2: run `make install`")
     conf = {
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
         "spark.sql.catalogImplementation": "hive",
-        "spark.sql.warehouse.dir": str(work / "warehouse"),
-        "spark.hadoop.javax.jdo.option.ConnectionURL": f"jdbc:derby:;databaseName={work / 'metastore_db'};create=true",
+        "spark.sql.warehouse.dir": str(cluster / "warehouse"),
+        "spark.hadoop.javax.jdo.option.ConnectionURL": f"jdbc:derby:;databaseName={cluster / 'metastore_db'};create=true",
         "spark.sql.session.timeZone": "UTC",  # the job cluster's spark_conf
         "spark.sql.shuffle.partitions": "2",  # tiny data on 2 cores, as in the local session
         "spark.databricks.delta.snapshotPartitions": "2",
         "spark.ui.enabled": "false",
-        # One JVM serves every task of both jobs, as a job cluster's driver does (with far more than
+        # One JVM serves every task of the job, as a job cluster's driver does (with far more than
         # Spark's default 1 GB).
         "spark.driver.memory": "2g",
     }
@@ -96,7 +127,7 @@ def _runtime_env(work: Path) -> dict[str, str]:
     for key, value in conf.items():
         args += ["--conf", f"{key}={value}"]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYSPARK", "SPARK_", "ECOM_"))}
-    env.update(PYSPARK_SUBMIT_ARGS=" ".join(args + ["pyspark-shell"]), PYSPARK_PYTHON=str(RUNTIME / "bin" / "python"),
+    env.update(PYSPARK_SUBMIT_ARGS=" ".join(args + ["pyspark-shell"]), PYSPARK_PYTHON=str(runtime.bin / "python"),
                ECOM_RAW_STREAM="files", DATABRICKS_TWIN_WORKSPACE_FOLDERS=json.dumps(WORKSPACE_FOLDERS),
                # plays the workspace tracking server and Unity Catalog's model registry
                MLFLOW_TRACKING_URI=(work / "mlruns").as_uri(), MLFLOW_REGISTRY_URI=(work / "mlruns").as_uri())
@@ -121,18 +152,18 @@ CLUSTER_DRIVER = textwrap.dedent("""
 
 
 @contextmanager
-def _job_cluster(work: Path, env):
+def _job_cluster(cluster: Path, runtime: Runtime, env):
     """The job cluster's driver JVM, up from before the first task to after the last. Yields the
     environment of a task process: the runtime's, plus the way to the running driver."""
-    gateway_file, log = work / "cluster-gateway.json", (work / "cluster.log").open("w")
-    driver = subprocess.Popen([str(RUNTIME / "bin" / "python"), "-c", CLUSTER_DRIVER, str(gateway_file)], env=env,
-                              cwd=work, stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, text=True)
+    gateway_file, log = cluster / "cluster-gateway.json", (cluster / "cluster.log").open("w")
+    driver = subprocess.Popen([str(runtime.bin / "python"), "-c", CLUSTER_DRIVER, str(gateway_file)], env=env,
+                              cwd=cluster, stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, text=True)
     try:
         for _ in range(600):
             if gateway_file.exists() or driver.poll() is not None:
                 break
             time.sleep(0.1)
-        assert gateway_file.exists(), f"the cluster's driver did not start:\n{(work / 'cluster.log').read_text()[-3000:]}"
+        assert gateway_file.exists(), f"the cluster's driver did not start:\n{(cluster / 'cluster.log').read_text()[-3000:]}"
         gateway = json.loads(gateway_file.read_text())
         yield {**env, "PYSPARK_GATEWAY_PORT": str(gateway["port"]), "PYSPARK_GATEWAY_SECRET": gateway["secret"],
                "PYTHONPATH": str(ATTACH)}
@@ -147,12 +178,12 @@ def _local(work: Path, value: str) -> str:
     return str(work) + value if value.startswith("/Volumes/") else value
 
 
-def _task_command(task: dict, values: dict[str, str]) -> list[str]:
+def _task_command(task: dict, values: dict[str, str], runtime: Runtime) -> list[str]:
     params = task["python_wheel_task"]["parameters"]
     for name, value in values.items():
         params = [p.replace(f"{{{{job.parameters.{name}}}}}", value) for p in params]
     assert not [p for p in params if "{{" in p], params
-    return [str(RUNTIME / "bin" / task["python_wheel_task"]["entry_point"]), *params]
+    return [str(runtime.bin / task["python_wheel_task"]["entry_point"]), *params]
 
 
 @pytest.fixture(scope="module")
@@ -169,6 +200,7 @@ class Deployed:
     """A deployment, deployed and its job run once, on the twin's workspace."""
     target: str
     config: dict
+    runtime: Runtime
     work: Path
     env: dict
     volume: Path
@@ -189,19 +221,24 @@ class Deployed:
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory, twin_raw, built_wheel) -> dict[str, Deployed]:
-    """The workspace with one job cluster, on which both deployments are deployed and their jobs run,
-    one after the other: two task processes attached to one JVM by Py4J share its one callback
-    connection to Python, so two streams' foreachBatch at once would call each other's process (a
-    limit of this twin's attachment, not of a Databricks cluster)."""
-    if not (RUNTIME / "bin" / "python").exists():
-        pytest.skip(f"{RUNTIME} is missing: `make install` builds the Databricks runtime twin environment")
+    """The workspace on which both deployments are deployed and their jobs run, one after the other, each
+    on a job cluster of its own with the runtime it names, up until the module's tests are done."""
     work = tmp_path_factory.mktemp("dbr-twin")
-    runtime_env = _runtime_env(work)
-    installed = _run([str(RUNTIME / "bin" / "pip"), "install", "-q", "--no-deps", "--force-reinstall", str(built_wheel)],
-                     runtime_env, work)
-    assert installed.returncode == 0, installed.stderr
-    with _job_cluster(work, runtime_env) as env:
-        yield {target: _run_job(target, work, env, twin_raw) for target in DEPLOYMENTS}
+    deployed = {}
+    with ExitStack() as clusters:
+        for target, config in DEPLOYMENTS.items():
+            runtime = runtime_of(config)
+            if not (runtime.bin / "python").exists():
+                pytest.skip(f"{runtime.venv} is missing: `make install` builds the Databricks runtime twin environments")
+            cluster = work / f"cluster-{target}"
+            cluster.mkdir()
+            runtime_env = _runtime_env(work, cluster, runtime)
+            installed = _run([str(runtime.bin / "pip"), "install", "-q", "--no-deps", "--force-reinstall",
+                              str(built_wheel)], runtime_env, work)
+            assert installed.returncode == 0, installed.stderr
+            env = clusters.enter_context(_job_cluster(cluster, runtime, runtime_env))
+            deployed[target] = _run_job(target, runtime, work, env, twin_raw)
+        yield deployed
 
 
 @pytest.fixture(scope="module", params=sorted(DEPLOYMENTS))
@@ -223,7 +260,7 @@ def _unknown_principals(config: dict) -> set[str]:
     return {p for granted in grants(config).values() for p in granted} - PRINCIPALS
 
 
-def _deploy(config: dict, work: Path, env) -> None:
+def _deploy(config: dict, runtime: Runtime, work: Path, env) -> None:
     """What `bundle deploy` creates from the resolved resources, under the workspace's rules: no grant
     to an unknown principal, the experiment created by MLflow, which refuses a missing parent folder, and
     the registered models created in the registry."""
@@ -235,7 +272,7 @@ def _deploy(config: dict, work: Path, env) -> None:
     schemas = [f"{s['catalog_name']}.{s['name']}" for s in resources["schemas"].values()]
     experiments = [e["name"] for e in resources["experiments"].values()]
     models = [f"{m['catalog_name']}.{m['schema_name']}.{m['name']}" for m in resources["registered_models"].values()]
-    deploy = _run([str(RUNTIME / "bin" / "python"), "-c", textwrap.dedent(f"""
+    deploy = _run([str(runtime.bin / "python"), "-c", textwrap.dedent(f"""
         import mlflow
         from pyspark.sql import SparkSession
         spark = SparkSession.builder.getOrCreate()
@@ -250,9 +287,9 @@ def _deploy(config: dict, work: Path, env) -> None:
     assert deploy.returncode == 0, deploy.stderr[-2000:]
 
 
-def _run_job(target: str, work: Path, env, twin_raw) -> Deployed:
+def _run_job(target: str, runtime: Runtime, work: Path, env, twin_raw) -> Deployed:
     config = DEPLOYMENTS[target]
-    _deploy(config, work, env)
+    _deploy(config, runtime, work, env)
     values = {name: _local(work, value) for name, value in job_parameters(config).items()}
     volume = Path(_local(work, config["resources"]["volumes"]["lakehouse"]["volume_path"]))
     raw, _ = twin_raw
@@ -260,11 +297,11 @@ def _run_job(target: str, work: Path, env, twin_raw) -> Deployed:
         delivered = volume / "raw" / delivery_name(table, raw / f"{table}.csv")
         delivered.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(raw / f"{table}.csv", delivered)
-    outputs = _run_tasks(config["resources"]["jobs"]["ecom_lakehouse_pipeline"]["tasks"], values, env, work, target)
-    return Deployed(target, config, work, env, volume, values, outputs)
+    outputs = _run_tasks(config["resources"]["jobs"]["ecom_lakehouse_pipeline"]["tasks"], values, env, work, target, runtime)
+    return Deployed(target, config, runtime, work, env, volume, values, outputs)
 
 
-def _run_tasks(tasks: list[dict], values, env, work, target: str) -> dict[str, subprocess.CompletedProcess]:
+def _run_tasks(tasks: list[dict], values, env, work, target: str, runtime: Runtime) -> dict[str, subprocess.CompletedProcess]:
     """As the job runs them: a task once every task it depends on has succeeded, side by side with
     the others that are ready then (segment and recommend)."""
     outputs, pending = {}, list(tasks)
@@ -273,7 +310,7 @@ def _run_tasks(tasks: list[dict], values, env, work, target: str) -> dict[str, s
         assert ready, f"tasks wait on tasks that never run: {[t['task_key'] for t in pending]}"
         started = time.time()
         with ThreadPoolExecutor(len(ready)) as pool:
-            runs = list(pool.map(lambda task: _run(_task_command(task, values), env, work), ready))
+            runs = list(pool.map(lambda task: _run(_task_command(task, values, runtime), env, work), ready))
         print(f"[databricks twin, {target}] {' + '.join(t['task_key'] for t in ready)}: {time.time() - started:.0f}s", flush=True)
         for task, done in zip(ready, runs, strict=True):
             outputs[task["task_key"]] = done
@@ -282,26 +319,40 @@ def _run_tasks(tasks: list[dict], values, env, work, target: str) -> dict[str, s
     return outputs
 
 
-def _inspect(work: Path, env, names: list[str], of_table: str = "count()") -> dict:
+def _inspect(twin: Deployed, names: list[str], of_table: str = "count()") -> dict:
     """`spark.table(n).<of_table>` for each existing table n (row counts by default), read through the
     catalog by a process of the runtime's own."""
-    done = _run([str(RUNTIME / "bin" / "python"), "-c", textwrap.dedent(f"""
+    done = _run([str(twin.runtime.bin / "python"), "-c", textwrap.dedent(f"""
         import json
         from pyspark.sql import SparkSession
         spark = SparkSession.builder.getOrCreate()
         print(json.dumps({{n: spark.table(n).{of_table} for n in {names!r} if spark.catalog.tableExists(n)}}))
-    """)], env, work)
+    """)], twin.env, twin.work)
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def test_the_runtime_environment_has_only_the_runtime_and_our_wheel(dev_twin):
-    work, env = dev_twin.work, dev_twin.env
-    done = _run([str(RUNTIME / "bin" / "python"), "-c",
+def test_the_runtime_environment_has_only_the_runtime_and_our_wheel(twin):
+    work, env = twin.work, twin.env
+    done = _run([str(twin.runtime.bin / "python"), "-c",
                  "import pyspark, ecom_lakehouse, importlib.metadata as m; "
                  "required = [r for r in m.requires('ecom_lakehouse') or [] if 'extra ==' not in r]; "
                  "print(pyspark.__version__, m.version('ecom_lakehouse'), len(required))"], env, work)
-    assert done.stdout.split() == ["3.5.2", "0.1.0", "0"]
+    assert done.stdout.split() == [twin.runtime.pyspark, "0.1.0", "0"]
+
+
+def test_each_job_ran_on_the_runtime_its_cluster_names(twin):
+    """Delta records the engine that made each commit (commitInfo.engineInfo): the job's tables were
+    written by the Spark and Delta of the runtime the deployment's job cluster asks for."""
+    table = f"{CATALOG}.{twin.schema('lakehouse')}.silver_orders"
+    done = _run([str(twin.runtime.bin / "python"), "-c", textwrap.dedent(f"""
+        from pyspark.sql import SparkSession
+        spark = SparkSession.builder.getOrCreate()
+        print(sorted({{r[0] for r in spark.sql("DESCRIBE HISTORY {table}").select("engineInfo").collect()}}))
+    """)], twin.env, twin.work)
+    assert done.returncode == 0, done.stderr[-2000:]
+    delta_version, _ = DELTA_FOR_SPARK[twin.runtime.spark_line]
+    assert done.stdout.strip().splitlines()[-1] == str([f"Apache-Spark/{twin.runtime.pyspark} Delta-Lake/{delta_version}"])
 
 
 def test_each_task_process_gets_a_session_of_its_own_over_the_one_context(dev_twin):
@@ -311,7 +362,7 @@ def test_each_task_process_gets_a_session_of_its_own_over_the_one_context(dev_tw
     probe = ("from pyspark.sql import SparkSession\nspark = SparkSession.builder.getOrCreate()\n"
              "print(spark.sparkContext.applicationId, spark.conf.get('ecom.twin.probe', 'unset'))\n"
              "spark.conf.set('ecom.twin.probe', 'set')\n")
-    first, second = (_run([str(RUNTIME / "bin" / "python"), "-c", probe], env, work) for _ in range(2))
+    first, second = (_run([str(dev_twin.runtime.bin / "python"), "-c", probe], env, work) for _ in range(2))
     assert first.returncode == 0 and second.returncode == 0, first.stderr[-2000:] + second.stderr[-2000:]
     (first_app, first_seen), (second_app, second_seen) = (p.stdout.split()[-2:] for p in (first, second))
     assert first_app == second_app  # the same job cluster's context
@@ -332,7 +383,7 @@ def test_the_workspace_refuses_an_experiment_in_a_missing_folder(twin):
     """The rule the twin plays for MLflow: the experiment the bundle declares exists in its deployer's
     home folder; the one earlier code made up (/Shared/ecom_lakehouse/<schema>) has no parent folder and
     is refused as the workspace refuses it."""
-    probe = _run([str(RUNTIME / "bin" / "python"), "-c", textwrap.dedent(f"""
+    probe = _run([str(twin.runtime.bin / "python"), "-c", textwrap.dedent(f"""
         import mlflow
         print(mlflow.get_experiment_by_name({twin.experiment!r}) is not None)
         mlflow.set_experiment("/Shared/ecom_lakehouse/{twin.schema('lakehouse')}")
@@ -342,7 +393,7 @@ def test_the_workspace_refuses_an_experiment_in_a_missing_folder(twin):
 
 
 def test_every_task_leaves_its_tables_in_the_catalog(twin, twin_raw):
-    work, env, outputs = twin.work, twin.env, twin.outputs
+    outputs = twin.outputs
     schema, gold_schema = twin.schema("lakehouse"), twin.schema("gold")
     _, counts = twin_raw
     from ecom_lakehouse.gold import OUTPUTS
@@ -352,7 +403,7 @@ def test_every_task_leaves_its_tables_in_the_catalog(twin, twin_raw):
                                                     "served_recommendations", "recommender_evaluation", "model_verdicts")]
     quarantines = [f"{CATALOG}.{schema}.bronze_quarantine", f"{CATALOG}.{schema}.silver_quarantine",
                    f"{CATALOG}.{schema}.bronze_ingested_files"]
-    found = _inspect(work, env, bronze + silver + gold + quarantines)
+    found = _inspect(twin, bronze + silver + gold + quarantines)
     assert {t: found[f"{CATALOG}.{schema}.bronze_{t}"] for t in TABLES} == counts
     assert found[f"{CATALOG}.{schema}.bronze_quarantine"] == 0 and found[f"{CATALOG}.{schema}.bronze_ingested_files"] == 7
     assert found[f"{CATALOG}.{schema}.silver_orders"] > 0
@@ -361,7 +412,7 @@ def test_every_task_leaves_its_tables_in_the_catalog(twin, twin_raw):
     assert all(found[n] > 0 for n in gold if not n.endswith("inventory_restock_alerts")), {n: found[n] for n in gold}
     # personal data stops at silver: no column of a gold table, read through the catalog, holds it
     from ecom_lakehouse.silver import PII_COLUMNS
-    columns = _inspect(work, env, gold + [f"{CATALOG}.{schema}.silver_users"], "columns")
+    columns = _inspect(twin, gold + [f"{CATALOG}.{schema}.silver_users"], "columns")
     assert set(PII_COLUMNS) <= set(columns.pop(f"{CATALOG}.{schema}.silver_users"))  # the check can see them
     assert not {name: set(PII_COLUMNS) & set(cols) for name, cols in columns.items() if set(PII_COLUMNS) & set(cols)}
     assert "reconciliation" in outputs["bronze"].stdout and "MISMATCH" not in outputs["bronze"].stdout
@@ -380,7 +431,7 @@ def test_published_models_are_registered_under_three_part_names_as_champion(twin
     deployment created (prefixed in dev), not to names the tasks make up."""
     registered = {name: "{catalog_name}.{schema_name}.{name}".format(**twin.config["resources"]["registered_models"][key])
                   for key, name in (("segmentation", "customer_segmentation"), ("recommender", "product_recommender_als"))}
-    done = _run([str(RUNTIME / "bin" / "python"), "-c", textwrap.dedent(f"""
+    done = _run([str(twin.runtime.bin / "python"), "-c", textwrap.dedent(f"""
         import json, mlflow
         client = mlflow.MlflowClient()
         out = {{}}
@@ -411,12 +462,12 @@ def test_published_models_are_registered_under_three_part_names_as_champion(twin
 def test_a_rerun_of_bronze_adds_nothing_and_a_failing_task_fails(dev_twin):
     work, env, volume, values = dev_twin.work, dev_twin.env, dev_twin.volume, dev_twin.values
     bronze = next(t for t in dev_twin.job["tasks"] if t["task_key"] == "bronze")
-    rerun = _run(_task_command(bronze, values), env, work)
+    rerun = _run(_task_command(bronze, values, dev_twin.runtime), env, work)
     assert rerun.returncode == 0 and "no new files" in rerun.stdout
     bad = volume / "raw" / "orders" / "orders-broken.csv"
     bad.write_text("order_id,nickname\n1,x\n")
     try:
-        failed = _run(_task_command(bronze, values), env, work)
+        failed = _run(_task_command(bronze, values, dev_twin.runtime), env, work)
     finally:
         bad.unlink()
     # The wheel task launcher ignores return values: the process itself must exit non-zero.
@@ -430,8 +481,8 @@ def test_a_rerun_of_gold_and_segment_on_unchanged_inputs_is_skipped(dev_twin):
     from ecom_lakehouse.gold import OUTPUTS
     work, env, values = dev_twin.work, dev_twin.env, dev_twin.values
     tasks = {t["task_key"]: t for t in dev_twin.job["tasks"]}
-    gold = _run(_task_command(tasks["gold"], values), env, work)
+    gold = _run(_task_command(tasks["gold"], values, dev_twin.runtime), env, work)
     assert gold.returncode == 0, gold.stderr[-2000:]
     assert f"unchanged since their inputs, skipped: {', '.join(OUTPUTS)}" in gold.stdout, gold.stdout
-    segment = _run(_task_command(tasks["segment"], values), env, work)
+    segment = _run(_task_command(tasks["segment"], values, dev_twin.runtime), env, work)
     assert segment.returncode == 0 and "segments unchanged" in segment.stdout, segment.stdout
