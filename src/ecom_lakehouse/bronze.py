@@ -197,7 +197,7 @@ def stream_id(spark: SparkSession, checkpoint: str) -> str:
 def write_batch_function(lake: Lakehouse, source: files.TableSource):
     """The foreachBatch function of one table's stream: appends the batch's rows to bronze, its bad rows
     to the quarantine and its files to the file log, each append idempotent per (stream, batch). It keeps
-    nothing in this process: what a run ingested is read back from the file log (`ingested_by`)."""
+    nothing in this process: what a run ingested is read back from the file log (`finished`)."""
     table, checkpoint = source.table, lake.checkpoint("bronze", source.table)
     target, quarantine, log = lake.table("bronze", table), lake.quarantine("bronze"), lake.table("bronze", INGESTED_FILES)
     header_by_name = source.header_by_name()

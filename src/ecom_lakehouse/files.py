@@ -132,10 +132,7 @@ def _hadoop(spark: SparkSession, path: str):
                              "path (/Volumes/...) or run on classic compute")
     jvm = spark.sparkContext._jvm
     p = jvm.org.apache.hadoop.fs.Path(folder_path(path))
-    fs = p.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-    # Hadoop's local file system writes a `.<name>.crc` beside each file, which MLflow's store would read
-    # as one of its own; its raw file system writes none.
-    return p, (fs.getRawFileSystem() if fs.getUri().getScheme() == "file" else fs)
+    return p, p.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
 
 
 def _hadoop_status(s) -> FileStatus:
@@ -237,6 +234,8 @@ def download_folder(spark: SparkSession, source: str, local_dir: Path) -> None:
             shutil.copytree(origin, local_dir, dirs_exist_ok=True)
         return
     jvm, conf = spark.sparkContext._jvm, spark.sparkContext._jsc.hadoopConfiguration()
+    # Hadoop's checksummed local file system would write a `.<name>.crc` beside each file, which MLflow's
+    # store reads as one of its own; its raw file system writes none.
     local_fs = jvm.org.apache.hadoop.fs.FileSystem.getLocal(conf).getRawFileSystem()
     src, fs = _hadoop(spark, source)
     if not fs.exists(src):
