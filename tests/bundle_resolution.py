@@ -24,6 +24,7 @@ applied in the order of bundle/phases/initialize.go:
 6. InitializeVolumePaths (mutator/initialize_volume_paths.go): `volume_path` =
    /Volumes/<catalog>/<schema>/<name>, with references resolved.
 7. `${resources.<type>.<key>.<field>}` references take the resources' final values at deploy.
+8. Fields left empty are not sent (omitempty in bundle/internal/tf/schema/resource_job.go).
 """
 from __future__ import annotations
 
@@ -105,10 +106,14 @@ def _until_stable(value, lookup):
     return value
 
 
-def resolve(target: str, user: str, overrides: dict | None = None, root: Path = ROOT) -> dict:
-    """The bundle as deployed to `target` by `user` with `--var name=value` `overrides`."""
+def resolve(target: str, user: str, overrides: dict | None = None, root: Path = ROOT,
+            target_variables: dict | None = None) -> dict:
+    """The bundle as deployed to `target` by `user` with `--var name=value` `overrides`; `target_variables`
+    are values written into the target's `variables` in databricks.yml (a complex variable, such as
+    `compute`, cannot be given with --var: bundle/config/root.go)."""
     config = merged_bundle(root)
     target_config = config["targets"][target]
+    target_config.setdefault("variables", {}).update(target_variables or {})
     # 1. target overrides
     for key in TARGET_MERGED:
         if key in target_config:
@@ -142,9 +147,17 @@ def resolve(target: str, user: str, overrides: dict | None = None, root: Path = 
         config.get("workspace", {}).get("root_path", f"/Workspace/Users/{user}/.bundle/${{bundle.name}}/${{bundle.target}}"),
         known.get)
 
-    # 3. ${var.*}, ${bundle.*}, ${workspace.*}
+    # 3. ${var.*}, ${bundle.*}, ${workspace.*}; ${var.<name>.<field>} is a field of a complex variable
+    # (acceptance/bundle/variables/complex: "${var.cluster.spark_version}")
     def variable_or_known(ref: str):
-        return values.get(ref[4:]) if ref.startswith("var.") else known.get(ref)
+        if not ref.startswith("var."):
+            return known.get(ref)
+        node = values
+        for part in ref[4:].split("."):
+            if not isinstance(node, dict) or part not in node:
+                return None
+            node = node[part]
+        return node
 
     values = _until_stable(values, variable_or_known)
     config = _until_stable(config, variable_or_known)
@@ -193,6 +206,12 @@ def resolve(target: str, user: str, overrides: dict | None = None, root: Path = 
     left = sorted(set(REFERENCE.findall(yaml.safe_dump(resources))))
     if left:
         raise BundleError(f"references the deployment cannot resolve: {left}")
+    # 8. What the deployment sends: a job's and a task's fields are `omitempty` (bundle/internal/tf/schema/
+    # resource_job.go), so one left empty ("" or []) is not set at all.
+    for job in resources.get("jobs", {}).values():
+        for settings in (job, *job.get("tasks", [])):
+            for field in [f for f, value in settings.items() if value in ("", [])]:
+                del settings[field]
     return config
 
 

@@ -60,7 +60,11 @@ def cores(spark: SparkSession) -> int:
 
 def get_spark(env: str = "local", app_name: str = "ecom_lakehouse") -> SparkSession:
     if env != "local":
-        return SparkSession.getActiveSession() or SparkSession.builder.appName(app_name).getOrCreate()
+        spark = SparkSession.getActiveSession() or SparkSession.builder.appName(app_name).getOrCreate()
+        # Dates are cut in UTC everywhere. Set here rather than in a cluster's spark_conf: serverless compute
+        # has no cluster to configure, and lets a session set this one (its supported Spark properties).
+        spark.conf.set("spark.sql.session.timeZone", "UTC")
+        return spark
 
     # Python workers must run this interpreter (the one with this package installed).
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -97,6 +101,21 @@ def get_spark(env: str = "local", app_name: str = "ecom_lakehouse") -> SparkSess
     if not is_connect(spark):  # a Connect server logs as its own log4j settings say
         spark.sparkContext.setLogLevel("ERROR")
     return spark
+
+
+def end_session(spark: SparkSession) -> None:
+    """Close a Spark Connect client's session at the end of a command: that frees its server-side state,
+    models cached by pyspark.ml among them. Left to Python's exit, each remote model's finalizer asks the
+    server to drop it from a gRPC thread that a finalizing interpreter cannot start, and the process hangs
+    (Databricks Connect 17.2's pyspark.ml.util.del_remote_cache; a stopped session skips the call). A
+    classic session is the platform's (a job cluster's context serves the job's next task) and stays.
+    Closing is a courtesy to the server: a failure to close does not change the command's outcome."""
+    if is_connect(spark):
+        try:
+            spark.stop()
+        except Exception as err:  # noqa: BLE001 - see above
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            print(f"ecom-lakehouse: note: the Spark Connect session did not close: {first}", file=sys.stderr)
 
 
 @contextmanager

@@ -64,7 +64,7 @@ def test_the_schema_check_catches_an_unknown_task_field():
 
 def test_every_variable_reference_is_declared():
     text = (ROOT / "databricks.yml").read_text() + "".join(Path(p).read_text() for p in glob.glob(str(ROOT / "resources/*.yml")))
-    used = set(re.findall(r"\$\{var\.([A-Za-z0-9_]+)\}", text))
+    used = set(re.findall(r"\$\{var\.([A-Za-z0-9_]+)[.}]", text))  # a variable, or a field of one
     declared = set(merged_bundle()["variables"])
     assert used and used <= declared, used - declared
 
@@ -248,10 +248,103 @@ def test_task_graph_runs_bronze_silver_gold_in_order():
     assert set(deps) == set(SCHEDULED)  # the same stages EMR runs as steps
     bronze = next(t for t in job["tasks"] if t["task_key"] == "bronze")
     assert bronze["max_retries"] >= 1
-    cluster = job["job_clusters"][0]["new_cluster"]
-    assert cluster["spark_version"] == "${var.spark_version}"
-    assert merged_bundle()["variables"]["spark_version"]["default"].startswith(("15.4.", "16.4."))
-    assert "autoscale" in cluster and cluster["data_security_mode"] in ("SINGLE_USER", "USER_ISOLATION")
+
+
+def _deployed_job(target: str, compute: str) -> dict:
+    """The job as `target` deploys it with its `compute` variable set to the `compute` variant, the one
+    line a team changes in the target to move it between a job cluster and serverless."""
+    config = resolve(target, "ci@example.com", PROD_VARS if target == "prod" else DEV_VARS,
+                     target_variables={"compute": f"${{var.{compute}}}"})
+    job = config["resources"]["jobs"]["ecom_lakehouse_pipeline"]
+    errors = job_schema_errors(job)
+    assert not errors, f"{list(errors[0].absolute_path)}: {errors[0].message[:300]}"
+    return job
+
+
+def job_schema_errors(job: dict) -> list:
+    """The resolved job checked against the job resource's schema (the bundle's schema checks only what
+    is written, where a field can still be a ${var…} reference)."""
+    schema = bundle_schema()
+    job_schema = {"$defs": schema["$defs"], "$ref": "#/$defs/github.com/databricks/cli/bundle/config/resources.Job"}
+    return [e for top in _validator(job_schema).iter_errors(job) for e in _deepest(top)]
+
+
+def _deepest(error):
+    """The schema's every value may also be a ${var…} string (oneOf): the error that says what is wrong
+    is the deepest of the branch that was meant."""
+    if not error.context:
+        return [error]
+    depth = max(len(e.absolute_path) for e in error.context)
+    return [d for e in error.context if len(e.absolute_path) == depth for d in _deepest(e)]
+
+
+def compute_errors(job: dict) -> list[str]:
+    """What deploying the job would refuse. Each task names exactly one compute (the CLI's
+    validate/job_task_cluster_spec.go asks for at least one; the Jobs API takes one), defined in the job.
+    A job cluster's task installs the wheel as a task library; a serverless task has no libraries: its
+    environment's dependencies hold the wheel (the CLI's default template, sample_job.job.yml.tmpl, does
+    the same), and its environment version is 4 or later, the first with Spark ML on serverless, which
+    segment and recommend need (release notes of serverless environment version 4)."""
+    clusters = {c["job_cluster_key"] for c in job.get("job_clusters", [])}
+    environments = {e["environment_key"]: e["spec"] for e in job.get("environments", [])}
+    errors = []
+    for task in job["tasks"]:
+        named = [f for f in ("job_cluster_key", "environment_key", "existing_cluster_id", "new_cluster") if task.get(f)]
+        if len(named) != 1:
+            errors.append(f"{task['task_key']}: names {named or 'no compute'}")
+        elif "job_cluster_key" in named:
+            if task["job_cluster_key"] not in clusters or {"whl": "../dist/*.whl"} not in task.get("libraries", []):
+                errors.append(f"{task['task_key']}: job cluster {task['job_cluster_key']} undefined or no wheel")
+        elif "environment_key" in named:
+            spec = environments.get(task["environment_key"])
+            if spec is None or task.get("libraries") or "../dist/*.whl" not in spec.get("dependencies", []):
+                errors.append(f"{task['task_key']}: environment {task['environment_key']} undefined, or the wheel not in it")
+            elif int(spec.get("environment_version", "1")) < 4:
+                errors.append(f"{task['task_key']}: environment version {spec.get('environment_version')} has no Spark ML")
+    return errors
+
+
+@pytest.mark.parametrize("target", ["dev", "prod"])
+def test_each_target_runs_every_task_on_a_job_cluster_or_on_serverless_as_its_compute_variable_says(target):
+    assert merged_bundle()["targets"][target]["variables"]["compute"] == "${var.job_cluster}"  # chosen in the target
+    on_cluster = _deployed_job(target, "job_cluster")
+    [cluster] = on_cluster["job_clusters"]
+    assert "environments" not in on_cluster and not compute_errors(on_cluster)
+    assert {t.get("job_cluster_key") for t in on_cluster["tasks"]} == {cluster["job_cluster_key"]}
+    assert "autoscale" in cluster["new_cluster"]
+    assert cluster["new_cluster"]["data_security_mode"] == "DATA_SECURITY_MODE_DEDICATED"
+    assert cluster["new_cluster"]["spark_version"].startswith("16.4.")
+
+    serverless = _deployed_job(target, "serverless")
+    [environment] = serverless["environments"]
+    assert "job_clusters" not in serverless and not compute_errors(serverless)
+    assert {t.get("environment_key") for t in serverless["tasks"]} == {environment["environment_key"]}
+    # The job is the same otherwise: tasks, parameters, graph
+    strip = ("job_cluster_key", "environment_key", "libraries")
+    assert ([{k: v for k, v in t.items() if k not in strip} for t in serverless["tasks"]]
+            == [{k: v for k, v in t.items() if k not in strip} for t in on_cluster["tasks"]])
+
+
+def test_the_compute_check_catches_each_way_a_task_can_be_left_without_compute_or_wheel():
+    on_cluster = _deployed_job("dev", "job_cluster")
+    serverless = _deployed_job("dev", "serverless")
+    faults = {
+        "no compute": (on_cluster, lambda t: t.pop("job_cluster_key")),
+        "two computes": (on_cluster, lambda t: t.update(environment_key="lakehouse_environment")),
+        "no wheel on the cluster": (on_cluster, lambda t: t.pop("libraries")),
+        "libraries on serverless": (serverless, lambda t: t.update(libraries=[{"whl": "../dist/*.whl"}])),
+    }
+    for fault, (job, plant) in faults.items():
+        broken = json.loads(json.dumps(job))
+        plant(broken["tasks"][3])
+        assert compute_errors(broken), fault
+    misspelt = json.loads(json.dumps(serverless))
+    misspelt["environments"][0]["spec"]["environment_versio"] = "4"
+    assert job_schema_errors(misspelt)
+    old_environment = json.loads(json.dumps(serverless))
+    old_environment["environments"][0]["spec"]["environment_version"] = "3"
+    assert compute_errors(old_environment) == [f"{t['task_key']}: environment version 3 has no Spark ML"
+                                               for t in serverless["tasks"]]
 
 
 def test_the_wheel_builds_and_contains_the_package(built_wheel):
