@@ -181,18 +181,21 @@ def _run_commands(args) -> int:
         if args.command == "run" and args.env == "local" and _needs_sample_data(args.raw):
             print(f"no CSVs under {args.raw}: generating sample data first")
             _generate(args.raw, args.scale, args.seed, args.taste)
-        from ecom_lakehouse.session import get_spark
+        from ecom_lakehouse.session import end_session, get_spark
 
         spark = get_spark(args.env)
-        names = stages.PIPELINE if args.command == "run" else (args.command,)
-        started = time.time()
-        for name in names:
-            stages.run_stage(name, spark, lake, _stage_options(args))
-        if args.command == "run":
-            from ecom_lakehouse.summary import print_summary
-            print_summary(spark, lake)
-            print(f"pipeline finished in {time.time() - started:.1f}s; tables under {lake.root}; "
-                  f"report at {lake.reports_path()}/report.html")
+        try:
+            names = stages.PIPELINE if args.command == "run" else (args.command,)
+            started = time.time()
+            for name in names:
+                stages.run_stage(name, spark, lake, _stage_options(args))
+            if args.command == "run":
+                from ecom_lakehouse.summary import print_summary
+                print_summary(spark, lake)
+                print(f"pipeline finished in {time.time() - started:.1f}s; tables under {lake.root}; "
+                      f"report at {lake.reports_path()}/report.html")
+        finally:
+            end_session(spark)
     return 0
 
 
