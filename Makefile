@@ -2,7 +2,8 @@
 # Both install what they need first: a virtualenv with the pinned packages and
 # the Delta Lake jars from Maven Central into ~/.m2 (read by the session factory,
 # so nothing is downloaded at run or test time), a second one for the Spark 4 line (.venv-spark4),
-# the Databricks runtimes' stand-ins (.venv-dbr: 16.4 LTS, .venv-dbr17: 17.3 LTS) and checkov for the Terraform checks.
+# the Databricks runtimes' stand-ins (.venv-dbr: 16.4 LTS, .venv-dbr17: 17.3 LTS, .venv-serverless4: serverless
+# environment 4) and checkov for the Terraform checks.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -26,6 +27,15 @@ DBR_PACKAGES := pyspark==3.5.2 numpy==1.26.4 pandas==1.5.3 pyarrow==15.0.2 matpl
 # not taken from 17.3's release notes.
 DBR17_VENV := .venv-dbr17
 DBR17_PACKAGES := pyspark==4.0.0 numpy==2.1.3 pandas==2.2.3 pyarrow==19.0.1 matplotlib==3.10.0 databricks-sdk==0.49.0 boto3==1.36.2 mlflow-skinny==3.0.1
+# Serverless environment version 4, the serverless twin's task environment: Python 3.12, its Spark client
+# Databricks Connect 17.2.3 and MLflow 2.22.0 (environment versions 4 and 5's release notes); the other libraries
+# as in .venv-dbr17 (the twin's assumption). Databricks Connect 17 requires Python 3.12: the first python3.12 on
+# PATH or under pyenv; without one the environment is not built and the twin's serverless job is skipped.
+SERVERLESS4_VENV := .venv-serverless4
+SERVERLESS4_PYTHON ?= $(firstword $(shell command -v python3.12 >/dev/null 2>&1 && python3.12 -c 'import sys; print(sys.executable)' 2>/dev/null) $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12))
+SERVERLESS4_PACKAGES := databricks-connect==17.2.3 mlflow-skinny==2.22.0 numpy==2.1.3 pandas==2.2.3 pyarrow==19.0.1 \
+	matplotlib==3.10.0 databricks-sdk==0.49.0 boto3==1.36.2 setuptools==75.8.0 grpcio==1.67.1 grpcio-status==1.67.1 \
+	googleapis-common-protos==1.65.0
 
 .PHONY: install run test bench bench-honesty bench-implicit bench-crash wheel wheelhouse clean
 
@@ -51,6 +61,10 @@ $(STAMP): pyproject.toml Makefile src/ecom_lakehouse/ops/emr_requirements.txt
 	test -x $(DBR17_VENV)/bin/python || $(PYTHON) -m venv $(DBR17_VENV)
 	$(DBR17_VENV)/bin/pip install -q $(DBR17_PACKAGES)
 	$(DBR17_VENV)/bin/pip install -q --no-deps delta-spark==$(DELTA4_VERSION)
+	if [ -n "$(SERVERLESS4_PYTHON)" ]; then \
+	  test -x $(SERVERLESS4_VENV)/bin/python || $(SERVERLESS4_PYTHON) -m venv $(SERVERLESS4_VENV); \
+	  $(SERVERLESS4_VENV)/bin/pip install -q --upgrade pip && $(SERVERLESS4_VENV)/bin/pip install -q $(SERVERLESS4_PACKAGES); \
+	else echo "no Python 3.12 here: $(SERVERLESS4_VENV) not built, the Databricks twin's serverless job will be skipped"; fi
 	# What EMR nodes and EMR Serverless jobs install (the wheelhouse and the packed environment), fetched
 	# once per requirements file into ~/.cache/ecom_lakehouse: the EMR twins download nothing at test time.
 	$(BIN)/ecom-lakehouse emr build-environment

@@ -9,6 +9,7 @@ each task (tasks that run side by side, segment and recommend, share no session 
 imports this module at start-up when its folder is on PYTHONPATH; the Databricks twin puts it there for
 task processes only, and nothing in the package knows of it.
 
+On serverless it plays the volume's FUSE mount for MLflow (`_volume_folder_is_a_volume`).
 It also plays one rule of the workspace's MLflow: an experiment is created only in a folder that exists
 ("RESOURCE_DOES_NOT_EXIST: Parent directory /Users/<user>/databricks_automl does not exist", from
 `mlflow.set_experiment` on Databricks: databricks-demos/dbdemos#155). The twin names the folders its
@@ -62,8 +63,20 @@ class _PatchAfterImport(importlib.abc.MetaPathFinder):
         return spec
 
 
+def _volume_folder_is_a_volume(spark_flavor) -> None:
+    """The twin's folder standing for /Volumes is what MLflow takes for a Unity Catalog volume path. On
+    serverless, MLflow saves a Spark model through a staging folder that must be a volume ("UC volume path
+    must be provided to save, log or load SparkML models in Databricks shared or serverless clusters",
+    mlflow/spark/__init__.py), which it then reads through the volume's FUSE mount, as plain files."""
+    volumes = os.environ["DATABRICKS_TWIN_VOLUMES"]
+    is_volume = spark_flavor._is_uc_volume_uri
+    spark_flavor._is_uc_volume_uri = lambda url: is_volume(url) or str(url).startswith(volumes + "/")
+
+
 if "DATABRICKS_TWIN_WORKSPACE_FOLDERS" in os.environ:
     sys.meta_path.insert(0, _PatchAfterImport("mlflow.store.tracking.file_store", _refuse_missing_parent_folders))
+if "DATABRICKS_TWIN_VOLUMES" in os.environ:
+    sys.meta_path.insert(0, _PatchAfterImport("mlflow.spark", _volume_folder_is_a_volume))
 
 if "PYSPARK_GATEWAY_PORT" in os.environ:
     from pyspark import context

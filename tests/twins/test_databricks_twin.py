@@ -1,23 +1,24 @@
-"""The Databricks twin: every task of the job, run the way a Databricks job cluster runs it.
+"""The Databricks twin: every task of the job, run the way Databricks runs it on a job cluster and on serverless.
 
 What is the same as on Databricks: the wheel the bundle's own artifact build command makes (what
-`bundle deploy` uploads),
-installed with --no-deps into an environment holding only what the job cluster's runtime provides: DBR 16.4 LTS
-(pyspark 3.5.2 and the runtime's usual libraries: `make install` builds `.venv-dbr`) for dev, and DBR 17.3 LTS
-(Spark 4.0.0, MLflow 3: `.venv-dbr17`, Delta 4.0's Scala 2.13 jars) for prod, deployed with
-`--var spark_version=17.3.x-scala2.13` as a team trying the new line on one target would; each task of
-resources/ecom_lakehouse.job.yml as its own Python process through the console script, with the
-task's exact parameters and the job's parameter values substituted, all taken from the bundle as the
-Databricks CLI resolves it (tests/bundle_resolution.py: variables, then the target mode's presets,
-which prefix the schemas and the experiment in dev, then resource references), for two deployments
-on one workspace: dev by a user, and prod by its service principal, from CI, with grants to it and to
-the two groups;
-one job cluster for each job, on the runtime its deployment names: a driver JVM started before the first
-task and stopped after the last, to which every task's Python attaches
+`bundle deploy` uploads), installed into an environment holding only what the task's compute provides:
+DBR 16.4 LTS (pyspark 3.5.2 and the runtime's usual libraries: `make install` builds `.venv-dbr`) for dev,
+DBR 17.3 LTS (Spark 4.0.0, MLflow 3: `.venv-dbr17`, Delta 4.0's Scala 2.13 jars) for prod, deployed with
+`--var spark_version=17.3.x-scala2.13` as a team trying the new line on one target would, and serverless
+environment version 4 (Python 3.12, Databricks Connect 17.2.3, MLflow 2.22: `.venv-serverless4`) for a second developer
+whose dev target says `compute: ${var.serverless}`; each task of resources/ecom_lakehouse.job.yml as its own
+Python process through the console script, with the task's exact parameters and the job's parameter values
+substituted, all taken from the bundle as the Databricks CLI resolves it (tests/bundle_resolution.py:
+variables, then the target mode's presets, which prefix the schemas and the experiment in dev, then resource
+references), for three deployments on one workspace: dev by two users, and prod by its service principal,
+from CI, with grants to it and to the two groups;
+the compute each deployment names, up before the first task and down after the last: for a job cluster, a
+driver JVM on the runtime it names, to which every task's Python attaches
 (tests/databricks_runtime/sitecustomize.py does what the runtime does there), so tasks share its Spark
 context, Delta's cached logs and its warm JIT as they do on a job cluster, each task with a Spark
-session of its own; tasks run in the job's dependency order, side by side where it allows (segment and
-recommend, both after gold);
+session of its own; for serverless, a Spark Connect server that each task's Python reaches only through
+Spark Connect, as serverless Python does (no SparkContext, no JVM of its own); tasks run in the job's
+dependency order, side by side where it allows (segment and recommend, both after gold);
 Delta configured from outside the package, as the platform does; tables in a catalog that outlives
 each process, addressed as `<catalog>.<schema>.<table>`; raw files, checkpoints, models and the report in a folder playing the
 volume, delivered under the names `databricks upload-raw` gives them. `bundle deploy` is played with the
@@ -26,12 +27,16 @@ creates no experiment whose parent folder is missing (tests/databricks_runtime/s
 task given a path or an experiment the deployment did not create fails here as it would there.
 
 What differs, each in one named place: the catalog is Spark's session catalog on a local Derby
-metastore (`spark_catalog`), one per job cluster (Derby opens a database in one JVM only), where Unity Catalog
+metastore (`spark_catalog`), one per compute (Derby opens a database in one JVM only), where Unity Catalog
 is one per workspace; bronze reads with Spark's file source instead of Auto Loader
-(ECOM_RAW_STREAM=files, bronze.raw_line_stream), which exists only on Databricks; Python is this
-machine's 3.11, not the runtime's 3.12; grants, retries, the job scheduler and autoscaling are not
-played; the catalog is named `spark_catalog` through `--var catalog=…` and `/Volumes` is a folder of
-the test's (`_local`).
+(ECOM_RAW_STREAM=files, bronze.raw_line_stream), which exists only on Databricks; the job clusters' Python
+is this machine's 3.11, not the runtimes' 3.12 (serverless's is 3.12.1 where the environment has 3.12.3: on
+3.11.7, Databricks Connect's ast.parse of the caller's source failed with CPython's "AST constructor recursion
+depth mismatch", fixed in later 3.11 releases); serverless is served by open-source Spark 4.0.0's Connect
+server on 2 local cores, not by Databricks' engine, and its volume is the twin's folder, which MLflow is told is
+one (tests/databricks_runtime/sitecustomize.py); grants, retries, the job scheduler and autoscaling are not
+played; the catalog is named `spark_catalog` through `--var catalog=…` and `/Volumes` is a folder of the
+test's (`_local`).
 """
 from __future__ import annotations
 
@@ -58,13 +63,16 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @dataclass(frozen=True)
 class Runtime:
-    """A Databricks Runtime as the twin plays it: the job cluster's `spark_version` key, the environment
-    `make install` builds with what that runtime provides (its Spark and usual libraries, nothing of ours),
-    and its Spark line, whose Delta jars the cluster loads (session.DELTA_FOR_SPARK)."""
-    spark_version: str
+    """A Databricks Runtime as the twin plays it: what a deployment names it by (a job cluster's
+    `spark_version`, or a serverless environment's version), the environment `make install` builds with what
+    that runtime gives a task's Python (its Spark and usual libraries, nothing of ours), and its Spark line,
+    whose Delta jars the compute loads (session.DELTA_FOR_SPARK). A serverless task's Python is a Spark
+    Connect client: `server` is the runtime whose Spark serves its session."""
+    name: str
     venv: Path
     spark_line: str
     pyspark: str
+    server: Runtime | None = None
 
     @property
     def bin(self) -> Path:
@@ -74,38 +82,54 @@ class Runtime:
 # Spark versions from databricks/FACTS.md's runtime table (16.4 LTS: 3.5.2; 17.3 LTS: 4.0.0).
 RUNTIMES = (Runtime("16.4.x-scala2.12", ROOT / ".venv-dbr", "3.5", "3.5.2"),
             Runtime("17.3.x-scala2.13", ROOT / ".venv-dbr17", "4.0", "4.0.0"))
+# Serverless environment version 4 (its release notes: Python 3.12, Databricks Connect 17.2.3, whose pyspark
+# reports 4.0.0): the client in .venv-serverless4, served by a Spark Connect server of 17.3 LTS's Spark 4.0.0.
+SERVERLESS = {"4": Runtime("serverless environment 4", ROOT / ".venv-serverless4", "4.0", "4.0.0", server=RUNTIMES[1])}
 CATALOG = "spark_catalog"
 # A developer, and prod's service principal with the two groups an admin made for prod (docs/databricks.md, "Deploy
 # to Databricks"). A service principal's user name is its application id, a UUID: the CLI tells one
 # from a user by that alone (libs/iamutil/service_principal.go, IsServicePrincipalName).
 USER, SERVICE_PRINCIPAL = "alice.smith@example.com", "6a1b2c3d-0000-4000-8000-00000000e5a1"
+SERVERLESS_USER = "bob.jones@example.com"
 GROUPS = ("lakehouse-engineers", "merchandising-analysts")
-# `databricks bundle deploy -t dev --var catalog=spark_catalog --var node_type=local` by the user, and
-# `databricks bundle deploy -t prod --var ...` by the service principal, from CI.
+# `databricks bundle deploy -t dev --var catalog=spark_catalog --var node_type=local` by the user;
+# `databricks bundle deploy -t prod --var ...` by the service principal, from CI; and dev by a second
+# developer whose copy of databricks.yml has `compute: ${var.serverless}` in the dev target.
 DEPLOYMENTS = {
     "dev": resolve("dev", USER, {"catalog": CATALOG, "node_type": "local"}),
     "prod": resolve("prod", SERVICE_PRINCIPAL, {"catalog": CATALOG, "node_type": "local", "service_principal": SERVICE_PRINCIPAL,
                                                 "engineers_group": GROUPS[0], "analysts_group": GROUPS[1],
-                                                "spark_version": RUNTIMES[1].spark_version}),
+                                                "spark_version": RUNTIMES[1].name}),
+    "dev-serverless": resolve("dev", SERVERLESS_USER, {"catalog": CATALOG, "node_type": "local"},
+                              target_variables={"compute": "${var.serverless}"}),
 }
 
 
 def runtime_of(config: dict) -> Runtime:
-    """The runtime a deployment's job cluster asks for; a version the twin cannot play fails here."""
-    [cluster] = config["resources"]["jobs"]["ecom_lakehouse_pipeline"]["job_clusters"]
+    """The runtime a deployment's compute asks for: its job cluster's, or its serverless environment's;
+    one the twin cannot play fails here."""
+    job = config["resources"]["jobs"]["ecom_lakehouse_pipeline"]
+    if "environments" in job:
+        [environment] = job["environments"]
+        version = environment["spec"]["environment_version"]
+        assert version in SERVERLESS, f"the twin plays no serverless environment {version}: {sorted(SERVERLESS)}"
+        return SERVERLESS[version]
+    [cluster] = job["job_clusters"]
     version = cluster["new_cluster"]["spark_version"]
-    played = [runtime for runtime in RUNTIMES if runtime.spark_version == version]
-    assert played, f"the twin plays no runtime {version}: {[r.spark_version for r in RUNTIMES]}"
+    played = [runtime for runtime in RUNTIMES if runtime.name == version]
+    assert played, f"the twin plays no runtime {version}: {[r.name for r in RUNTIMES]}"
     return played[0]
 # What the workspace has before the deployments: its principals and their home folders (every user and
 # service principal has /Users/<name>; /Users itself is protected, mlflow/mlflow-export-import#24).
-PRINCIPALS = {USER, SERVICE_PRINCIPAL, *GROUPS}
-WORKSPACE_FOLDERS = [f"/Users/{USER}", f"/Users/{SERVICE_PRINCIPAL}"]
+PRINCIPALS = {USER, SERVERLESS_USER, SERVICE_PRINCIPAL, *GROUPS}
+WORKSPACE_FOLDERS = [f"/Users/{USER}", f"/Users/{SERVERLESS_USER}", f"/Users/{SERVICE_PRINCIPAL}"]
 
 pytestmark = pytest.mark.twin
 
 
-def _runtime_env(work: Path, cluster: Path, runtime: Runtime) -> dict[str, str]:
+def _compute_args(cluster: Path, runtime: Runtime) -> list[str]:
+    """spark-submit's arguments for the driver of the compute that runs `runtime`'s Spark: Delta configured
+    from outside the package, as the platform does, and the catalog the compute's tasks share."""
     jars = _local_delta_jars(*DELTA_FOR_SPARK[runtime.spark_line])
     if not jars:
         pytest.skip("Delta jars are not in ~/.m2: run `make install`")
@@ -115,7 +139,6 @@ def _runtime_env(work: Path, cluster: Path, runtime: Runtime) -> dict[str, str]:
         "spark.sql.catalogImplementation": "hive",
         "spark.sql.warehouse.dir": str(cluster / "warehouse"),
         "spark.hadoop.javax.jdo.option.ConnectionURL": f"jdbc:derby:;databaseName={cluster / 'metastore_db'};create=true",
-        "spark.sql.session.timeZone": "UTC",  # the job cluster's spark_conf
         "spark.sql.shuffle.partitions": "2",  # tiny data on 2 cores, as in the local session
         "spark.databricks.delta.snapshotPartitions": "2",
         "spark.ui.enabled": "false",
@@ -126,8 +149,13 @@ def _runtime_env(work: Path, cluster: Path, runtime: Runtime) -> dict[str, str]:
     args = ["--master", "local[2]", "--jars", ",".join(jars)]
     for key, value in conf.items():
         args += ["--conf", f"{key}={value}"]
+    return args
+
+
+def _runtime_env(work: Path, runtime: Runtime) -> dict[str, str]:
+    """The environment of the runtime's Python, before it is given its compute."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYSPARK", "SPARK_", "ECOM_"))}
-    env.update(PYSPARK_SUBMIT_ARGS=" ".join(args + ["pyspark-shell"]), PYSPARK_PYTHON=str(runtime.bin / "python"),
+    env.update(PYSPARK_PYTHON=str(runtime.bin / "python"),
                ECOM_RAW_STREAM="files", DATABRICKS_TWIN_WORKSPACE_FOLDERS=json.dumps(WORKSPACE_FOLDERS),
                # plays the workspace tracking server and Unity Catalog's model registry
                MLFLOW_TRACKING_URI=(work / "mlruns").as_uri(), MLFLOW_REGISTRY_URI=(work / "mlruns").as_uri())
@@ -152,9 +180,17 @@ CLUSTER_DRIVER = textwrap.dedent("""
 
 
 @contextmanager
+def _compute(cluster: Path, runtime: Runtime, env):
+    """The compute a deployment's tasks run on, up from before the first task to after the last: a job
+    cluster, or serverless. Yields the environment of a task process."""
+    with (_serverless(cluster, runtime, env) if runtime.server else _job_cluster(cluster, runtime, env)) as task_env:
+        yield task_env
+
+
+@contextmanager
 def _job_cluster(cluster: Path, runtime: Runtime, env):
-    """The job cluster's driver JVM, up from before the first task to after the last. Yields the
-    environment of a task process: the runtime's, plus the way to the running driver."""
+    """The job cluster's driver JVM. A task's environment: the runtime's, plus the way to the running driver."""
+    env = {**env, "PYSPARK_SUBMIT_ARGS": " ".join([*_compute_args(cluster, runtime), "pyspark-shell"])}
     gateway_file, log = cluster / "cluster-gateway.json", (cluster / "cluster.log").open("w")
     driver = subprocess.Popen([str(runtime.bin / "python"), "-c", CLUSTER_DRIVER, str(gateway_file)], env=env,
                               cwd=cluster, stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, text=True)
@@ -170,6 +206,40 @@ def _job_cluster(cluster: Path, runtime: Runtime, env):
     finally:
         driver.stdin.close()
         driver.wait(timeout=120)
+        log.close()
+
+
+@contextmanager
+def _serverless(cluster: Path, runtime: Runtime, env):
+    """Serverless compute as a task's Python meets it: a Spark Connect server (Spark's own,
+    org.apache.spark.sql.connect.service.SparkConnectServer, which sbin/start-connect-server.sh starts) of the
+    serving runtime's Spark, whose Python workers (bronze's foreachBatch) run the task environment's Python, where
+    the environment's dependencies are installed. A task's environment names the server in SPARK_REMOTE, which
+    makes PySpark's SparkSession.builder a Spark Connect client (pyspark/sql/session.py)."""
+    from tests.aws_twin import free_port
+
+    port, log = free_port(), (cluster / "serverless.log").open("w")
+    # The serving runtime's Spark: its pyspark package is a Spark distribution (left to itself, spark-submit
+    # would look for one beside PYSPARK_PYTHON, the client's, whose pyspark is Databricks Connect's)
+    [spark_home] = runtime.server.venv.glob("lib/python3*/site-packages/pyspark")
+    server = subprocess.Popen([str(runtime.server.bin / "spark-submit"), "--class",
+                               "org.apache.spark.sql.connect.service.SparkConnectServer", *_compute_args(cluster, runtime.server),
+                               "--conf", f"spark.connect.grpc.binding.port={port}"],
+                              env={**env, "SPARK_HOME": str(spark_home)}, cwd=cluster, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(1200):
+            if "Spark Connect server started" in (cluster / "serverless.log").read_text() or server.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert server.poll() is None, f"the Connect server did not start:\n{(cluster / 'serverless.log').read_text()[-3000:]}"
+        # Serverless sets DATABRICKS_RUNTIME_VERSION to "client.<environment version>…" (how MLflow tells serverless
+        # apart: mlflow/utils/databricks_utils.py, is_in_databricks_serverless_runtime); /Volumes is the twin's folder.
+        yield {**env, "SPARK_REMOTE": f"sc://localhost:{port}", "PYTHONPATH": str(ATTACH),
+               "DATABRICKS_RUNTIME_VERSION": f"client.{runtime.name.split()[-1]}.0",
+               "DATABRICKS_TWIN_VOLUMES": str(cluster.parent / "Volumes")}
+    finally:
+        server.terminate()
+        server.wait(timeout=120)
         log.close()
 
 
@@ -221,22 +291,26 @@ class Deployed:
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory, twin_raw, built_wheel) -> dict[str, Deployed]:
-    """The workspace on which both deployments are deployed and their jobs run, one after the other, each
-    on a job cluster of its own with the runtime it names, up until the module's tests are done."""
+    """The workspace on which every deployment is deployed and its job run, one after the other, each
+    on compute of its own with the runtime it names, up until the module's tests are done."""
     work = tmp_path_factory.mktemp("dbr-twin")
     deployed = {}
     with ExitStack() as clusters:
         for target, config in DEPLOYMENTS.items():
             runtime = runtime_of(config)
             if not (runtime.bin / "python").exists():
+                if runtime.server:  # `make install` builds it only where a Python 3.12 is: the `twin` fixture skips it
+                    continue
                 pytest.skip(f"{runtime.venv} is missing: `make install` builds the Databricks runtime twin environments")
-            cluster = work / f"cluster-{target}"
+            cluster = work / f"compute-{target}"
             cluster.mkdir()
-            runtime_env = _runtime_env(work, cluster, runtime)
-            installed = _run([str(runtime.bin / "pip"), "install", "-q", "--no-deps", "--force-reinstall",
-                              str(built_wheel)], runtime_env, work)
+            runtime_env = _runtime_env(work, runtime)
+            # A job cluster installs a task library over the runtime; serverless pip-installs the environment's
+            # dependencies. The wheel declares none, so both install it alone.
+            installed = _run([str(runtime.bin / "pip"), "install", "-q", "--force-reinstall", str(built_wheel)],
+                             runtime_env, work)
             assert installed.returncode == 0, installed.stderr
-            env = clusters.enter_context(_job_cluster(cluster, runtime, runtime_env))
+            env = clusters.enter_context(_compute(cluster, runtime, runtime_env))
             deployed[target] = _run_job(target, runtime, work, env, twin_raw)
         yield deployed
 
@@ -244,6 +318,8 @@ def workspace(tmp_path_factory, twin_raw, built_wheel) -> dict[str, Deployed]:
 @pytest.fixture(scope="module", params=sorted(DEPLOYMENTS))
 def twin(workspace, request) -> Deployed:
     """Each deployment's run, for what every deployment must leave behind."""
+    if request.param not in workspace:
+        pytest.skip(f"{request.param} did not run: {SERVERLESS['4'].venv} needs a Python 3.12 (`make install`)")
     return workspace[request.param]
 
 
@@ -341,9 +417,10 @@ def test_the_runtime_environment_has_only_the_runtime_and_our_wheel(twin):
     assert done.stdout.split() == [twin.runtime.pyspark, "0.1.0", "0"]
 
 
-def test_each_job_ran_on_the_runtime_its_cluster_names(twin):
+def test_each_job_ran_on_the_runtime_its_compute_names(twin):
     """Delta records the engine that made each commit (commitInfo.engineInfo): the job's tables were
-    written by the Spark and Delta of the runtime the deployment's job cluster asks for."""
+    written by the Spark and Delta of the runtime the deployment's compute asks for (serverless: the one
+    serving its client)."""
     table = f"{CATALOG}.{twin.schema('lakehouse')}.silver_orders"
     done = _run([str(twin.runtime.bin / "python"), "-c", textwrap.dedent(f"""
         from pyspark.sql import SparkSession
@@ -352,7 +429,8 @@ def test_each_job_ran_on_the_runtime_its_cluster_names(twin):
     """)], twin.env, twin.work)
     assert done.returncode == 0, done.stderr[-2000:]
     delta_version, _ = DELTA_FOR_SPARK[twin.runtime.spark_line]
-    assert done.stdout.strip().splitlines()[-1] == str([f"Apache-Spark/{twin.runtime.pyspark} Delta-Lake/{delta_version}"])
+    engine = twin.runtime.server or twin.runtime
+    assert done.stdout.strip().splitlines()[-1] == str([f"Apache-Spark/{engine.pyspark} Delta-Lake/{delta_version}"])
 
 
 def test_each_task_process_gets_a_session_of_its_own_over_the_one_context(dev_twin):
@@ -418,6 +496,56 @@ def test_every_task_leaves_its_tables_in_the_catalog(twin, twin_raw):
     assert "reconciliation" in outputs["bronze"].stdout and "MISMATCH" not in outputs["bronze"].stdout
 
 
+# What differs between any two runs of the job: when and in which stream a row arrived, when its file was
+# delivered, and which MLflow run or moment decided it. Each job reads its files from its own volume: a row's
+# file is compared by its name.
+RUN_VARYING = {"_ingested_at", "_stream_id", "stream_id", "ingested_at", "modified_ms", "run_id", "decided_at"}
+FILE_PATHS = {"_source_file", "source_file"}
+
+
+def _table_locations(twin: Deployed) -> dict[str, str]:
+    """Every table the job left in its two schemas, by its name in the schema, and where Delta keeps it
+    (DESCRIBE DETAIL through the deployment's own compute)."""
+    schemas = [twin.schema("lakehouse"), twin.schema("gold")]
+    done = _run([str(twin.runtime.bin / "python"), "-c", textwrap.dedent(f"""
+        import json
+        from pyspark.sql import SparkSession
+        spark = SparkSession.builder.getOrCreate()
+        names = [f"{CATALOG}.{{s}}.{{t.tableName}}" for s in {schemas!r}
+                 for t in spark.sql(f"SHOW TABLES IN {CATALOG}.{{s}}").collect()]
+        print(json.dumps({{n.split(".")[-1]: spark.sql(f"DESCRIBE DETAIL {{n}}").first().location for n in names}}))
+    """)], twin.env, twin.work)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_every_table_is_the_same_on_each_spark_line_and_compute(workspace, spark):
+    """The same files through the same job on 16.4 LTS (Spark 3.5, a job cluster), 17.3 LTS (Spark 4.0, a
+    job cluster) and serverless environment 4 (Spark 4.0 through Spark Connect) leave the same tables, row
+    for row, doubles equal to 1e-9 relative (sums in another order differ in the last bits); read back from
+    where each compute's catalog says they are."""
+    from pyspark.sql import functions as F
+    from pyspark.testing import assertDataFrameEqual
+
+    from ecom_lakehouse.gold import OUTPUTS
+
+    def compared(table):
+        return table.select([F.element_at(F.split(c, "/"), -1).alias(c) if c in FILE_PATHS else c
+                             for c in table.columns if c not in RUN_VARYING])
+
+    reference = _table_locations(workspace["dev"])
+    # the check reads every table of each layer
+    assert {f"{layer}_{t}" for layer in ("bronze", "silver") for t in TABLES} | set(OUTPUTS) <= set(reference)
+    for target in [t for t in ("prod", "dev-serverless") if t in workspace]:
+        other = _table_locations(workspace[target])
+        assert sorted(other) == sorted(reference), target
+        for name, location in reference.items():
+            expected, actual = spark.read.format("delta").load(location), spark.read.format("delta").load(other[name])
+            assert actual.schema == expected.schema, (target, name)
+            assertDataFrameEqual(compared(actual), compared(expected), rtol=1e-9)
+    spark.catalog.clearCache()
+
+
 def test_checkpoints_models_and_report_live_in_the_volume(twin):
     volume = twin.volume
     assert all((volume / "checkpoints" / "bronze" / t / "commits").is_dir() for t in TABLES)
@@ -445,6 +573,10 @@ def test_published_models_are_registered_under_three_part_names_as_champion(twin
         experiment = mlflow.get_experiment_by_name({twin.experiment!r})
         [run] = client.search_runs([experiment.experiment_id], "tags.stage = 'recommend'")
         out["recommend"] = [run.data.params["served"], run.data.tags["check.leakage"]]
+        from pathlib import Path
+        from urllib.parse import urlparse
+        logged = Path(urlparse(experiment.artifact_location).path).rglob("requirements.txt")
+        out["pins"] = sorted({{line for p in logged for line in p.read_text().split() if "pyspark" in line}})
         print(json.dumps(out))
     """)], twin.env, twin.work)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -456,7 +588,23 @@ def test_published_models_are_registered_under_three_part_names_as_champion(twin
     assert leakage in ("PASS", "INCONCLUSIVE")
     als_served = served == "als"
     assert models["product_recommender_als"] == ([["1"], ["champion"]] if als_served else [[], []])
+    # Each logged model requires the Spark line it was trained on (MLflow warns at load on a mismatch)
+    assert models["pins"] == [f"pyspark~={twin.runtime.spark_line}.0"]
     assert (twin.volume / "models" / "als").is_dir() == als_served
+
+
+def test_serverless_tasks_reach_spark_only_through_spark_connect(workspace):
+    """A serverless task's Python has no JVM: its session is a Spark Connect client's, and bronze's batch
+    function ran in a Python worker of the serving side, which announces the Connect URL it serves the batch's
+    session from (pyspark/sql/connect/streaming/worker/foreach_batch_worker.py)."""
+    if "dev-serverless" not in workspace:
+        pytest.skip(f"the serverless job did not run: {SERVERLESS['4'].venv} needs a Python 3.12 (`make install`)")
+    serverless = workspace["dev-serverless"]
+    probe = _run([str(serverless.runtime.bin / "python"), "-c", "from pyspark.sql import SparkSession\n"
+                  "print(type(SparkSession.builder.getOrCreate()).__module__)"], serverless.env, serverless.work)
+    assert probe.stdout.split()[-1:] == ["pyspark.sql.connect.session"], probe.stderr[-2000:]
+    server_log = (serverless.work / "compute-dev-serverless" / "serverless.log").read_text()
+    assert "Streaming ForeachBatch worker is starting with url sc://" in server_log
 
 
 def test_a_rerun_of_bronze_adds_nothing_and_a_failing_task_fails(dev_twin):
