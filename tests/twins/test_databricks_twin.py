@@ -236,7 +236,7 @@ def _serverless(cluster: Path, runtime: Runtime, env):
         # apart: mlflow/utils/databricks_utils.py, is_in_databricks_serverless_runtime); /Volumes is the twin's folder.
         yield {**env, "SPARK_REMOTE": f"sc://localhost:{port}", "PYTHONPATH": str(ATTACH),
                "DATABRICKS_RUNTIME_VERSION": f"client.{runtime.name.split()[-1]}.0",
-               "DATABRICKS_TWIN_VOLUMES": str(cluster.parent / "Volumes")}
+               "DATABRICKS_TWIN_VOLUMES": _local(cluster.parent, "/Volumes/").rstrip("/")}
     finally:
         server.terminate()
         server.wait(timeout=120)
