@@ -34,6 +34,7 @@ CONTRACTS: dict[str, Contract] = {
     "inventory_restock_alerts": Contract(("product_id",), ("days_of_cover", "severity"), (("product_id", *PRODUCTS),)),
     "funnel": Contract(("traffic_source", "browser"), ("sessions",)),
     "sales_daily": Contract(("date",), ("orders", "revenue")),
+    "kpi_periods": Contract(("period", "period_start"), ("period_end", "complete", "revenue", "buyers", "orders")),
     "customer_segments": Contract(("user_id",), ("segment_id", "segment"),
                                   (("user_id", "gold", "customer_features", "user_id"),)),
     "segment_summary": Contract(("segment_id",), ("segment", "users")),

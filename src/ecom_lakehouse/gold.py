@@ -164,6 +164,30 @@ def sales_daily(lines: DataFrame) -> DataFrame:
     ).orderBy("date"))
 
 
+KPI_PERIODS = {"month": 1, "quarter": 3}  # calendar periods of the headline numbers, in months
+
+
+def kpi_periods(lines: DataFrame, as_of) -> DataFrame:
+    """The headline numbers per calendar month and quarter: revenue, cost, gross margin, units and return rate
+    as in category_performance, the buyers (users with a valid order item) and their valid orders.
+    `complete` says the period ended by the latest order item (`as_of`), so a header compares whole periods."""
+    def per(period: str, months: int) -> DataFrame:
+        start = F.date_trunc(period, "created_at").cast("date")
+        return (lines.groupBy(start.alias("period_start")).agg(
+            *_performance_metrics(),
+            F.countDistinct(F.when(F.col("valid"), F.col("user_id"))).alias("buyers"),
+            F.countDistinct(F.when(F.col("valid"), F.col("order_id"))).alias("orders"))
+            .withColumn("period", F.lit(period))
+            .withColumn("period_end", F.add_months("period_start", months)))  # exclusive
+    periods = [per(period, months) for period, months in KPI_PERIODS.items()]
+    both = periods[0].unionByName(periods[1])
+    return (both.withColumn("orders_per_buyer", _round(_ratio(F.col("orders"), F.col("buyers")), 4))
+            .withColumn("complete", F.col("period_end").cast("timestamp") <= F.lit(as_of))
+            .select("period", "period_start", "period_end", "complete", "revenue", "cost", "gross_margin",
+                    "gross_margin_pct", "units", "buyers", "orders", "orders_per_buyer", "return_rate")
+            .orderBy("period", "period_start"))
+
+
 # The sales lines (order items with their product and cost) and the as-of date taken from them.
 SALES_INPUTS = ("order_items", "products", "inventory_items")
 # The silver tables each output is built from: an output is rebuilt only when one of them changed, so
@@ -177,6 +201,7 @@ OUTPUT_INPUTS = {
     "inventory_restock_alerts": SALES_INPUTS,
     "funnel": ("events",),
     "sales_daily": SALES_INPUTS,
+    "kpi_periods": SALES_INPUTS,
 }
 OUTPUTS = tuple(OUTPUT_INPUTS)
 INPUTS = tuple(dict.fromkeys(t for inputs in OUTPUT_INPUTS.values() for t in inputs))
@@ -204,6 +229,7 @@ def run(spark: SparkSession, lake: Lakehouse, echo=print) -> dict[str, int]:
         "inventory_restock_alerts": lambda: inventory_restock_alerts(s["inventory_items"], s["products"], as_of),
         "funnel": lambda: funnel(s["events"]),
         "sales_daily": lambda: sales_daily(lines),
+        "kpi_periods": lambda: kpi_periods(lines, as_of),
     }
     def build(name: str) -> tuple[int, float]:
         started = time.time()

@@ -7,7 +7,7 @@ from ecom_lakehouse import bronze, gold, reconcile, silver
 from ecom_lakehouse.schemas import TABLES
 
 GOLD_TABLES = ("customer_features", "category_performance", "category_performance_monthly", "product_performance",
-               "inventory_restock_alerts", "funnel", "sales_daily")
+               "inventory_restock_alerts", "funnel", "sales_daily", "kpi_periods")
 
 
 def test_every_input_row_reaches_silver_or_a_quarantine(spark, pipeline):

@@ -136,6 +136,33 @@ def test_category_performance_counts_only_valid_orders(spark):
     ])
 
 
+def test_kpi_periods_count_valid_sales_buyers_and_returns_per_month_and_quarter_and_flag_partial_ones(spark):
+    lines = spark.createDataFrame([
+        (1, 10, 100.0, 40.0, "Complete", T(2024, 1, 5)), (1, 11, 50.0, 20.0, "Shipped", T(2024, 1, 20)),
+        (2, 12, 30.0, 10.0, "Returned", T(2024, 1, 21)), (3, 13, 20.0, 5.0, "Cancelled", T(2024, 1, 22)),
+        (2, 14, 60.0, 30.0, "Complete", T(2024, 2, 29, 23)),
+        (1, 15, 10.0, 5.0, "Complete", T(2024, 4, 10)),  # the latest order item: April is not over
+    ], "user_id long, order_id long, sale_price double, cost double, status string, created_at timestamp").selectExpr(
+        "*", "status not in ('Cancelled', 'Returned') as valid", "status = 'Returned' as returned")
+    out = gold.kpi_periods(lines, T(2024, 4, 10)).select(
+        "period", "period_start", "complete", "revenue", "gross_margin_pct", "units", "buyers", "orders",
+        "orders_per_buyer", "return_rate")
+    D = dt.date
+    assertDataFrameEqual(out, [
+        # January: user 2's only item came back and user 3's order was cancelled, so one buyer; 1 of 3 shipped returned
+        Row(period="month", period_start=D(2024, 1, 1), complete=True, revenue=150.0, gross_margin_pct=60.0, units=2,
+            buyers=1, orders=2, orders_per_buyer=2.0, return_rate=0.3333),
+        Row(period="month", period_start=D(2024, 2, 1), complete=True, revenue=60.0, gross_margin_pct=50.0, units=1,
+            buyers=1, orders=1, orders_per_buyer=1.0, return_rate=0.0),
+        Row(period="month", period_start=D(2024, 4, 1), complete=False, revenue=10.0, gross_margin_pct=50.0, units=1,
+            buyers=1, orders=1, orders_per_buyer=1.0, return_rate=0.0),
+        Row(period="quarter", period_start=D(2024, 1, 1), complete=True, revenue=210.0, gross_margin_pct=57.14, units=3,
+            buyers=2, orders=3, orders_per_buyer=1.5, return_rate=0.25),
+        Row(period="quarter", period_start=D(2024, 4, 1), complete=False, revenue=10.0, gross_margin_pct=50.0, units=1,
+            buyers=1, orders=1, orders_per_buyer=1.0, return_rate=0.0),
+    ])
+
+
 # Spark 4 turns ANSI mode on by default (Databricks Runtime 17.3 LTS and serverless with it): a cast that
 # overflows or a division by zero then raises instead of giving NULL. Each rule must give the same rows
 # either way; the results are collected inside the setting, since Spark evaluates lazily.
