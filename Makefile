@@ -3,7 +3,7 @@
 # the Delta Lake jars from Maven Central into ~/.m2 (read by the session factory,
 # so nothing is downloaded at run or test time), a second one for the Spark 4 line (.venv-spark4),
 # the Databricks runtimes' stand-ins (.venv-dbr: 16.4 LTS, .venv-dbr17: 17.3 LTS, .venv-serverless4: serverless
-# environment 4) and checkov for the Terraform checks.
+# environment 4), checkov for the Terraform checks, and Debian's chromium, in which a test looks at the report.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -37,7 +37,10 @@ SERVERLESS4_PACKAGES := databricks-connect==17.2.3 mlflow-skinny==2.22.0 numpy==
 	matplotlib==3.10.0 databricks-sdk==0.49.0 boto3==1.36.2 setuptools==75.8.0 grpcio==1.67.1 grpcio-status==1.67.1 \
 	googleapis-common-protos==1.65.0
 
-.PHONY: install run test bench bench-honesty bench-implicit bench-crash wheel wheelhouse clean
+# apt-get needs root: as root it runs directly, otherwise through sudo.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: install run test screenshot bench bench-honesty bench-implicit bench-crash wheel wheelhouse clean
 
 install: $(STAMP)
 
@@ -68,6 +71,8 @@ $(STAMP): pyproject.toml Makefile src/ecom_lakehouse/ops/emr_requirements.txt
 	# What EMR nodes and EMR Serverless jobs install (the wheelhouse and the packed environment), fetched
 	# once per requirements file into ~/.cache/ecom_lakehouse: the EMR twins download nothing at test time.
 	$(BIN)/ecom-lakehouse emr build-environment
+	command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium; }
 	touch $@
 
 run: install
@@ -93,6 +98,10 @@ bench-implicit: $(BENCH_STAMP)
 
 bench-crash: install
 	$(BIN)/python benchmarks/crash_recovery.py $(BENCH_ARGS)
+
+# The report as Chromium shows it, the full page as a PNG beside it (after `make run`).
+screenshot: install
+	$(BIN)/python -m tests.headless_chromium lakehouse/reports/report.html lakehouse/reports/report.png
 
 wheel: install
 	$(BIN)/python -m build --wheel --outdir dist .

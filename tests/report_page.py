@@ -5,11 +5,12 @@ from html.parser import HTMLParser
 
 
 class ReportPage(HTMLParser):
-    """Headings, image sources and the cells of every table with class 'sortable'."""
+    """Headings, image sources, the cells of every table with class 'sortable' and the headline's value cells."""
 
     def __init__(self):
         super().__init__()
         self.headings, self.images, self.rows = [], [], []
+        self.kpi_cells = []  # the attributes of each headline value cell (data-kpi, data-period, data-value)
         self._in, self._cell, self._sortable = None, None, False
 
     def handle_starttag(self, tag, attrs):
@@ -20,6 +21,8 @@ class ReportPage(HTMLParser):
             self.rows.append([])
         elif tag in ("td", "th") and self._sortable:
             self._cell = ""
+        elif tag == "td" and "data-kpi" in attrs:
+            self.kpi_cells.append(attrs)
         elif tag == "img":
             self.images.append(attrs["src"])
         self._in = tag

@@ -155,6 +155,68 @@ CHARTS = {
 }
 
 
+# The headline numbers (gold kpi_periods): label, format, whether a rise is good, and how a change is shown
+# ("relative": in % of the previous period; "points": the difference of two percentages).
+KPIS = {
+    "revenue": ("Revenue", "${:,.0f}", True, "relative"),
+    "units": ("Units sold", "{:,}", True, "relative"),
+    "gross_margin_pct": ("Gross margin", "{:.1f}%", True, "points"),
+    "buyers": ("Buyers", "{:,}", True, "relative"),
+    "orders_per_buyer": ("Orders per buyer", "{:.2f}", True, "relative"),
+    "return_rate": ("Return rate", "{:.1%}", False, "points"),
+}
+
+
+def _period_label(period: str, start) -> str:
+    return f"{start:%b %Y}" if period == "month" else f"{start.year} Q{(start.month - 1) // 3 + 1}"
+
+
+def _change(kpi: str, current, previous) -> tuple[str, str]:
+    """The change from the previous period as text and its CSS class (good, bad or flat)."""
+    _, _, rise_is_good, shown_as = KPIS[kpi]
+    if previous is None or current is None:
+        return "no earlier period", "flat"
+    if shown_as == "points":
+        scale = 100 if kpi == "return_rate" else 1  # return_rate is a fraction, gross_margin_pct a percentage
+        delta = (current - previous) * scale
+        text = f"{delta:+.1f} pts"
+    elif previous == 0:
+        return "new", "flat"
+    else:
+        delta = (current - previous) / previous * 100
+        text = f"{delta:+.1f}%"
+    if round(delta, 1) == 0:
+        return text, "flat"
+    return text, "good" if (delta > 0) == rise_is_good else "bad"
+
+
+def kpi_section(spark: SparkSession, lake: Lakehouse) -> str:
+    """The headline: each KPI of the latest complete month and quarter against the period before it (at most
+    four rows of gold kpi_periods reach the driver). Each value cell carries its KPI, period and raw value."""
+    table = lake.table("gold", "kpi_periods")
+    if not table.exists(spark):
+        return "<h2>Headline</h2><p>Not built yet (run gold).</p>"
+    latest_first = Window.partitionBy("period").orderBy(F.desc("period_start"))
+    rows = (table.read(spark).where("complete").withColumn("recency", F.row_number().over(latest_first))
+            .where("recency <= 2").collect())
+    by_period = {period: sorted((r for r in rows if r["period"] == period), key=lambda r: r["recency"])
+                 for period in ("month", "quarter")}
+    if not by_period["month"] and not by_period["quarter"]:
+        return "<h2>Headline</h2><p>No complete month in the data yet.</p>"
+    header, cells = ["<th>KPI</th>"], {kpi: [f"<th>{html.escape(label)}</th>"] for kpi, (label, *_) in KPIS.items()}
+    for period, (current, *earlier) in ((p, r) for p, r in by_period.items() if r):
+        previous = earlier[0] if earlier else None
+        header.append(f"<th>{_period_label(period, current['period_start'])}</th><th>vs "
+                      + (_period_label(period, previous["period_start"]) if previous else "the period before") + "</th>")
+        for kpi, (_, shown, *_) in KPIS.items():
+            text, trend = _change(kpi, current[kpi], previous[kpi] if previous else None)
+            cells[kpi].append(f"<td class='value' data-kpi='{kpi}' data-period='{period}' data-value='{current[kpi]}'>"
+                              f"{shown.format(current[kpi])}</td><td class='{trend}'>{text}</td>")
+    return ("<h2>Headline</h2><p>The latest complete month and quarter, each against the one before it.</p>"
+            "<table class='kpi'><tr>" + "".join(header) + "</tr>"
+            + "".join("<tr>" + "".join(c) + "</tr>" for c in cells.values()) + "</table>")
+
+
 def verdicts_section(spark: SparkSession, lake: Lakehouse) -> str:
     """Every model check as a table: what was decided, why, and what it changed (e.g. why no model
     was fitted on data too thin for one)."""
@@ -226,7 +288,7 @@ def _where(lake: Lakehouse) -> str:
 def write_report(spark: SparkSession, lake: Lakehouse, out_dir: str, echo=print) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    sections = []
+    sections = [kpi_section(spark, lake)]
     for name, (title, chart) in CHARTS.items():
         fig = chart(spark, lake)
         if fig is None:
@@ -236,12 +298,14 @@ def write_report(spark: SparkSession, lake: Lakehouse, out_dir: str, echo=print)
         (out / f"{name}.png").write_bytes(png)
         sections.append(f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' "
                         f"src='data:image/png;base64,{base64.b64encode(png).decode()}'>")
-    sections.insert(list(CHARTS).index("restock_alerts") + 1, restock_section(spark, lake))
+    sections.insert(list(CHARTS).index("restock_alerts") + 2, restock_section(spark, lake))
     sections.append(verdicts_section(spark, lake))
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>ecom_lakehouse report</title>"
             "<style>body{font-family:sans-serif;max-width:1000px;margin:auto}img{max-width:100%}"
             "table{border-collapse:collapse;font-size:90%}td,th{border:1px solid #ccc;padding:4px;text-align:left;"
-            "vertical-align:top}th{cursor:pointer}</style></head><body>"
+            "vertical-align:top}th{cursor:pointer}table.kpi td.value{font-size:130%;font-weight:bold}"
+            ".good{color:#2E7D32}.bad{color:#C62828}.flat{color:#666}"
+            "@media print{img{page-break-inside:avoid}h2{page-break-after:avoid}}</style></head><body>"
             f"<h1>ecom_lakehouse report</h1><p>Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} from "
             f"{html.escape(_where(lake))}. Revenue counts orders that were neither "
             "cancelled nor returned.</p>" + "".join(sections) + SORT_SCRIPT + "</body></html>")

@@ -5,7 +5,11 @@ import datetime as dt
 
 from pyspark.sql import functions as F
 
+from tests.headless_chromium import render
 from tests.report_page import ReportPage, action_list
+
+# A click on the action list's "on hand" header sorts it by that column, as numbers.
+SORT_BY_ON_HAND = "[...document.querySelectorAll('table.sortable th')].find(th => th.innerText === 'on hand').click()"
 
 
 def test_the_action_list_names_each_alerts_product_and_distribution_centre_in_rank_order(spark, tmp_path):
@@ -26,7 +30,16 @@ def test_the_action_list_names_each_alerts_product_and_distribution_centre_in_ra
         gold.inventory_restock_alerts(inventory, products, dt.datetime(2024, 4, 1)))
     lake.table("silver", "distribution_centers").overwrite(
         spark.createDataFrame([(1, "Memphis TN"), (2, "Chicago IL")], "id long, name string"))
+    report = write_report(spark, lake, str(tmp_path / "out"), echo=lambda *_: None)
     page = ReportPage()
-    page.feed(write_report(spark, lake, str(tmp_path / "out"), echo=lambda *_: None).read_text(encoding="utf-8"))
-    listed = [(r["#"], r["product"], r["brand"], r["distribution centre"], r["severity"]) for r in action_list(page)]
-    assert listed == [("1", "Slim Jeans", "Acme", "Chicago IL", "critical"), ("2", "Soft Socks", "Bco", "Memphis TN", "warning")]
+    page.feed(report.read_text(encoding="utf-8"))
+    listed = [(r["#"], r["product"], r["brand"], r["distribution centre"], r["on hand"], r["severity"])
+              for r in action_list(page)]
+    assert listed == [("1", "Slim Jeans", "Acme", "Chicago IL", "1", "critical"),
+                      ("2", "Soft Socks", "Bco", "Memphis TN", "2", "warning")]
+
+    # In a browser, a click on "on hand" sorts by it: the list as Chromium shows it after the click
+    rendered = render(report, tmp_path / "report.png", script=SORT_BY_ON_HAND + "; " + SORT_BY_ON_HAND)
+    clicked = ReportPage()
+    clicked.feed(rendered.dom)
+    assert rendered.console_errors == [] and [r["on hand"] for r in action_list(clicked)] == ["2", "1"]
