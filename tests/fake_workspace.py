@@ -20,6 +20,7 @@ class FakeWorkspace:
         self.run_polls = 0
         self.throttle = throttle_first_statement
         self.statements = 0
+        self.statement_bodies: list[dict] = []  # each accepted statement request, as sent
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -70,6 +71,7 @@ class FakeWorkspace:
         self.statements += 1
         if self.throttle and self.statements == 1:
             return 429, {"error_code": "TOO_MANY_REQUESTS", "message": "slow down"}
+        self.statement_bodies.append(body)
         return 200, {"statement_id": f"st-{self.statements}", "status": {"state": "PENDING"}}
 
     def statement_get(self, statement_id):

@@ -2,6 +2,7 @@
 import pytest
 from databricks.sdk import WorkspaceClient
 
+from ecom_lakehouse.analyst_views import views
 from ecom_lakehouse.cli import main
 from ecom_lakehouse.ops import databricks_ops as ops
 from ecom_lakehouse.schemas import TABLES
@@ -63,10 +64,13 @@ def test_run_command_exit_code_on_failure(monkeypatch, capsys):
 def test_results_retries_a_429_and_polls_pending_statements(capsys):
     with FakeWorkspace() as ws:
         results = ops.query_results(_client(ws), "wh-1", "main", "shop", poll_seconds=0)
-        assert len(results) == len(ops.RESULT_QUERIES)
+        assert len(results) == len(views())
         assert all(rows == [["revenue", "123.45"], ["margin", "60.0"]] for rows in results.values())  # both chunks
         posts = [p for m, p in ws.requests if m == "POST" and p.startswith("/api/2.0/sql/statements")]
-        assert len(posts) == len(ops.RESULT_QUERIES) + 1  # one throttled, retried by the SDK
+        assert len(posts) == len(views()) + 1  # one throttled, retried by the SDK
+        # each analyst view's text as it is, the gold schema as its default
+        assert [(b["statement"], b["catalog"], b["schema"]) for b in ws.statement_bodies] == [
+            (view.sql, "main", "shop") for view in views().values()]
 
 
 def test_missing_job_says_how_to_deploy():

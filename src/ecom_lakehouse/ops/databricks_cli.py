@@ -18,7 +18,7 @@ def add_commands(sub) -> None:
     run.add_argument("--wait", action="store_true", help="follow task states until the run ends; exit 1 on failure")
     run.add_argument("--job-name", default="ecom_lakehouse_pipeline",
                      help="job name as in resources/ (dev targets prefix it with [dev <user>]; default %(default)s)")
-    res = ops.add_parser("results", help="print the key gold findings via a SQL warehouse")
+    res = ops.add_parser("results", help="print the analyst views over gold (the dashboard's datasets) via a SQL warehouse")
     res.add_argument("--warehouse-id", required=True, help="SQL warehouse id (Compute > SQL warehouses)")
     res.add_argument("--catalog", default="main", help="Unity Catalog catalog (default %(default)s)")
     res.add_argument("--schema", default="ecom_lakehouse_gold",

@@ -16,26 +16,14 @@ from databricks.sdk.errors import NotFound
 from databricks.sdk.service.jobs import RunLifeCycleState, RunResultState
 from databricks.sdk.service.sql import StatementState
 
+from ecom_lakehouse.analyst_views import views
 from ecom_lakehouse.ops.progress import ProgressReader
 from ecom_lakehouse.schemas import TABLES
 
 JOB_NAME = "ecom_lakehouse_pipeline"
 TERMINAL = {RunLifeCycleState.TERMINATED, RunLifeCycleState.SKIPPED, RunLifeCycleState.INTERNAL_ERROR}
 
-RESULT_QUERIES = {
-    "Revenue and margin (orders not cancelled or returned)":
-        "SELECT round(sum(revenue), 2) AS revenue, round((1 - sum(cost) / sum(revenue)) * 100, 1) AS gross_margin_pct, "
-        "sum(units) AS units FROM {p}category_performance",
-    "Top categories by revenue":
-        "SELECT department, category, revenue, gross_margin_pct FROM {p}category_performance "
-        "ORDER BY revenue DESC LIMIT 5",
-    "Top restock alerts":
-        "SELECT rank, product_id, category, units_on_hand, days_of_cover, severity FROM {p}inventory_restock_alerts "
-        "ORDER BY rank LIMIT 5",
-    "Funnel":
-        "SELECT sum(sessions) AS sessions, sum(cart_sessions) AS carts, sum(purchase_sessions) AS purchases, "
-        "round(sum(purchase_sessions) / sum(sessions), 4) AS conversion FROM {p}funnel",
-}
+SHOWN_ROWS = 15  # rows of each view printed by `results`; the rest are counted
 
 
 class OperationFailed(RuntimeError):
@@ -138,12 +126,13 @@ def run_job(w: WorkspaceClient, name: str = JOB_NAME, wait: bool = True, poll_se
 
 def query_results(w: WorkspaceClient, warehouse_id: str, catalog: str, schema: str, poll_seconds: float = 2.0,
                   echo=print) -> dict[str, list[list[str]]]:
-    """Key gold findings through the Statement Execution API on a SQL warehouse."""
+    """The analyst's views over gold (the dashboard's datasets) through the Statement Execution API on a SQL
+    warehouse, with the gold schema as the statements' default."""
     results = {}
-    prefix = f"`{catalog}`.`{schema}`."
-    for title, sql in RESULT_QUERIES.items():
-        resp = w.statement_execution.execute_statement(statement=sql.format(p=prefix), warehouse_id=warehouse_id,
-                                                       wait_timeout="30s")
+    for view in views().values():
+        title = view.title
+        resp = w.statement_execution.execute_statement(statement=view.sql, warehouse_id=warehouse_id, catalog=catalog,
+                                                       schema=schema, wait_timeout="30s")
         while resp.status.state in (StatementState.PENDING, StatementState.RUNNING):
             time.sleep(poll_seconds)
             resp = w.statement_execution.get_statement(resp.statement_id)
@@ -159,6 +148,8 @@ def query_results(w: WorkspaceClient, warehouse_id: str, catalog: str, schema: s
         results[title] = rows
         echo(f"{title}:")
         echo("  " + " | ".join(columns))
-        for row in rows:
+        for row in rows[:SHOWN_ROWS]:
             echo("  " + " | ".join("" if v is None else str(v) for v in row))
+        if len(rows) > SHOWN_ROWS:
+            echo(f"  … {len(rows) - SHOWN_ROWS:,} more rows")
     return results
