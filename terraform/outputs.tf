@@ -86,3 +86,11 @@ output "serverless_application_id" {
 output "serverless_job_role_arn" {
   value = aws_iam_role.serverless_job.arn
 }
+
+output "athena_workgroup" {
+  value = aws_athena_workgroup.analysts.name
+}
+
+output "analyst_policy_arn" {
+  value = aws_iam_policy.analyst.arn
+}

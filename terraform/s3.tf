@@ -3,13 +3,15 @@
 #   lake      s3://<lake>/{bronze,silver,gold,models,checkpoints,reports,mlruns}/...
 #   artifacts s3://<artifacts>/{builds/<sha>,wheelhouse/<sha>,bootstrap/<sha>}/...
 #   logs      s3://<logs>/{emr,s3-access}/...
+#   query_results s3://<query_results>/athena/...   (the analysts' Athena workgroup writes results here)
 locals {
   name = "${var.project}-${var.environment}"
   buckets = {
-    raw       = "${local.name}-raw-${data.aws_caller_identity.current.account_id}"
-    lake      = "${local.name}-lake-${data.aws_caller_identity.current.account_id}"
-    artifacts = "${local.name}-artifacts-${data.aws_caller_identity.current.account_id}"
-    logs      = "${local.name}-logs-${data.aws_caller_identity.current.account_id}"
+    raw           = "${local.name}-raw-${data.aws_caller_identity.current.account_id}"
+    lake          = "${local.name}-lake-${data.aws_caller_identity.current.account_id}"
+    artifacts     = "${local.name}-artifacts-${data.aws_caller_identity.current.account_id}"
+    logs          = "${local.name}-logs-${data.aws_caller_identity.current.account_id}"
+    query_results = "${local.name}-query-results-${data.aws_caller_identity.current.account_id}"
   }
   lake_prefixes = ["bronze", "silver", "gold", "models", "checkpoints", "reports", "mlruns"]
   # Glue databases the EMR steps register silver and gold in (names: letters, digits, underscores).
@@ -176,6 +178,25 @@ resource "aws_s3_bucket_lifecycle_configuration" "this" {
   }
 
   dynamic "rule" {
+    # Athena writes a result file per query; nobody reads it after the session that asked.
+    for_each = each.key == "query_results" ? [1] : []
+    content {
+      id     = "expire-query-results"
+      status = "Enabled"
+      filter {}
+      expiration {
+        days = var.query_result_retention_days
+      }
+      noncurrent_version_expiration {
+        noncurrent_days = 1
+      }
+      abort_incomplete_multipart_upload {
+        days_after_initiation = 7
+      }
+    }
+  }
+
+  dynamic "rule" {
     # Streaming checkpoints are rewritten constantly: keep few old versions.
     for_each = each.key == "lake" ? [1] : []
     content {
@@ -195,7 +216,7 @@ resource "aws_s3_bucket_lifecycle_configuration" "this" {
 
   dynamic "rule" {
     # Delta keeps its own history (time travel); S3 versions of table files are only a safety net.
-    for_each = each.key != "logs" ? [1] : []
+    for_each = contains(["logs", "query_results"], each.key) ? [] : [1]
     content {
       id     = "expire-noncurrent-versions"
       status = "Enabled"

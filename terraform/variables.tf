@@ -85,6 +85,18 @@ variable "wheelhouse_dir" {
   default     = "../dist/wheelhouse"
 }
 
+variable "athena_bytes_scanned_cutoff" {
+  description = "Bytes one Athena query of the analysts' workgroup may scan before Athena cancels it (a cost guard)"
+  type        = number
+  default     = 10737418240 # 10 GiB
+}
+
+variable "query_result_retention_days" {
+  description = "Days the analysts' Athena query results are kept"
+  type        = number
+  default     = 30
+}
+
 variable "log_retention_days" {
   description = "Days EMR and S3 access logs are kept"
   type        = number

@@ -75,3 +75,10 @@ def policy_document(name: str, references: dict[str, str]) -> dict:
                   "Resource": as_expression(st["resources"])}
         statements.append("{" + ", ".join(f"{k} = {substitute(v, references)}" for k, v in fields.items()) + "}")
     return evaluate('{Version = "2012-10-17", Statement = [' + ", ".join(statements) + "]}")
+
+
+def named_queries() -> dict[str, str]:
+    """The Athena named queries' text as Terraform reads it (athena.tf's fileset over the analyst views)."""
+    from ecom_lakehouse.analyst_views import SQL_DIR
+
+    return evaluate(substitute(blocks("locals")["analyst_views"][2:-1], {"local.views_dir": json.dumps(str(SQL_DIR))}))

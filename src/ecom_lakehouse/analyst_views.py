@@ -9,6 +9,7 @@ Athena (Trino) divides integers as integers (tests/unit/test_analyst_views.py ch
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,11 @@ class View:
     name: str  # the file's stem: the dashboard dataset's and the named query's name
     title: str  # the first line's comment: what an analyst reads it for
     sql: str  # the statement, without the title line
+
+    @property
+    def table(self) -> str:
+        """The gold table it reads (each view reads one)."""
+        return re.search(r"\bFROM\s+(\w+)", self.sql).group(1)
 
 
 def views() -> dict[str, View]:

@@ -37,6 +37,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
+from ecom_lakehouse.analyst_views import views
 from ecom_lakehouse.ops import emr_ops as ops
 from ecom_lakehouse.schemas import TABLES
 from tests import terraform_eval
@@ -169,11 +170,16 @@ def test_registered_tables_read_by_name_like_athena_would(emr_run):
     from ecom_lakehouse.silver import PII_COLUMNS
 
     query = emr_run["work"] / "query.py"
+    named = emr_run["work"] / "named_queries.json"  # Athena's named queries, as Terraform creates them
+    named.write_text(json.dumps(terraform_eval.named_queries()))
     query.write_text(
         "import json\nfrom pyspark.sql import SparkSession\nspark = SparkSession.builder.getOrCreate()\n"
         f"print('ROWS', spark.table('{DATABASES['gold']}.category_performance').count())\n"
         "print('COLUMNS', json.dumps({f'{db}.{t.name}': spark.table(f'{db}.{t.name}').columns\n"
-        f"    for db in ('{DATABASES['silver']}', '{DATABASES['gold']}') for t in spark.catalog.listTables(db)}}))\n")
+        f"    for db in ('{DATABASES['silver']}', '{DATABASES['gold']}') for t in spark.catalog.listTables(db)}}))\n"
+        # each named query in the gold database, as the workgroup runs it with the query's database set
+        f"spark.sql('USE {DATABASES['gold']}')\n"
+        f"print('NAMED', json.dumps({{n: spark.sql(q).count() for n, q in json.load(open('{named}')).items()}}))\n")
     done = subprocess.run([*emr_run["submit"], str(query)], env=emr_run["env"], cwd=emr_run["work"],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -185,6 +191,11 @@ def test_registered_tables_read_by_name_like_athena_would(emr_run):
     gold_tables = {name: cols for name, cols in columns.items() if name.startswith(f"{DATABASES['gold']}.")}
     assert f"{DATABASES['gold']}.served_recommendations" in gold_tables
     assert {name: set(PII_COLUMNS) & set(cols) for name, cols in gold_tables.items() if set(PII_COLUMNS) & set(cols)} == {}
+    # every named query ran in Spark SQL against the registered gold tables, and found rows where its table has them
+    found = json.loads(done.stdout.split("NAMED ")[1].splitlines()[0])
+    assert set(found) == set(views())
+    for name, view in views().items():
+        assert (found[name] > 0) == (delta_row_count(emr_run["s3"], BUCKETS["lake"], f"gold/{view.table}") > 0), name
 
 
 def test_the_instance_role_cannot_write_outside_the_lake_prefixes(emr_run):

@@ -80,7 +80,8 @@ def test_each_bucket_gets_the_lifecycle_rules_meant_for_it_and_the_lake_its_laye
     multipart = "abort-incomplete-multipart-uploads"
     assert rules == {"logs": {multipart, "expire-logs"},
                      "lake": {multipart, "expire-old-checkpoint-versions", "expire-noncurrent-versions"},
-                     "raw": {multipart, "expire-noncurrent-versions"}, "artifacts": {multipart, "expire-noncurrent-versions"}}
+                     "raw": {multipart, "expire-noncurrent-versions"}, "artifacts": {multipart, "expire-noncurrent-versions"},
+                     "query_results": {multipart, "expire-query-results"}}
     layers = terraform_eval.evaluate(terraform_eval.as_expression(terraform_eval.blocks("locals")["lake_prefixes"]))
     assert {"bronze", "silver", "gold", "checkpoints", "models"} <= set(layers)
 
@@ -358,3 +359,83 @@ def test_the_serverless_job_role_holds_the_node_policy_and_trusts_only_this_acco
     assert conditions["aws:SourceArn"] == ("ArnLike", [f"arn:aws:emr-serverless:${{var.region}}:{account}:/applications/*"])
     # the job logs (s3MonitoringConfiguration) are written as the job role, beside the clusters' logs
     assert "/serverless/*" in _text(_policy(tf, "emr_instance")["WriteEmrLogs"]["resources"])
+
+
+# What an apply would know, as a test chooses it (tests/terraform_eval.py): the analyst policy's references.
+ANALYST_REFERENCES = {
+    "var.region": '"eu-west-1"', "data.aws_caller_identity.current.account_id": '"123456789012"',
+    "local.workgroup": '"shop-dev-analysts"', 'local.catalog_databases["gold"]': '"shop_dev_gold"',
+    'aws_s3_bucket.this["lake"].arn': '"arn:aws:s3:::lake"', 'aws_s3_bucket.this["query_results"].arn': '"arn:aws:s3:::results"',
+    "aws_kms_key.lake.arn": '"arn:aws:kms:eu-west-1:123456789012:key/lake"',
+}
+WRITES = ("s3:Put", "s3:Delete", "s3:AbortMultipartUpload", "glue:Create", "glue:Update", "glue:Delete", "kms:Encrypt")
+
+
+def analyst_access_problems(statements: list[dict]) -> list[str]:
+    """Where a rendered analyst policy reaches past gold or writes outside the query results: statements as
+    {sid, actions, resources, prefixes (the s3:prefix values a ListBucket is limited to)}."""
+    problems = []
+    for st in statements:
+        for resource in st["resources"]:
+            if resource == "*" or any(layer in resource for layer in ("silver", "bronze", "checkpoints", "models")):
+                problems.append(f"{st['sid']}: {resource}")
+            if resource.startswith("arn:aws:s3:::lake") and resource not in ("arn:aws:s3:::lake", "arn:aws:s3:::lake/gold/*"):
+                problems.append(f"{st['sid']}: {resource} is more of the lake than gold/")
+            if any(a.startswith(WRITES) for a in st["actions"]) and not resource.startswith("arn:aws:s3:::results"):
+                problems.append(f"{st['sid']}: writes {resource}")
+        if "s3:ListBucket" in st["actions"] and "arn:aws:s3:::lake" in st["resources"] and st["prefixes"] != ["gold/*"]:
+            problems.append(f"{st['sid']}: lists the lake beyond gold/")
+    return problems
+
+
+def _rendered_statements(tf, name) -> list[dict]:
+    from tests import terraform_eval
+
+    statements = terraform_eval.blocks("data")["aws_iam_policy_document"][name]["statement"]  # strings as HCL has them
+    resources = terraform_eval.evaluate("[" + ", ".join(
+        terraform_eval.substitute(terraform_eval.as_expression(st["resources"]), ANALYST_REFERENCES) for st in statements) + "]")
+    plain = _policy_statements(tf, name)
+    return [{"sid": st["sid"], "actions": st["actions"], "resources": rendered,
+             "prefixes": _conditions(st).get("s3:prefix", (None, None))[1]}
+            for st, rendered in zip(plain, resources, strict=True)]
+
+
+@pytest.mark.skipif(not shutil.which("terraform"), reason="terraform is not installed")
+def test_an_analyst_reads_gold_only_and_writes_only_query_results(tf):
+    statements = _rendered_statements(tf, "analyst")
+    assert analyst_access_problems(statements) == []
+    granted = {a for st in statements for a in st["actions"]}
+    assert {"athena:StartQueryExecution", "athena:GetNamedQuery", "glue:GetTable", "s3:GetObject", "kms:Decrypt"} <= granted
+    # each rule fed its fault once
+    planted = [{"sid": "A", "actions": ["s3:GetObject"], "resources": ["arn:aws:s3:::lake/*"], "prefixes": None},
+               {"sid": "B", "actions": ["glue:GetTable"], "resources": ["arn:aws:glue:r:1:table/shop_dev_silver/*"],
+                "prefixes": None},
+               {"sid": "C", "actions": ["s3:PutObject"], "resources": ["arn:aws:s3:::lake/gold/*"], "prefixes": None},
+               {"sid": "D", "actions": ["s3:ListBucket"], "resources": ["arn:aws:s3:::lake"], "prefixes": None}]
+    assert [p.split(":")[0] for p in analyst_access_problems(planted)] == ["A", "B", "C", "D"]
+
+
+def test_the_analysts_workgroup_enforces_encrypted_results_in_their_bucket_on_engine_3(tf):
+    workgroup = _resources(tf, "aws_athena_workgroup")["analysts"]["configuration"][0]
+    assert workgroup["enforce_workgroup_configuration"] is True  # a query cannot choose another place
+    assert workgroup["engine_version"][0]["selected_engine_version"] == "Athena engine version 3"  # reads Delta natively
+    results = workgroup["result_configuration"][0]
+    assert results["output_location"].startswith('s3://${aws_s3_bucket.this["query_results"].id}/')
+    encryption = {k: v for k, v in results["encryption_configuration"][0].items() if k != "__is_block__"}
+    assert encryption == {"encryption_option": "SSE_KMS", "kms_key_arn": "${aws_kms_key.lake.arn}"}
+    named = _resources(tf, "aws_athena_named_query")["view"]
+    assert named["database"] == '${aws_glue_catalog_database.layer["gold"].name}'
+    assert named["workgroup"] == "${aws_athena_workgroup.analysts.id}"
+
+
+@pytest.mark.skipif(not shutil.which("terraform"), reason="terraform is not installed")
+def test_the_named_queries_are_the_analyst_views_as_terraform_reads_their_files():
+    """Terraform's fileset over src/ecom_lakehouse/sql, evaluated by Terraform, gives every view with its text."""
+    from ecom_lakehouse.analyst_views import views
+    from tests import terraform_eval
+
+    queries = terraform_eval.named_queries()
+    assert set(queries) == set(views())
+    for name, query in queries.items():
+        title, _, sql = query.partition("\n")
+        assert (title.removeprefix("--").strip(), sql.strip()) == (views()[name].title, views()[name].sql)
