@@ -18,8 +18,8 @@ applied in the order of bundle/phases/initialize.go:
    libs/textutil/textutil.go, NormalizeString).
 5. ApplyPresets (resourcemutator/apply_presets.go): jobs get `prefix + name`; schemas and registered
    models `normalizePrefix(prefix) + name` ("[dev alice] " -> "dev_alice_"); experiments
-   `dir + "/" + prefix + base`; volumes keep their name. The CLI's own acceptance output shows it for a
-   schema and its volume: acceptance/bundle/resource_deps/implicit_deps_volume/output.txt
+   `dir + "/" + prefix + base`; dashboards `prefix + display_name`; volumes keep their name. The CLI's own
+   acceptance output shows it for a schema and its volume: acceptance/bundle/resource_deps/implicit_deps_volume/output.txt
    ("name": "dev_[USERNAME]_myschema", "volume_path": "/Volumes/mycatalog/dev_[USERNAME]_myschema/myvolume").
 6. InitializeVolumePaths (mutator/initialize_volume_paths.go): `volume_path` =
    /Volumes/<catalog>/<schema>/<name>, with references resolved.
@@ -182,6 +182,8 @@ def resolve(target: str, user: str, overrides: dict | None = None, root: Path = 
     for experiment in resources.get("experiments", {}).values():
         folder, slash, base = experiment["name"].rpartition("/")
         experiment["name"] = f"{folder}{slash}{prefix}{base}"
+    for dashboard in resources.get("dashboards", {}).values():  # "Dashboards: Prefix"
+        dashboard["display_name"] = prefix + dashboard["display_name"]
 
     # 6-7. resource references, then each volume's path
     def resource(ref: str):

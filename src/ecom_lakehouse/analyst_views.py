@@ -23,6 +23,20 @@ class View:
     sql: str  # the statement, without the title line
 
     @property
+    def columns(self) -> list[str]:
+        """The names of what it selects: each top-level item's alias, or the column it names."""
+        select_list = re.search(r"^SELECT\s+(.*?)\s+FROM\s", self.sql, re.S | re.I).group(1)
+        items, depth, current = [], 0, ""
+        for char in select_list + ",":
+            depth += {"(": 1, ")": -1}.get(char, 0)
+            if char == "," and depth == 0:
+                items.append(current.strip())
+                current = ""
+            else:
+                current += char
+        return [re.search(r"(\w+)$", item).group(1) for item in items]
+
+    @property
     def table(self) -> str:
         """The gold table it reads (each view reads one)."""
         return re.search(r"\bFROM\s+(\w+)", self.sql).group(1)

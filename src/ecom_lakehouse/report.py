@@ -83,7 +83,7 @@ def segment_chart(spark: SparkSession, lake: Lakehouse):
     ax.bar([i + 0.2 for i in x], [r["share_of_revenue"] * 100 for r in rows], width=0.4, label="% of revenue")
     ax.set_xticks(list(x), [r["segment"] for r in rows], rotation=15, ha="right")
     ax.set_ylabel("%")
-    ax.set_title("Customer segments (buyers by K-means, plus non-buyers): share of users vs share of revenue")
+    ax.set_title("Segments (buyers by K-means, plus non-buyers): % of users vs % of revenue", fontsize=10)
     ax.legend()
     fig.tight_layout()
     return fig

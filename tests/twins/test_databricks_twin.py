@@ -53,6 +53,7 @@ from pathlib import Path
 
 import pytest
 
+from ecom_lakehouse.analyst_views import views
 from ecom_lakehouse.ops.databricks_ops import delivery_name
 from ecom_lakehouse.schemas import TABLES
 from ecom_lakehouse.session import DELTA_FOR_SPARK, _local_delta_jars
@@ -92,16 +93,16 @@ CATALOG = "spark_catalog"
 USER, SERVICE_PRINCIPAL = "alice.smith@example.com", "6a1b2c3d-0000-4000-8000-00000000e5a1"
 SERVERLESS_USER = "bob.jones@example.com"
 GROUPS = ("lakehouse-engineers", "merchandising-analysts")
-# `databricks bundle deploy -t dev --var catalog=spark_catalog --var node_type=local` by the user;
+# `databricks bundle deploy -t dev --var catalog=spark_catalog --var node_type=local --var warehouse_id=…` by the user;
 # `databricks bundle deploy -t prod --var ...` by the service principal, from CI; and dev by a second
 # developer whose copy of databricks.yml has `compute: ${var.serverless}` in the dev target.
+WORKSPACE_VARS = {"catalog": CATALOG, "node_type": "local", "warehouse_id": "twin-warehouse"}
 DEPLOYMENTS = {
-    "dev": resolve("dev", USER, {"catalog": CATALOG, "node_type": "local"}),
-    "prod": resolve("prod", SERVICE_PRINCIPAL, {"catalog": CATALOG, "node_type": "local", "service_principal": SERVICE_PRINCIPAL,
+    "dev": resolve("dev", USER, WORKSPACE_VARS),
+    "prod": resolve("prod", SERVICE_PRINCIPAL, {**WORKSPACE_VARS, "service_principal": SERVICE_PRINCIPAL,
                                                 "engineers_group": GROUPS[0], "analysts_group": GROUPS[1],
                                                 "spark_version": RUNTIMES[1].name}),
-    "dev-serverless": resolve("dev", SERVERLESS_USER, {"catalog": CATALOG, "node_type": "local"},
-                              target_variables={"compute": "${var.serverless}"}),
+    "dev-serverless": resolve("dev", SERVERLESS_USER, WORKSPACE_VARS, target_variables={"compute": "${var.serverless}"}),
 }
 
 
@@ -452,7 +453,7 @@ def test_the_deploy_fails_on_a_grant_to_a_principal_the_workspace_lacks():
     refuses the deploy, as the twin's deploy step does."""
     assert _unknown_principals(DEPLOYMENTS["dev"]) == set() and not grants(DEPLOYMENTS["dev"])
     assert {SERVICE_PRINCIPAL, *GROUPS} == {p for granted in grants(DEPLOYMENTS["prod"]).values() for p in granted}
-    prod = resolve("prod", "ci@example.com", {"catalog": CATALOG, "node_type": "local", "service_principal": "sp-1",
+    prod = resolve("prod", "ci@example.com", {**WORKSPACE_VARS, "service_principal": "sp-1",
                                                "engineers_group": "eng", "analysts_group": "analysts"})
     assert _unknown_principals(prod) == {"sp-1", "eng", "analysts"}
 
@@ -517,6 +518,33 @@ def _table_locations(twin: Deployed) -> dict[str, str]:
     """)], twin.env, twin.work)
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_the_dashboards_datasets_run_on_the_catalog_and_give_every_widget_its_columns(dev_twin):
+    """The deployed dashboard's file, each dataset's query run as Databricks SQL runs it for the dashboard: its
+    tables resolved in dataset_catalog.dataset_schema (the bundle's dashboard resource). Each widget's fields
+    are columns of its dataset's result, and a dataset finds rows where its gold table has them."""
+    dashboard = dev_twin.config["resources"]["dashboards"]["shop_overview"]
+    serialized = json.loads((ROOT / "resources" / dashboard["file_path"]).read_text(encoding="utf-8"))
+    queries = {d["name"]: "".join(d["queryLines"]) for d in serialized["datasets"]}
+    done = _run([str(dev_twin.runtime.bin / "python"), "-c", textwrap.dedent(f"""
+        import json
+        from pyspark.sql import SparkSession
+        spark = SparkSession.builder.getOrCreate()
+        spark.sql("USE {dashboard['dataset_catalog']}.{dashboard['dataset_schema']}")
+        results = {{name: spark.sql(sql) for name, sql in {queries!r}.items()}}
+        print(json.dumps({{name: [df.columns, df.count()] for name, df in results.items()}}))
+    """)], dev_twin.env, dev_twin.work)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(done.stdout.strip().splitlines()[-1])
+    for item in serialized["pages"][0]["layout"]:
+        for query in item["widget"].get("queries", []):
+            columns, _ = results[query["query"]["datasetName"]]
+            assert {f["name"] for f in query["query"]["fields"]} <= set(columns), item["widget"]["name"]
+    gold = f"{CATALOG}.{dashboard['dataset_schema']}"
+    rows = _inspect(dev_twin, [f"{gold}.{views()[name].table}" for name in queries])
+    assert {name: count > 0 for name, (_, count) in results.items()} == {
+        name: rows.get(f"{gold}.{views()[name].table}", 0) > 0 for name in queries}
 
 
 def test_every_table_is_the_same_on_each_spark_line_and_compute(workspace, spark):

@@ -78,8 +78,8 @@ def test_targets_dev_and_prod():
 
 
 # What an admin passes to a deployment: the catalog always; for prod the run-as principal and two groups.
-DEV_VARS = {"catalog": "main", "node_type": "m5d.xlarge"}
-PROD_VARS = {"catalog": "main", "node_type": "m5d.xlarge", "service_principal": "6a1b2c3d-sp",
+DEV_VARS = {"catalog": "main", "node_type": "m5d.xlarge", "warehouse_id": "wh-1"}
+PROD_VARS = {"catalog": "main", "node_type": "m5d.xlarge", "warehouse_id": "wh-1", "service_principal": "6a1b2c3d-sp",
              "engineers_group": "lakehouse-engineers",
              "analysts_group": "merchandising-analysts"}
 
@@ -129,9 +129,9 @@ def test_dev_and_prod_share_no_table_checkpoint_experiment_or_volume():
     assert "service_principal" not in merged_bundle()["targets"]["prod"].get("variables", {})
 
 
-def test_the_catalog_node_type_and_prods_principals_must_be_named_by_whoever_deploys():
-    """No default names a catalog, a node type or a group that exists in one workspace or cloud only."""
-    for missing in ("catalog", "node_type"):
+def test_the_catalog_node_type_warehouse_and_prods_principals_must_be_named_by_whoever_deploys():
+    """No default names a catalog, a node type, a SQL warehouse or a group that exists in one workspace or cloud only."""
+    for missing in ("catalog", "node_type", "warehouse_id"):
         with pytest.raises(BundleError, match=f"required variable {missing}"):
             resolve("dev", "alice@example.com", {k: v for k, v in DEV_VARS.items() if k != missing})
     for missing in ("service_principal", "engineers_group", "analysts_group"):
