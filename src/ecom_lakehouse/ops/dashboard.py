@@ -36,6 +36,7 @@ def _dataset(view: View) -> dict:
 
 
 def _widget(view: View, spec: dict) -> dict:
+    encodings: dict[str, object]
     if spec["kind"] == "table":
         fields = view.columns
         encodings = {"columns": [{"fieldName": c, "displayName": c.replace("_", " ")} for c in fields]}
