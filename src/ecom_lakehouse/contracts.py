@@ -32,7 +32,7 @@ CONTRACTS: dict[str, Contract] = {
     "category_performance_monthly": Contract(("month", "department", "category"), ("revenue", "units")),
     "product_performance": Contract(("product_id",), ("revenue", "units"), (("product_id", *PRODUCTS),)),
     "inventory_restock_alerts": Contract(("product_id",), ("days_of_cover", "severity"), (("product_id", *PRODUCTS),)),
-    "funnel": Contract(("traffic_source", "browser"), ("sessions",)),
+    "funnel": Contract(("traffic_source", "browser", "visitor"), ("sessions",)),
     "sales_daily": Contract(("date",), ("orders", "revenue")),
     "kpi_periods": Contract(("period", "period_start"), ("period_end", "complete", "revenue", "buyers", "orders")),
     "customer_segments": Contract(("user_id",), ("segment_id", "segment"),

@@ -108,19 +108,36 @@ def restock_chart(spark: SparkSession, lake: Lakehouse):
 
 
 def funnel_chart(spark: SparkSession, lake: Lakehouse):
+    """Anonymous and known sessions side by side: each step as a share of that visitor's sessions, and the
+    purchase share by traffic source (at most ten rows reach the driver)."""
     table = lake.table("gold", "funnel")
     if not table.exists(spark):
         return None
     steps = ["sessions", "product_view_sessions", "cart_sessions", "purchase_sessions"]
-    by_source = table.read(spark).groupBy("traffic_source").agg(*[F.sum(c).alias(c) for c in steps]).collect()
+    rows = table.read(spark).groupBy("visitor", "traffic_source").agg(*[F.sum(c).alias(c) for c in steps]).collect()
+    if not rows:
+        return None
+    visitors = sorted({r["visitor"] for r in rows})
+    sources = sorted({r["traffic_source"] for r in rows})
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    totals = [sum(r[c] for r in by_source) for c in steps]
-    left.bar(["sessions", "product view", "cart", "purchase"], totals, color="#55A868")
-    left.set_title("Session funnel (all traffic)")
-    right.bar([r["traffic_source"] for r in by_source],
-              [r["purchase_sessions"] / r["sessions"] * 100 for r in by_source], color="#8172B2")
+    width = 0.8 / len(visitors)
+    for j, visitor in enumerate(visitors):
+        mine = [r for r in rows if r["visitor"] == visitor]
+        sessions = sum(r["sessions"] for r in mine)
+        left.bar([i + j * width for i in range(3)], [sum(r[c] for r in mine) / sessions * 100 for c in steps[1:]],
+                 width=width, label=f"{visitor} ({sessions:,} sessions)")
+        by_source = {r["traffic_source"]: r for r in mine}
+        right.bar([i + j * width for i in range(len(sources))],
+                  [by_source[s]["purchase_sessions"] / by_source[s]["sessions"] * 100 if s in by_source else 0 for s in sources],
+                  width=width, label=visitor)
+    left.set_xticks([i + 0.4 - width / 2 for i in range(3)], ["product view", "cart", "purchase"])
+    left.set_ylabel("% of the visitor's sessions")
+    left.set_title("Session funnel: anonymous and known visitors")
+    left.legend(fontsize=8)
+    right.set_xticks([i + 0.4 - width / 2 for i in range(len(sources))], sources)
     right.set_ylabel("purchase sessions, % of sessions")
     right.set_title("Conversion by traffic source")
+    right.legend(fontsize=8)
     fig.tight_layout()
     return fig
 

@@ -68,12 +68,15 @@ def print_summary(spark: SparkSession, lake: Lakehouse, echo=print) -> None:
     for r in alerts.orderBy("rank").limit(5).collect():
         echo(f"  #{r['rank']:<3} product {r['product_id']:<6} {r['category'] or '':<28} on hand {r['units_on_hand']:>3}  "
              f"sold 30d/90d {r['sold_last_30d']}/{r['sold_last_90d']}  cover {r['days_of_cover']} days ({r['severity']})")
-    f = gold("funnel").agg(*[F.sum(c).alias(c) for c in ("sessions", "anonymous_sessions", "product_view_sessions",
-                                                         "cart_sessions", "purchase_sessions")]).first()
-    if f["sessions"]:
-        echo(f"Funnel: {f['sessions']:,} sessions ({f['anonymous_sessions'] / f['sessions']:.0%} anonymous) -> "
-             f"product view {f['product_view_sessions'] / f['sessions']:.0%} -> cart {f['cart_sessions'] / f['sessions']:.0%} "
-             f"-> purchase {f['purchase_sessions'] / f['sessions']:.0%}")
+    steps = ("sessions", "product_view_sessions", "cart_sessions", "purchase_sessions")
+    by_visitor = {r["visitor"]: r for r in gold("funnel").groupBy("visitor").agg(  # two rows
+        *[F.sum(c).alias(c) for c in steps]).collect()}
+    total = sum(r["sessions"] for r in by_visitor.values())
+    if total:
+        echo(f"Funnel: {total:,} sessions, {by_visitor.get('anonymous', {'sessions': 0})['sessions'] / total:.0%} anonymous; "
+             + "; ".join(f"{visitor}: product view {r['product_view_sessions'] / r['sessions']:.0%} -> cart "
+                         f"{r['cart_sessions'] / r['sessions']:.0%} -> purchase {r['purchase_sessions'] / r['sessions']:.0%}"
+                         for visitor, r in sorted(by_visitor.items())))
     _print_ml(spark, lake, echo)
     echo("=" * 71)
 

@@ -152,6 +152,24 @@ def test_compaction_changes_no_lineage_so_a_rerun_rebuilds_nothing(spark, privat
     assert {str(t): t.version(spark) for t in tables} == after_maintenance  # no MERGE, no overwrite
 
 
+def test_a_gold_table_an_older_release_wrote_with_other_columns_is_rebuilt_though_its_inputs_are_unchanged(
+        spark, private_lake):
+    """An upgrade: funnel as a release without its `visitor` column left it, committed with the lineage of
+    today's inputs as that release recorded it (no definition in it). Gold rebuilds funnel and only funnel."""
+    from ecom_lakehouse import lineage
+
+    lake = private_lake()
+    quiet = lambda *_: None  # noqa: E731
+    table = lake.table("gold", "funnel")
+    inputs_only = lineage.of(spark, [lake.table("silver", "events")])
+    table.overwrite(table.read(spark).drop("visitor"), user_metadata=inputs_only)
+    others = {n: lake.table("gold", n).version(spark) for n in gold.OUTPUTS if n != "funnel"}
+    gold.run(spark, lake, echo=quiet)
+    assert "visitor" in table.read(spark).columns
+    assert lineage.built_from(spark, table).startswith(inputs_only + ",columns:")
+    assert {n: lake.table("gold", n).version(spark) for n in others} == others  # the rest were current
+
+
 def test_silver_sizes_its_cached_partitions_from_the_data_not_the_session(spark, private_lake):
     """AQE does not merge the partitions of a cached plan: with Spark's 200 shuffle partitions, silver
     wrote a file per partition. It sizes them from bronze's bytes (a few files on small data)."""

@@ -200,12 +200,18 @@ def test_restock_rule(spark, ansi):
     assertDataFrameEqual(out, [Row(product_id=1, units_on_hand=1, days_of_cover=10.0, severity="critical", rank=1)])
 
 
-def test_funnel_counts_sessions_and_anonymous_ones(spark):
+def test_funnel_counts_anonymous_and_known_sessions_side_by_side(spark):
     events = spark.createDataFrame([
         ("s1", 1, "product", "Email", "Chrome"), ("s1", 1, "cart", "Email", "Chrome"), ("s1", 1, "purchase", "Email", "Chrome"),
         ("s2", None, "product", "Email", "Chrome"), ("s2", None, "cancel", "Email", "Chrome"),
+        ("s3", None, "product", "Email", "Chrome"), ("s3", None, "cart", "Email", "Chrome"),
+        ("s4", 2, "product", "Email", "Chrome"),
     ], "session_id string, user_id long, event_type string, traffic_source string, browser string")
-    out = gold.funnel(events).select("sessions", "anonymous_sessions", "product_view_sessions", "cart_sessions",
-                                     "purchase_sessions", "conversion_rate")
-    assertDataFrameEqual(out, [Row(sessions=2, anonymous_sessions=1, product_view_sessions=2, cart_sessions=1,
-                                   purchase_sessions=1, conversion_rate=0.5)])
+    out = gold.funnel(events).select("visitor", "sessions", "product_view_sessions", "cart_sessions", "purchase_sessions",
+                                     "cart_rate", "conversion_rate")
+    assertDataFrameEqual(out, [
+        Row(visitor="anonymous", sessions=2, product_view_sessions=2, cart_sessions=1, purchase_sessions=0,
+            cart_rate=0.5, conversion_rate=0.0),
+        Row(visitor="known", sessions=2, product_view_sessions=2, cart_sessions=1, purchase_sessions=1,
+            cart_rate=0.5, conversion_rate=0.5),
+    ])

@@ -17,7 +17,8 @@ from ecom_lakehouse.analyst_views import View, views
 DASHBOARD_FILE = Path(__file__).resolve().parents[2] / "dashboards" / "shop_overview.lvdash.json"
 GRID_WIDTH = 6
 
-# What each view is drawn as: a table of all its columns, or a chart of (x, y) with the x axis's scale.
+# What each view is drawn as: a table of all its columns, or a chart of (x, y) with the x axis's scale (and a
+# column whose values get a colour each).
 # In reading order; each widget's width and height on the grid.
 WIDGETS: list[tuple[str, dict]] = [
     ("headline", {"kind": "table", "width": 6, "height": 6}),
@@ -25,7 +26,8 @@ WIDGETS: list[tuple[str, dict]] = [
     ("top_categories", {"kind": "bar", "x": ("category", "categorical"), "y": "revenue", "width": 3, "height": 7}),
     ("segments", {"kind": "bar", "x": ("segment", "categorical"), "y": "share_of_revenue", "width": 3, "height": 7}),
     ("restock_actions", {"kind": "table", "width": 6, "height": 8}),
-    ("funnel", {"kind": "bar", "x": ("traffic_source", "categorical"), "y": "conversion_rate", "width": 3, "height": 6}),
+    ("funnel", {"kind": "bar", "x": ("traffic_source", "categorical"), "y": "conversion_rate", "color": "visitor",
+                "width": 3, "height": 6}),
     ("model_verdicts", {"kind": "table", "width": 3, "height": 6}),
 ]
 
@@ -46,6 +48,9 @@ def _widget(view: View, spec: dict) -> dict:
         fields = [x, y]
         encodings = {"x": {"fieldName": x, "scale": {"type": scale}, "displayName": x.replace("_", " ")},
                      "y": {"fieldName": y, "scale": {"type": "quantitative"}, "displayName": y.replace("_", " ")}}
+        if "color" in spec:
+            fields.append(spec["color"])
+            encodings["color"] = {"fieldName": spec["color"], "scale": {"type": "categorical"}, "displayName": spec["color"]}
         version = 3
     return {
         "name": view.name,
