@@ -5,11 +5,12 @@ from html.parser import HTMLParser
 
 
 class ReportPage(HTMLParser):
-    """Headings, image sources, the cells of every table with class 'sortable' and the headline's value cells."""
+    """Headings, image sources, the cells of each table with class 'sortable' and the headline's value cells."""
 
     def __init__(self):
         super().__init__()
-        self.headings, self.images, self.rows = [], [], []
+        self.headings, self.images = [], []
+        self.tables: dict[str, list[list[str]]] = {}  # each sortable table's rows, by the heading it stands under
         self.kpi_cells = []  # the attributes of each headline value cell (data-kpi, data-period, data-value)
         self._in, self._cell, self._sortable = None, None, False
 
@@ -17,8 +18,10 @@ class ReportPage(HTMLParser):
         attrs = dict(attrs)
         if tag == "table":
             self._sortable = attrs.get("class") == "sortable"
+            if self._sortable:
+                self.tables[self.headings[-1]] = []
         elif tag == "tr" and self._sortable:
-            self.rows.append([])
+            self.tables[self.headings[-1]].append([])
         elif tag in ("td", "th") and self._sortable:
             self._cell = ""
         elif tag == "td" and "data-kpi" in attrs:
@@ -29,7 +32,7 @@ class ReportPage(HTMLParser):
 
     def handle_endtag(self, tag):
         if tag in ("td", "th") and self._cell is not None:
-            self.rows[-1].append(self._cell)
+            self.tables[self.headings[-1]][-1].append(self._cell)
             self._cell = None
         elif tag == "table":
             self._sortable = False
@@ -42,7 +45,8 @@ class ReportPage(HTMLParser):
 
 
 def action_list(page: ReportPage) -> list[dict[str, str]]:
-    if not page.rows:
+    """The restock action list's rows, by its column names."""
+    if not page.tables.get("Restock action list"):
         return []
-    header, *rows = page.rows
+    header, *rows = page.tables["Restock action list"]
     return [dict(zip(header, row, strict=True)) for row in rows]

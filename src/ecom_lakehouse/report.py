@@ -19,6 +19,7 @@ from pyspark.sql import functions as F
 from ecom_lakehouse.config import Lakehouse
 
 TOP_CATEGORIES = 15
+TOP_CATEGORY_LINES = 5  # categories drawn month by month
 TOP_ALERTS = 15
 ACTION_LIST_ROWS = 200  # restock alerts listed in full up to this many, most urgent first
 
@@ -53,6 +54,29 @@ def sales_chart(spark: SparkSession, lake: Lakehouse):
     ax.set_ylabel("revenue ($ per day)")
     ax.set_title("Sales over time (orders not cancelled or returned, by the day they were placed)")
     ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def category_sales_chart(spark: SparkSession, lake: Lakehouse):
+    """Monthly revenue of the categories with the most revenue overall (one row per month and category reaches
+    the driver, a few hundred at most)."""
+    table = lake.table("gold", "category_performance_monthly")
+    if not table.exists(spark):
+        return None
+    monthly = table.read(spark).withColumn("name", F.concat_ws(" · ", F.substring("department", 1, 1), "category"))
+    top = [r["name"] for r in monthly.groupBy("name").agg(F.sum("revenue").alias("revenue"))
+           .orderBy(F.desc("revenue")).limit(TOP_CATEGORY_LINES).collect()]
+    rows = monthly.where(F.col("name").isin(top)).select("month", "name", "revenue").orderBy("month").collect()
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(10, 4))
+    for name in top:
+        mine = [r for r in rows if r["name"] == name]
+        ax.plot([r["month"] for r in mine], [r["revenue"] for r in mine], linewidth=1.3, label=name)
+    ax.set_ylabel("revenue ($ per month)")
+    ax.set_title(f"Monthly revenue of the top {len(top)} categories")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -143,33 +167,75 @@ def funnel_chart(spark: SparkSession, lake: Lakehouse):
 
 
 def recommender_chart(spark: SparkSession, lake: Lakehouse):
-    rows = _rows(spark, lake, "recommender_evaluation", lambda d: d.where("users = 'warm' AND metric = 'hit_rate@10'"))
+    """Each strategy's hit rate@10 on warm test users with its exact 95% interval (Clopper-Pearson, from its hits
+    of users) and, dashed, the rate ten random unbought products in the user's gender would hit: a bar whose
+    interval reaches the line is not told apart from chance. A few dozen rows reach the driver."""
+    from ecom_lakehouse.ml.recommend import STRATEGIES
+    from ecom_lakehouse.ml.stats import clopper_pearson
+
+    rows = _rows(spark, lake, "recommender_evaluation", lambda d: d.where("users = 'warm' AND metric IN ('hits', 'users')"))
     if not rows:
         return None
+    value = {(r["data_mode"], r["model"], r["metric"]): r["value"] for r in rows}
     modes = sorted({r["data_mode"] for r in rows})
-    from ecom_lakehouse.ml.recommend import STRATEGIES as models
-
-    value = {(r["data_mode"], r["model"]): r["value"] for r in rows}
-    fig, ax = plt.subplots(figsize=(8, 4))
-    width = 0.8 / len(models)
-    for j, model in enumerate(models):
-        ax.bar([i + j * width for i in range(len(modes))], [value.get((m, model), 0) for m in modes], width=width, label=model)
-    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(modes))], [f"{m} data" for m in modes])
-    ax.set_ylabel("hit rate@10 on the test period")
-    ax.set_title("ALS against the baselines")
-    ax.legend(fontsize=8)
+    fig, axes = plt.subplots(1, len(modes), figsize=(5.5 * len(modes), 4.2), squeeze=False)
+    for ax, mode in zip(axes[0], modes, strict=True):
+        shown = [m for m in STRATEGIES if (mode, m, "users") in value]
+        hits = [int(value.get((mode, m, "hits"), 0)) for m in shown]
+        users = [int(value[(mode, m, "users")]) for m in shown]
+        rates = [h / n * 100 if n else 0.0 for h, n in zip(hits, users, strict=True)]
+        intervals = [clopper_pearson(h, n) if n else (0.0, 0.0) for h, n in zip(hits, users, strict=True)]
+        errors = [[r - low * 100 for r, (low, _) in zip(rates, intervals, strict=True)],
+                  [high * 100 - r for r, (_, high) in zip(rates, intervals, strict=True)]]
+        ax.bar(range(len(shown)), rates, yerr=errors, capsize=4, color="#4C72B0")
+        for i, (h, n) in enumerate(zip(hits, users, strict=True)):
+            ax.annotate(f"{h} of {n:,}", (i, rates[i]), textcoords="offset points", xytext=(0, 3), ha="center", fontsize=7)
+        chance, warm = value.get((mode, "chance", "hits")), max(users, default=0)
+        if chance is not None and warm:
+            ax.axhline(chance / warm * 100, color="#C44E52", linestyle="--", label=f"chance: {chance:.1f} hits expected")
+            ax.legend(fontsize=8)
+        ax.set_xticks(range(len(shown)), [m.replace("_", " ") for m in shown], rotation=25, ha="right", fontsize=8)
+        ax.set_ylabel("hit rate@10, % of warm test users")
+        ax.set_title(f"{mode} data: hits with 95% exact intervals", fontsize=10)
     fig.tight_layout()
     return fig
 
 
 CHARTS = {
     "sales_over_time": ("Sales over time", sales_chart),
+    "category_sales": ("Sales by top category", category_sales_chart),
     "category_revenue_margin": ("Revenue and margin by category", category_chart),
     "segments": ("Customer segments", segment_chart),
     "restock_alerts": ("Restock alerts", restock_chart),
     "funnel": ("Funnel", funnel_chart),
     "recommender": ("Recommender against baselines", recommender_chart),
 }
+
+
+SEGMENT_COLUMNS = {"segment": "segment", "users": "users", "share_of_users": "% of users",
+                   "share_of_revenue": "% of revenue", "avg_orders": "orders per user", "avg_spend": "spend per user ($)",
+                   "avg_recency_days": "days since last order", "share_repeat": "% repeat buyers",
+                   "share_recent": "% ordered within a year", "share_high_spend": "% above median spend"}
+
+
+def segment_section(spark: SparkSession, lake: Lakehouse) -> str:
+    """Each segment's profile side by side: what separates one segment from the next is in its columns."""
+    rows = _rows(spark, lake, "segment_summary", lambda d: d.orderBy(F.desc("share_of_revenue"), "segment_id"))  # <= 7
+    if not rows:
+        return "<h2>Segment profiles</h2><p>Not built yet (run segment).</p>"
+
+    def cell(row, column):
+        value = row[column]
+        if value is None:
+            return ""
+        if column.startswith("share_"):
+            return f"{value:.1%}"
+        return f"{value:,.2f}" if isinstance(value, float) else html.escape(str(value))
+    return ("<h2>Segment profiles</h2><p>Buyers' segments from K-means on their orders, spend and recency, then "
+            "the users who never bought; averages per user of the segment.</p><table class='sortable'><tr>"
+            + "".join(f"<th>{html.escape(label)}</th>" for label in SEGMENT_COLUMNS.values()) + "</tr>"
+            + "".join("<tr>" + "".join(f"<td>{cell(r, c)}</td>" for c in SEGMENT_COLUMNS) + "</tr>" for r in rows)
+            + "</table>")
 
 
 # The headline numbers (gold kpi_periods): label, format, whether a rise is good, and how a change is shown
@@ -315,7 +381,9 @@ def write_report(spark: SparkSession, lake: Lakehouse, out_dir: str, echo=print)
         (out / f"{name}.png").write_bytes(png)
         sections.append(f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' "
                         f"src='data:image/png;base64,{base64.b64encode(png).decode()}'>")
-    sections.insert(list(CHARTS).index("restock_alerts") + 2, restock_section(spark, lake))
+    # each table after its chart (the headline is section 0)
+    sections.insert(list(CHARTS).index("segments") + 2, segment_section(spark, lake))
+    sections.insert(list(CHARTS).index("restock_alerts") + 3, restock_section(spark, lake))
     sections.append(verdicts_section(spark, lake))
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>ecom_lakehouse report</title>"
             "<style>body{font-family:sans-serif;max-width:1000px;margin:auto}img{max-width:100%}"

@@ -44,6 +44,10 @@ def test_faithful_data_gets_a_verdict_and_every_user_a_served_list(spark, pipeli
     # ~50 warm test users: too few to rule a 3x lift out, and the check says so rather than PASS
     assert leak["verdict"] == "INCONCLUSIVE" and "warm test users" in leak["detail"], leak["detail"]
     assert leak["built_from"].startswith("silver.order_items@") and leak["run_id"]
+    # the chance line the report draws is the expectation the leakage check tested against
+    chance = (lake.table("gold", "recommender_evaluation").read(spark)
+              .where("model = 'chance' AND metric = 'hits' AND data_mode = 'faithful'").first()["value"])
+    assert f"chance expects {chance:.2f}" in leak["detail"], (chance, leak["detail"])
     served = lake.table("gold", "served_recommendations").read(spark)
     users = lake.table("silver", "users").read(spark)
     per_user = served.groupBy("user_id").agg(F.count("*").alias("n"), F.countDistinct("product_id").alias("d"))

@@ -79,7 +79,8 @@ def test_the_report_renders_in_chromium_with_every_section_filled_and_the_headli
     assert (report.parent / "report.png").stat().st_size > 100_000 and rendered.height > 3000
 
     sections = {s["heading"]: s for s in rendered.values["sections"]}
-    assert set(sections) == {"Headline", *(title for title, _ in CHARTS.values()), "Restock action list", "Model checks"}
+    assert set(sections) == {"Headline", *(title for title, _ in CHARTS.values()), "Segment profiles", "Restock action list",
+                             "Model checks"}
     empty = {h for h, s in sections.items() if s["placeholder"] or not (s["images"] or s["rows"])}
     alerts = lake.table("gold", "inventory_restock_alerts").read(spark).count()
     assert empty == (set() if alerts else {"Restock action list"})

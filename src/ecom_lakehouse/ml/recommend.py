@@ -203,6 +203,7 @@ class Evaluation:
     repurchase_share: float | None = None  # of test purchases: products the user had bought before (unhittable)
     coverage: float | None = None  # of ALS's recommendations: None when no model was fitted
     cross_category: float | None = None
+    chance_hits: float | None = None  # warm users' hits expected from ten random unbought products in their gender
 
     def check(self, name: str) -> Check | None:
         return next((c for c in self.checks if c.check == name), None)
@@ -343,8 +344,9 @@ def evaluate(events: DataFrame, products: DataFrame, data_mode: str = "faithful"
     shares = in_gender_shares(frames, warm_users, products)
     for name, metrics in result.metrics.items():
         metrics["in_gender_share"] = shares.get(name, math.nan)  # NaN: it recommended nothing
+    groups = checks.chance_groups(warm, train, products)
+    result.chance_hits = stats.expected(groups)
     if data_mode == "faithful":
-        groups = checks.chance_groups(warm, train, products)
         result.checks.append(checks.leakage_check(groups, int(result.metrics["als"]["hits"])))
     baseline = best_baseline(result.metrics)
     versus = checks.baseline_check(*checks.discordant_users(frames["als"], frames[baseline]), baseline)
@@ -363,6 +365,7 @@ def evaluation_rows(result: Evaluation, data_mode: str) -> list[tuple]:
     rows += [(FALLBACK, metric, data_mode, "cold", value) for metric, value in result.cold.items()]
     rows += [(model, metric, data_mode, users, value) for model, metric, users, value in (
         ("als", "catalogue_coverage", "warm", result.coverage), ("als", "cross_category_rate", "warm", result.cross_category),
+        ("chance", "hits", "warm", result.chance_hits),
         ("all", "repurchase_share_of_test_purchases", "all", result.repurchase_share)) if value is not None]
     return rows
 
