@@ -43,3 +43,14 @@ def test_the_action_list_names_each_alerts_product_and_distribution_centre_in_ra
     clicked = ReportPage()
     clicked.feed(rendered.dom)
     assert rendered.console_errors == [] and [r["on hand"] for r in action_list(clicked)] == ["2", "1"]
+
+
+def test_the_browser_check_sees_a_console_error_an_uncaught_exception_and_a_broken_image(tmp_path):
+    """The faults the report's Chromium test must catch, planted in a page of their own."""
+    page = tmp_path / "faulty.html"
+    page.write_text("<!doctype html><html><body><h2>x</h2><img alt='broken chart' src='data:image/png;base64,AAAA'>"
+                    "<script>console.error('planted error'); undefinedFunction();</script></body></html>")
+    rendered = render(page, tmp_path / "faulty.png")
+    assert rendered.broken_images == ["broken chart"]
+    assert any("planted error" in e for e in rendered.console_errors)
+    assert any("undefinedFunction" in e for e in rendered.console_errors)
