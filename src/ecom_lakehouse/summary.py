@@ -95,14 +95,17 @@ def _print_ml(spark: SparkSession, lake: Lakehouse, echo) -> None:
     if evaluation.exists(spark):
         from ecom_lakehouse.ml.recommend import STRATEGIES
 
-        rows = (evaluation.read(spark).where("users = 'warm' AND metric IN ('hit_rate@10', 'ndcg@10', 'in_gender_share')")
+        rows = (evaluation.read(spark).where("users = 'warm' AND metric IN ('hits', 'users', 'ndcg@10', 'in_gender_share')")
                 .collect())  # small
         table = {(r["data_mode"], r["model"], r["metric"]): r["value"] for r in rows}
-        echo("Recommender, warm test users (hit rate@10 / NDCG@10 / share of recommendations in the user's gender):")
+        echo("Recommender, warm test users (users hit of those tested / NDCG@10 / share of recommendations in the "
+             "user's gender; chance: the hits ten random unbought products in the user's gender would expect):")
         for mode in sorted({k[0] for k in table}):
-            cells = [f"{m} {table.get((mode, m, 'hit_rate@10'), 0):.4f}/{table.get((mode, m, 'ndcg@10'), 0):.4f}"
-                     f"/{table.get((mode, m, 'in_gender_share'), math.nan):.0%}" for m in STRATEGIES]
-            echo(f"  {mode:<9} " + "  ".join(cells))
+            cells = [f"{m} {table.get((mode, m, 'hits'), 0):.0f} of {table.get((mode, m, 'users'), 0):,.0f}"
+                     f"/{table.get((mode, m, 'ndcg@10'), 0):.4f}/{table.get((mode, m, 'in_gender_share'), math.nan):.0%}"
+                     for m in STRATEGIES]
+            chance = table.get((mode, "chance", "hits"))
+            echo(f"  {mode:<9} " + "  ".join(cells) + (f"  chance {chance:.1f}" if chance is not None else ""))
     verdicts = lake.table("gold", "model_verdicts")
     if verdicts.exists(spark):
         echo("Model checks:")

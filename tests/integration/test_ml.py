@@ -6,6 +6,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from ecom_lakehouse.ml import baselines, checks, recommend, segmentation, tracking
+from ecom_lakehouse.summary import _print_ml
 
 SMALL_GRID = [dict(rank=10, regParam=0.1, alpha=20.0)]
 
@@ -48,6 +49,13 @@ def test_faithful_data_gets_a_verdict_and_every_user_a_served_list(spark, pipeli
     chance = (lake.table("gold", "recommender_evaluation").read(spark)
               .where("model = 'chance' AND metric = 'hits' AND data_mode = 'faithful'").first()["value"])
     assert f"chance expects {chance:.2f}" in leak["detail"], (chance, leak["detail"])
+    # what people read gives each rate as its counts, and the chance level beside them
+    counts = {r["metric"]: int(r["value"]) for r in lake.table("gold", "recommender_evaluation").read(spark)
+              .where("model = 'als' AND users = 'warm' AND data_mode = 'faithful' AND metric IN ('hits', 'users')").collect()}
+    printed = []
+    _print_ml(spark, lake, printed.append)
+    line = next(p for p in printed if p.strip().startswith("faithful"))
+    assert f"als {counts['hits']} of {counts['users']:,}/" in line and f"chance {chance:.1f}" in line, line
     served = lake.table("gold", "served_recommendations").read(spark)
     users = lake.table("silver", "users").read(spark)
     per_user = served.groupBy("user_id").agg(F.count("*").alias("n"), F.countDistinct("product_id").alias("d"))
