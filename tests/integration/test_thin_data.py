@@ -192,3 +192,29 @@ def test_segment_and_recommend_finish_on_a_small_world(spark, lake, name, mlflow
         page = write_report(spark, lake, str(tmp_path), echo=lambda *_: None).read_text()
         assert html.escape(why) in page and html.escape(segment_verdict["detail"]) in page
 
+
+
+def test_a_segment_run_whose_model_registration_fails_is_redone_by_the_next_run(spark, mlflow_environment, tmp_path,
+                                                                               monkeypatch):
+    """The model is published before the tables that record the run's lineage: a registry that fails
+    leaves the stage undone, so the next run fits and registers again instead of skipping."""
+    lake = Lakehouse(root=str(tmp_path / "lake"))
+    # three kinds of buyer, far apart: one old order, three mid-year orders, six recent ones
+    kinds = {0: (1, 0), 1: (3, 150), 2: (6, 300)}
+    purchases = [(u, 1 + n % 2, "Complete", (start + u + 5 * n) * DAY)
+                 for u in range(1, 31) for orders, start in [kinds[u % 3]] for n in range(orders)]
+    write_world(spark, lake, World([(u, "F", 30) for u in range(1, 31)], [(1, "Women", "brand1", 10.0),
+                                                                          (2, "Women", "brand2", 12.0)], purchases))
+
+    def unavailable(*_args, **_kwargs):
+        raise RuntimeError("model registry unavailable")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(tracking.Run, "log_model", unavailable)
+        with pytest.raises(RuntimeError, match="registry unavailable"):
+            segmentation.run(spark, lake, echo=lambda *_: None)
+    printed = []
+    segmentation.run(spark, lake, echo=printed.append)
+    assert not any("unchanged" in line for line in printed), printed
+    verdict = lake.table("gold", "model_verdicts").read(spark).where("model = 'segmentation'").first()
+    assert verdict["verdict"] == "PASS" and _champion(lake, "segmentation") is not None

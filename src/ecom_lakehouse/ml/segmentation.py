@@ -260,17 +260,19 @@ def run(spark: SparkSession, lake: Lakehouse, echo=print) -> dict:
                          **({"silhouette": chosen.silhouette, "stability_ari": chosen.stability_ari} if chosen else {})},
                 tags={"training_table": str(source), "training_table.delta_version": version,
                       f"check.{check.check}": check.verdict, f"check.{check.check}.detail": check.detail})
-        with lineage.recorded(spark, built_from):
-            write_verdicts(spark, lake, [check], "segmentation", "all", built_from, run.info.run_id)
-            lake.table("gold", "segment_summary").overwrite(result.summary)
-            lake.table("gold", "customer_segments").overwrite(result.memberships)
-            lake.table("gold", "segmentation_model_selection").overwrite(selection)
+        # The model first: the tables below record the run's lineage, after which a rerun skips the stage, so a
+        # registry that fails here must leave the stage undone.
         if chosen:
             save_model(spark, chosen.model, lake.model_path("segmentation"),
                        {"table": str(source), "delta_version": version, "k": chosen.k})
             model_version = run.log_model(chosen.model, "segmentation", buyers(features), ["segment_id"], champion=True)
         else:
             run.retire("segmentation")
+        with lineage.recorded(spark, built_from):
+            write_verdicts(spark, lake, [check], "segmentation", "all", built_from, run.info.run_id)
+            lake.table("gold", "segment_summary").overwrite(result.summary)
+            lake.table("gold", "customer_segments").overwrite(result.memberships)
+            lake.table("gold", "segmentation_model_selection").overwrite(selection)
     features.unpersist()
     echo("  segments written; " + (
         f"model saved to {lake.model_path('segmentation')} (trained on {source} v{version}) and registered as "
