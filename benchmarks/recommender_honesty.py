@@ -28,6 +28,7 @@ def main() -> None:
     from ecom_lakehouse.ml import recommend
     from ecom_lakehouse.ml.baselines import FALLBACK
     from ecom_lakehouse.session import get_spark
+    from ecom_lakehouse.summary import verdict_lines
 
     spark = get_spark("local", "ecom_lakehouse_reco_bench")
     results = {}
@@ -63,6 +64,10 @@ def main() -> None:
         for c in r.checks:
             print(f"| {label} | {c.check} | {c.verdict} | {c.statistic:+.4g} | [{c.interval_low:.4g}, {c.interval_high:.4g}]"
                   f" | {c.p_value:.2g} |")
+    for label, (r, _, _) in results.items():
+        print(f"\nThe verdict table, {label} data:\n")
+        for line in verdict_lines(recommend.verdict_rows(r, label, None)):
+            print("    " + line)
     for label, (r, _, seconds) in results.items():
         print(f"\n{label}: evaluation {seconds:.0f}s; ALS coverage {r.coverage:.1%}, cross-category "
               f"{r.cross_category:.1%}, params {r.best_params}")

@@ -24,6 +24,7 @@ from ecom_lakehouse.errors import error_line
 from ecom_lakehouse.files import InputFileError
 from ecom_lakehouse.lock import LakehouseBusy, exclusive
 from ecom_lakehouse.ml import ModelCheckFailed
+from ecom_lakehouse.ml.baselines import SERVABLE_BASELINES
 from ecom_lakehouse.ops import databricks_cli, emr_cli
 from ecom_lakehouse.reconcile import ReconciliationError
 from ecom_lakehouse.schemas import TABLES
@@ -72,9 +73,13 @@ def _add_data_mode(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-mode", choices=("faithful", "taste"), default=None,
                    help="what the data is, for the recommender's checks: 'faithful' (no signal beyond gender: "
                         "ALS hitting more often than chance is leakage, and the run stops without publishing) or "
-                        "'taste' (generated with --taste: no leakage check). Either way ALS serves only if it beats "
-                        "the best baseline, else that baseline serves. Default: taste if --taste was given, else "
-                        "faithful")
+                        "'taste' (generated with --taste: no leakage check). Default: taste if --taste was given, "
+                        "else faithful")
+    p.add_argument("--default-strategy", choices=SERVABLE_BASELINES, default=stages.StageOptions.default_strategy,
+                   help="what serves users with history unless another strategy is promoted: one that hit more "
+                        "validation users than it and then beats it on the test period in an exact paired test, "
+                        "Holm-corrected across the strategies tested (ALS must beat every baseline that way). "
+                        "Default %(default)s")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -165,6 +170,7 @@ def _stage_options(args) -> stages.StageOptions:
     taste = getattr(args, "taste", False)
     return stages.StageOptions(tables=tuple(getattr(args, "tables", TABLES)), reset=tuple(getattr(args, "reset", ())),
                                data_mode=getattr(args, "data_mode", None) or ("taste" if taste else "faithful"),
+                               default_strategy=getattr(args, "default_strategy", stages.StageOptions.default_strategy),
                                retain_hours=getattr(args, "retain_hours", stages.StageOptions.retain_hours))
 
 

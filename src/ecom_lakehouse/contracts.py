@@ -42,10 +42,11 @@ CONTRACTS: dict[str, Contract] = {
                                        (("user_id", *USERS), ("product_id", *PRODUCTS))),
     "recommender_evaluation": Contract(("model", "metric", "data_mode", "users")),
     "model_verdicts": Contract(("model", "data_mode", "check"), ("verdict",)),
+    "strategy_verdicts": Contract(("data_mode", "strategy"), ("users", "hits", "verdict", "served", "why")),
 }
 STAGE_OUTPUTS = {
     "segment": ("customer_segments", "segment_summary", "model_verdicts"),
-    "recommend": ("served_recommendations", "recommender_evaluation", "model_verdicts"),
+    "recommend": ("served_recommendations", "recommender_evaluation", "strategy_verdicts", "model_verdicts"),
 }
 
 

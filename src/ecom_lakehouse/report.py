@@ -312,6 +312,47 @@ def verdicts_section(spark: SparkSession, lake: Lakehouse) -> str:
             + cells + "</table>")
 
 
+STRATEGY_COLUMNS = {"strategy": "strategy", "hits": "hits of users", "hit_rate": "hit rate [95% interval]",
+                    "chance_hits": "expected by chance", "ratio_to_chance": "ratio to chance",
+                    "in_gender_share": "in the user's gender", "versus_chance": "against chance (two-sided p)",
+                    "adjusted_p": "adjusted p", "verdict": "verdict", "served": "served", "why": "why"}
+
+
+def strategy_verdicts_section(spark: SparkSession, lake: Lakehouse) -> str:
+    """The verdict table (gold strategy_verdicts): per strategy, its served lists' hits of the warm test users with
+    their exact interval, against chance and against the default, and what serves and why."""
+    rows = _rows(spark, lake, "strategy_verdicts", lambda d: d.orderBy("data_mode"))  # one row per strategy
+    if not rows:
+        return "<h2>Recommender verdicts</h2><p>Not built yet (run recommend).</p>"
+
+    def cell(r, column) -> str:
+        value = r[column]
+        if column == "hits":
+            return f"{r['hits']:,} of {r['users']:,}"
+        if column == "hit_rate":
+            return "" if value is None else f"{value:.2%} [{r['hit_rate_low']:.2%}, {r['hit_rate_high']:.2%}]"
+        if column == "versus_chance":
+            return f"{value.replace('_', ' ').lower()} (p = {r['chance_p']:.2g})"
+        if column == "served":
+            return "yes" if value else "no"
+        if value is None:
+            return ""
+        formats = {"chance_hits": "{:.1f}", "ratio_to_chance": "{:.2f}x", "in_gender_share": "{:.0%}", "adjusted_p": "{:.2g}"}
+        return formats[column].format(value) if column in formats else html.escape(str(value))
+    tables = []
+    for mode in sorted({r["data_mode"] for r in rows}):
+        mine = [r for r in rows if r["data_mode"] == mode]
+        tables.append(f"<h3>{html.escape(mode)} data</h3><table class='sortable'><tr>"
+                      + "".join(f"<th>{html.escape(label)}</th>" for label in STRATEGY_COLUMNS.values()) + "</tr>"
+                      + "".join("<tr>" + "".join(f"<td>{cell(r, c)}</td>" for c in STRATEGY_COLUMNS) + "</tr>" for r in mine)
+                      + "</table>")
+    return ("<h2>Recommender verdicts</h2><p>Each strategy's served lists (its own products, topped up to 10 by "
+            "the fallback) on the users who bought something new in the test period and had bought before. Chance is "
+            "what ten random unbought products in the user's gender would hit. The default serves unless another "
+            "strategy hit more validation users and then beats it on the test period (exact paired test, "
+            "Holm-adjusted across the strategies tested; ALS must beat every baseline).</p>" + "".join(tables))
+
+
 RESTOCK_COLUMNS = {"rank": "#", "name": "product", "brand": "brand", "category": "category",
                    "distribution_center": "distribution centre", "units_on_hand": "on hand",
                    "sold_last_30d": "sold 30 d", "sold_last_90d": "sold 90 d", "days_of_cover": "days of cover",
@@ -384,6 +425,7 @@ def write_report(spark: SparkSession, lake: Lakehouse, out_dir: str, echo=print)
     # each table after its chart (the headline is section 0)
     sections.insert(list(CHARTS).index("segments") + 2, segment_section(spark, lake))
     sections.insert(list(CHARTS).index("restock_alerts") + 3, restock_section(spark, lake))
+    sections.insert(list(CHARTS).index("recommender") + 4, strategy_verdicts_section(spark, lake))
     sections.append(verdicts_section(spark, lake))
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>ecom_lakehouse report</title>"
             "<style>body{font-family:sans-serif;max-width:1000px;margin:auto}img{max-width:100%}"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pyspark.sql import Column
 from pyspark.sql import functions as F
-from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType, TimestampType
+from pyspark.sql.types import BooleanType, DoubleType, LongType, StringType, StructField, StructType, TimestampType
 
 # table -> ordered (column, type). Types: id (integer key), int, double, timestamp,
 # string, geometry (WKT, optional trailing column that newer exports add).
@@ -105,6 +105,32 @@ VERDICT_SCHEMA = StructType([
     StructField("built_from", StringType()),
     StructField("run_id", StringType()),
     StructField("decided_at", TimestampType()),
+])
+
+
+# gold/strategy_verdicts: the recommender's verdict table, one row per strategy and data mode (recommend.StrategyVerdict):
+# its served lists' hits of the warm test users with the exact 95% interval, against chance and against the
+# default, and whether it serves and why.
+STRATEGY_VERDICT_SCHEMA = StructType([
+    StructField("data_mode", StringType()),
+    StructField("strategy", StringType()),
+    StructField("users", LongType()),
+    StructField("hits", LongType()),
+    StructField("hit_rate", DoubleType()),
+    StructField("hit_rate_low", DoubleType()),
+    StructField("hit_rate_high", DoubleType()),
+    StructField("validation_hits", LongType()),
+    StructField("chance_hits", DoubleType()),
+    StructField("ratio_to_chance", DoubleType()),
+    StructField("chance_p", DoubleType()),
+    StructField("versus_chance", StringType()),
+    StructField("in_gender_share", DoubleType()),
+    StructField("p_value", DoubleType()),
+    StructField("adjusted_p", DoubleType()),
+    StructField("verdict", StringType()),
+    StructField("served", BooleanType()),
+    StructField("why", StringType()),
+    StructField("run_id", StringType()),
 ])
 
 

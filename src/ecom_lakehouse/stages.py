@@ -15,6 +15,7 @@ from pyspark.sql import SparkSession
 
 from ecom_lakehouse.config import Lakehouse
 from ecom_lakehouse.contracts import STAGE_OUTPUTS, check_outputs
+from ecom_lakehouse.ml.baselines import DEFAULT_STRATEGY
 from ecom_lakehouse.reconcile import ReconciliationError
 from ecom_lakehouse.schemas import TABLES
 
@@ -31,6 +32,7 @@ class StageOptions:
     tables: tuple[str, ...] = TABLES  # bronze: the tables to ingest
     reset: tuple[str, ...] = ()  # bronze: tables whose stream state starts over
     data_mode: str = "faithful"  # recommend: "faithful" (the real data's signal) or "taste" (planted)
+    default_strategy: str = DEFAULT_STRATEGY  # recommend: what serves unless another strategy is promoted
     retain_hours: int = 168  # maintain: VACUUM's retention
 
 
@@ -75,7 +77,7 @@ def _segment(spark, lake, options, echo):
 def _recommend(spark, lake, options, echo):
     from ecom_lakehouse.ml import recommend
 
-    return recommend.run(spark, lake, data_mode=options.data_mode, echo=echo)
+    return recommend.run(spark, lake, data_mode=options.data_mode, echo=echo, default=options.default_strategy)
 
 
 def _report(spark, lake, options, echo):

@@ -4,8 +4,6 @@ Only small, already-aggregated gold tables (or aggregates of them) reach the dri
 """
 from __future__ import annotations
 
-import math
-
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
@@ -91,21 +89,14 @@ def _print_ml(spark: SparkSession, lake: Lakehouse, echo) -> None:
                       if r["avg_orders"] is not None else "no valid order")
             echo(f"  {r['segment']:<32} {r['users']:>7,} users {r['share_of_users']:6.1%} -> {r['share_of_revenue']:6.1%}  "
                  f"{habits}")
-    evaluation = lake.table("gold", "recommender_evaluation")
-    if evaluation.exists(spark):
-        from ecom_lakehouse.ml.recommend import STRATEGIES
-
-        rows = (evaluation.read(spark).where("users = 'warm' AND metric IN ('hits', 'users', 'ndcg@10', 'in_gender_share')")
-                .collect())  # small
-        table = {(r["data_mode"], r["model"], r["metric"]): r["value"] for r in rows}
-        echo("Recommender, warm test users (users hit of those tested / NDCG@10 / share of recommendations in the "
-             "user's gender; chance: the hits ten random unbought products in the user's gender would expect):")
-        for mode in sorted({k[0] for k in table}):
-            cells = [f"{m} {table.get((mode, m, 'hits'), 0):.0f} of {table.get((mode, m, 'users'), 0):,.0f}"
-                     f"/{table.get((mode, m, 'ndcg@10'), 0):.4f}/{table.get((mode, m, 'in_gender_share'), math.nan):.0%}"
-                     for m in STRATEGIES]
-            chance = table.get((mode, "chance", "hits"))
-            echo(f"  {mode:<9} " + "  ".join(cells) + (f"  chance {chance:.1f}" if chance is not None else ""))
+    strategies = lake.table("gold", "strategy_verdicts")
+    if strategies.exists(spark):
+        rows = strategies.read(spark).collect()  # one row per strategy and data mode
+        for mode in sorted({r["data_mode"] for r in rows}):
+            echo(f"Recommender verdicts, {mode} data (each strategy's served lists of 10 on the warm test users; "
+                 "chance: ten random unbought products in the user's gender):")
+            for line in verdict_lines([r.asDict() for r in rows if r["data_mode"] == mode]):
+                echo("  " + line)
     verdicts = lake.table("gold", "model_verdicts")
     if verdicts.exists(spark):
         echo("Model checks:")
@@ -118,3 +109,19 @@ def _print_ml(spark: SparkSession, lake: Lakehouse, echo) -> None:
                                                          F.count("*").alias("rows")).collect()  # <= 2 rows
         echo("Served recommendations: " + ", ".join(f"{r['strategy']} {r['rows']:,} for {r['users']:,} users"
                                                     for r in sorted(by, key=lambda r: -r["rows"])))
+
+
+def verdict_lines(rows: list[dict]) -> list[str]:
+    """The verdict table as text: a header, then one line per strategy (rows of gold strategy_verdicts)."""
+    lines = [f"{'strategy':<25} {'hits of users':>14} {'hit rate [95% interval]':>25} {'chance':>6} {'ratio':>6} "
+             f"{'in-gender':>9} {'vs chance':<17} {'adj. p':>7} {'verdict':<12} served  why"]
+    for r in rows:
+        rate = (f"{r['hit_rate']:.2%} [{r['hit_rate_low']:.2%}, {r['hit_rate_high']:.2%}]" if r["hit_rate"] is not None
+                else "no users")
+        ratio = f"{r['ratio_to_chance']:.2f}x" if r["ratio_to_chance"] is not None else "-"
+        in_gender = f"{r['in_gender_share']:.0%}" if r["in_gender_share"] is not None else "-"
+        adjusted = f"{r['adjusted_p']:.2g}" if r["adjusted_p"] is not None else "-"
+        lines.append(f"{r['strategy']:<25} {r['hits']:>5,} of {r['users']:<6,} {rate:>25} {r['chance_hits']:6.1f} "
+                     f"{ratio:>6} {in_gender:>9} {r['versus_chance']:<17} {adjusted:>7} {r['verdict']:<12} "
+                     f"{'yes' if r['served'] else 'no':<6}  {r['why']}")
+    return lines

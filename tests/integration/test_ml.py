@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
-from ecom_lakehouse.ml import baselines, checks, recommend, segmentation, tracking
+from ecom_lakehouse.ml import baselines, checks, recommend, segmentation, stats, tracking
 from ecom_lakehouse.summary import _print_ml
 
 SMALL_GRID = [dict(rank=10, regParam=0.1, alpha=20.0)]
@@ -49,19 +49,29 @@ def test_faithful_data_gets_a_verdict_and_every_user_a_served_list(spark, pipeli
     chance = (lake.table("gold", "recommender_evaluation").read(spark)
               .where("model = 'chance' AND metric = 'hits' AND data_mode = 'faithful'").first()["value"])
     assert f"chance expects {chance:.2f}" in leak["detail"], (chance, leak["detail"])
-    # what people read gives each rate as its counts, and the chance level beside them
-    counts = {r["metric"]: int(r["value"]) for r in lake.table("gold", "recommender_evaluation").read(spark)
-              .where("model = 'als' AND users = 'warm' AND data_mode = 'faithful' AND metric IN ('hits', 'users')").collect()}
+    # the verdict table: one row per strategy, rates with their counts and exact interval, the same chance level,
+    # exactly one strategy served, and what people read shows each row with its counts
+    table = {r["strategy"]: r for r in lake.table("gold", "strategy_verdicts").read(spark)
+             .where("data_mode = 'faithful'").collect()}
+    assert set(table) == set(recommend.STRATEGIES)
+    counts = {(r["model"], r["metric"]): int(r["value"]) for r in lake.table("gold", "recommender_evaluation").read(spark)
+              .where("users = 'warm' AND data_mode = 'faithful' AND metric IN ('hits', 'users')").collect()}
+    for name, row in table.items():
+        assert (row["hits"], row["users"]) == (counts[(name, "hits")], counts[(name, "users")]), name
+        assert (row["hit_rate_low"], row["hit_rate_high"]) == pytest.approx(stats.clopper_pearson(row["hits"], row["users"]))
+        assert row["chance_hits"] == pytest.approx(chance)
+    [served_row] = [r for r in table.values() if r["served"]]
     printed = []
     _print_ml(spark, lake, printed.append)
-    line = next(p for p in printed if p.strip().startswith("faithful"))
-    assert f"als {counts['hits']} of {counts['users']:,}/" in line and f"chance {chance:.1f}" in line, line
+    for name, row in table.items():
+        line = next(p for p in printed if p.strip().startswith(name + " "))
+        assert f"{row['hits']:>5,} of {row['users']:<6,}" in line and row["verdict"] in line, line
     served = lake.table("gold", "served_recommendations").read(spark)
     users = lake.table("silver", "users").read(spark)
     per_user = served.groupBy("user_id").agg(F.count("*").alias("n"), F.countDistinct("product_id").alias("d"))
     assert per_user.count() == users.count() and per_user.where("n <> 10 OR d <> 10").count() == 0
-    strategy = verdicts["beats_best_baseline"]["consequence"].split()[1]  # "serving <strategy> ..."
-    assert {r["strategy"] for r in served.select("strategy").distinct().collect()} <= {strategy, baselines.FALLBACK}
+    assert verdicts["beats_every_baseline"]["consequence"].split()[1] == served_row["strategy"]  # "serving <strategy> ..."
+    assert {r["strategy"] for r in served.select("strategy").distinct().collect()} <= {served_row["strategy"], baselines.FALLBACK}
     bought = lake.table("silver", "order_items").read(spark).where(~F.col("status").isin("Cancelled", "Returned"))
     assert served.join(bought, ["user_id", "product_id"]).count() == 0  # already-bought items are filtered out
 
@@ -79,8 +89,8 @@ def test_a_planted_leak_fails_the_check_and_nothing_is_published(spark, private_
     products = copy.table("silver", "products")
     products.overwrite(products.read(spark))
     evaluate = recommend.evaluate
-    monkeypatch.setattr(recommend, "evaluate", lambda events, products, mode, grid, echo: evaluate(
-        events, products, mode, SMALL_GRID, echo, plant_leak=True))
+    monkeypatch.setattr(recommend, "evaluate", lambda events, products, mode, grid, echo, default: evaluate(
+        events, products, mode, SMALL_GRID, echo, plant_leak=True, default=default))
     assert main(["recommend", "--lakehouse", copy.root]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "leakage check FAILED" in err[0] and "not published" in err[0], err
@@ -105,8 +115,8 @@ def test_when_als_serves_it_is_fitted_on_all_history_saved_registered_as_champio
     products.overwrite(products.read(spark))  # a new input version: the stage does not skip as unchanged
     evaluate = recommend.evaluate
 
-    def als_wins(events, products, mode, grid, echo):
-        result = evaluate(events, products, mode, SMALL_GRID, echo)
+    def als_wins(events, products, mode, grid, echo, default):
+        result = evaluate(events, products, mode, SMALL_GRID, echo, default=default)
         result.served = "als"
         return result
 
@@ -151,9 +161,11 @@ def test_taste_data_gives_als_a_clear_lift_over_popularity_but_the_brand_rule_be
     # 60% of a taste user's items come from the group's brand (generator.pick_products), so repeating
     # the user's brands wins by construction: measured 0.41 against ALS's 0.20 on this data.
     assert hit["brand_repeat"] == max(hit.values()) and hit["brand_repeat"] - hit["als"] >= 0.1, hit
-    versus = result.check("beats_best_baseline")
-    assert versus.verdict == "FAIL" and "brand_repeat" in versus.detail, versus.detail
+    versus = result.check("beats_every_baseline")
+    assert versus.verdict == "FAIL" and "brand_repeat, its closest rival" in versus.detail, versus.detail
     assert result.served == "brand_repeat"
+    [promoted] = [v for v in result.verdicts if v.served]
+    assert promoted.strategy == "brand_repeat" and promoted.verdict == recommend.PROMOTED and promoted.adjusted_p < 0.05
     assert 0 < result.repurchase_share < 0.2  # repurchases are counted apart, not left in unhittable labels
 
 
@@ -173,7 +185,10 @@ def test_each_ml_stage_is_an_mlflow_run_with_its_metrics_verdict_and_registered_
     assert recommend_run.data.tags["check.leakage"] in ("PASS", "INCONCLUSIVE")
     assert "warm.als.hit_rate_at_10" in recommend_run.data.metrics and "warm.item_knn.ndcg_at_10" in recommend_run.data.metrics
     assert "check.leakage.p_value" in recommend_run.data.metrics
-    assert "check.beats_best_baseline.interval_low" in recommend_run.data.metrics
+    assert "check.beats_every_baseline.interval_low" in recommend_run.data.metrics
+    verdict_table = mlflow.artifacts.load_dict(f"{recommend_run.info.artifact_uri}/strategy_verdicts.faithful.json")["strategies"]
+    assert [row["strategy"] for row in verdict_table] == list(recommend.STRATEGIES)
+    assert [row["strategy"] for row in verdict_table if row["served"]] == [recommend_run.data.params["served"]]
     assert recommend_run.data.tags["training_table.silver.order_items.delta_version"].isdigit()
     served_als = recommend_run.data.params["served"] == "als"
     for key, name in (("segmentation", "customer_segmentation"), ("als", "product_recommender_als"))[:1 + served_als]:

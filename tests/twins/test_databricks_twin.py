@@ -479,7 +479,8 @@ def test_every_task_leaves_its_tables_in_the_catalog(twin, twin_raw):
     bronze = [f"{CATALOG}.{schema}.bronze_{t}" for t in TABLES]
     silver = [f"{CATALOG}.{schema}.silver_{t}" for t in TABLES]
     gold = [f"{CATALOG}.{gold_schema}.{t}" for t in (*OUTPUTS, "customer_segments", "segment_summary",
-                                                    "served_recommendations", "recommender_evaluation", "model_verdicts")]
+                                                    "served_recommendations", "recommender_evaluation", "strategy_verdicts",
+                                                    "model_verdicts")]
     quarantines = [f"{CATALOG}.{schema}.bronze_quarantine", f"{CATALOG}.{schema}.silver_quarantine",
                    f"{CATALOG}.{schema}.bronze_ingested_files"]
     found = _inspect(twin, bronze + silver + gold + quarantines)

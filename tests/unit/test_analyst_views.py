@@ -33,7 +33,7 @@ def dialect_problems(view: View) -> list[str]:
 
 def test_each_view_reads_alike_in_athena_and_databricks_and_names_gold_tables_only():
     assert set(views()) == {"headline", "sales_by_day", "top_categories", "restock_actions", "segments", "funnel",
-                            "model_verdicts"}
+                            "model_verdicts", "recommender_verdicts"}
     for view in views().values():
         assert view.title and not view.sql.startswith("--"), view.name
         assert dialect_problems(view) == [], view.name

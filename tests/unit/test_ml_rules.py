@@ -172,6 +172,11 @@ def test_leakage_check_fails_passes_or_says_inconclusive_from_exact_chance():
     large = [(20_000, 0.002), (10_000, 0.001)]  # chance expects 50 hits
     assert checks.leakage_check(large, 52).verdict == "PASS"
     assert checks.leakage_check(large, 100).verdict == "FAIL"  # 2x chance: ruled out as noise
+    # the margin: how far the hits are from the count that fails (P(X >= c) <= 0.001 for X of mean 50: c = 74)
+    critical = recommend.stats.critical_count(large, checks.LEAK_ALPHA)
+    assert recommend.stats.upper_tail(large, critical) <= checks.LEAK_ALPHA < recommend.stats.upper_tail(large, critical - 1)
+    assert f"FAIL from {critical} hits (margin +{100 - critical})" in checks.leakage_check(large, 100).detail
+    assert checks.leakage_check(large, critical - 1).verdict != "FAIL" and checks.leakage_check(large, critical).verdict == "FAIL"
 
 
 def test_served_recommendations_fill_up_from_the_fallback_and_name_each_strategy(spark):
@@ -240,10 +245,79 @@ def test_a_model_hitting_less_often_than_chance_is_named_worse_than_chance_not_p
     assert "fewer hits than chance" in worse.detail
     assert checks.leakage_check(chance, 45).verdict == "PASS"  # within chance's noise, and no lift
     assert checks.leakage_check(chance, 100).verdict == "FAIL"
-    beats = checks.Check("als", "beats_best_baseline", "PASS", 0.1, 0.05, 0.15, 0.01, "")
-    assert recommend.served_strategy([beats], "brand_repeat") == "als"
-    assert recommend.served_strategy([beats, worse], "brand_repeat") == "brand_repeat"
-    assert recommend.served_strategy([checks.leakage_check(chance, 45)], "brand_repeat") == "brand_repeat"
+    # every strategy's served lists get the same two-sided test against chance
+    assert recommend.versus_chance(chance, 28)[1] == checks.WORSE_THAN_CHANCE
+    assert recommend.versus_chance(chance, 45)[1] == "AT_CHANCE"
+    assert recommend.versus_chance(chance, 100)[1] == "ABOVE_CHANCE"
+
+
+def test_holm_and_the_one_sided_paired_test_against_hand_computed_values():
+    # Holm: sorted p 0.01, 0.02, 0.04 times 3, 2, 1 -> 0.03, 0.04, 0.04 (kept monotone)
+    assert recommend.stats.holm({"a": 0.04, "b": 0.01, "c": 0.02}) == pytest.approx({"a": 0.04, "b": 0.03, "c": 0.04})
+    assert recommend.stats.holm({"a": 0.6, "b": 0.5}) == {"a": 1.0, "b": 1.0}
+    # 8 discordant users, all hit by a: (1/2)^8; 6 of 8: P(Bin(8, 1/2) >= 6) = (28 + 8 + 1) / 256
+    assert recommend.stats.mcnemar_greater(8, 0) == pytest.approx(1 / 256)
+    assert recommend.stats.mcnemar_greater(6, 2) == pytest.approx(37 / 256)
+    assert recommend.stats.mcnemar_greater(0, 0) == 1.0
+
+
+def _decide(test_hits: dict[str, int], validation: dict[str, int], only: dict[tuple[str, str], tuple[int, int]] = (),
+            worse: tuple[str, ...] = (), default: str = recommend.DEFAULT_STRATEGY):
+    """decide_serving on hand-made counts: discordant pairs not given are even (10 users each way)."""
+    discordant = {(a, b): (10, 10) for a in recommend.SERVABLE for b in recommend.SERVABLE if a != b}
+    for (a, b), (x, y) in dict(only).items():
+        discordant[(a, b)], discordant[(b, a)] = (x, y), (y, x)
+    chance = {s: (0.5, checks.WORSE_THAN_CHANCE if s in worse else "AT_CHANCE") for s in recommend.STRATEGIES}
+    return recommend.decide_serving(test_hits, validation, discordant, chance, default)
+
+
+def test_at_chance_the_default_serves_whichever_strategy_scored_best_on_test():
+    """Issue 35: on faithful data every strategy sits at chance and the best test score is noise; the old rule
+    served it (popularity at one scale, the brand rule at another). Now nothing beats the default."""
+    noise = {"als": 20, "random_within_gender": 21, "popularity_within_gender": 22, "popularity_global": 19,
+             "brand_repeat": 25, "item_knn": 18}
+    served, decided = _decide(noise, validation={**noise, "brand_repeat": 30},
+                              only={("brand_repeat", recommend.DEFAULT_STRATEGY): (13, 10)})
+    assert served == recommend.DEFAULT_STRATEGY
+    assert decided["brand_repeat"][2] == recommend.NOT_PROMOTED and "did not hold on test" in decided["brand_repeat"][3]
+    assert decided["random_within_gender"][2] == recommend.REFERENCE
+
+
+def test_a_strategy_is_promoted_only_when_its_validation_win_holds_on_test_after_holm():
+    hits = dict.fromkeys(recommend.STRATEGIES, 20)
+    clear = {("brand_repeat", recommend.DEFAULT_STRATEGY): (30, 5)}
+    # a clear test win without a validation win is not even tested
+    served, decided = _decide(hits, dict.fromkeys(recommend.STRATEGIES, 20), clear)
+    assert served == recommend.DEFAULT_STRATEGY and "no win to test" in decided["brand_repeat"][3]
+    # with it, the brand rule is promoted and serves
+    served, decided = _decide(hits, {**dict.fromkeys(recommend.STRATEGIES, 20), "brand_repeat": 25}, clear)
+    assert served == "brand_repeat" and decided["brand_repeat"][2] == recommend.PROMOTED
+    # p = P(Bin(20, 1/2) >= 15) = 0.021 alone passes; tested beside two others, Holm multiplies it by 3
+    borderline = {("brand_repeat", recommend.DEFAULT_STRATEGY): (15, 5)}
+    alone = _decide(hits, {**dict.fromkeys(recommend.STRATEGIES, 20), "brand_repeat": 25}, borderline)
+    crowd = _decide(hits, {**dict.fromkeys(recommend.STRATEGIES, 20), "brand_repeat": 25, "item_knn": 21,
+                           "popularity_global": 21}, borderline)
+    assert alone[0] == "brand_repeat" and crowd[0] == recommend.DEFAULT_STRATEGY
+    assert crowd[1]["brand_repeat"][1] == pytest.approx(3 * crowd[1]["brand_repeat"][0])
+    # a promoted strategy worse than chance is not served
+    assert _decide(hits, {**dict.fromkeys(recommend.STRATEGIES, 20), "brand_repeat": 25}, clear,
+                   worse=("brand_repeat",))[0] == recommend.DEFAULT_STRATEGY
+
+
+def test_als_serves_only_when_it_beats_every_servable_baseline():
+    hits = dict.fromkeys(recommend.STRATEGIES, 20)
+    validation = {**dict.fromkeys(recommend.STRATEGIES, 20), "als": 30, "brand_repeat": 28}
+    beats_all = {("als", b): (30, 5) for b in recommend.SERVABLE_BASELINES}
+    assert _decide(hits, validation, beats_all)[0] == "als"
+    # ALS beats the default clearly but not the brand rule, which beats the default: the brand rule serves
+    short = {**beats_all, ("als", "brand_repeat"): (12, 10), ("brand_repeat", recommend.DEFAULT_STRATEGY): (30, 5)}
+    served, decided = _decide(hits, validation, short)
+    assert served == "brand_repeat" and decided["als"][2] == recommend.NOT_PROMOTED
+    check = checks.promotion_check(False, decided["als"][1], decided["als"][3],
+                                   {("als", b): short.get(("als", b), (10, 10)) for b in recommend.SERVABLE_BASELINES},
+                                   1000, served)
+    assert check.verdict == "INCONCLUSIVE" and "brand_repeat, its closest rival" in check.detail
+    assert check.consequence == "serving brand_repeat instead of als"
 
 
 def test_in_gender_share_counts_recommendations_from_the_users_own_catalogue(spark):

@@ -120,3 +120,6 @@ BASELINES = {
 }
 CHANCE = "random_within_gender"
 FALLBACK = "popularity_by_gender_age"
+# What serves users with history unless another strategy earns its place (`recommend --default-strategy`).
+DEFAULT_STRATEGY = "popularity_within_gender"
+SERVABLE_BASELINES = tuple(name for name in BASELINES if name != CHANCE)

@@ -12,9 +12,9 @@
     PASS          the exact 95% upper bound of ALS hits / chance hits is under MEANINGFUL_LIFT.
     INCONCLUSIVE  neither: the data is too small to rule a meaningful lift out (the detail says
                   how many users would).
-* `beats_best_baseline` (both data modes): exact McNemar test of ALS's per-user hits against the
-  best servable baseline's. PASS (the 95% interval of the hit-rate difference is above 0)
-  serves ALS; otherwise the baseline's recommendations are served, and the verdict says so.
+* `beats_every_baseline` (both data modes): whether ALS earned its place in recommend.decide_serving (it won
+  on validation, and on test beat every servable baseline in exact paired tests, Holm-corrected across the
+  strategies tested). PASS serves ALS; FAIL says a baseline is clearly better; INCONCLUSIVE neither.
 
 Before any of them, `enough_data` (every ML stage): a shop with no purchase to learn from, or no
 user to score a model on, gets TOO_LITTLE_DATA instead of a statistical verdict. No model is fitted
@@ -115,10 +115,11 @@ def leakage_check(groups: list[tuple[int, float]], observed_hits: int) -> Check:
     p_below = stats.poisson_binomial_cdf(groups, observed_hits)  # as few hits or fewer
     low, high = stats.rate_ratio_interval(groups, observed_hits)
     powers = ", ".join(f"{stats.power(groups, LEAK_ALPHA, lift):.0%} for a {lift:g}x leak" for lift in LEAKS_TO_DETECT)
+    critical = stats.critical_count(groups, LEAK_ALPHA)
     measured = (f"ALS hit {observed_hits} of {users:,} warm test users, chance expects {expected:.2f}: "
                 f"{observed_hits / expected:.2f}x chance, exact 95% interval [{low:.2f}x, {high:.2f}x], "
-                f"p = {p_value:.2g} (as many hits or more), {p_below:.2g} (as few or fewer); power at p < {LEAK_ALPHA:g}: "
-                f"{powers}")
+                f"p = {p_value:.2g} (as many hits or more), {p_below:.2g} (as few or fewer); FAIL from {critical} hits "
+                f"(margin {observed_hits - critical:+d}); power at p < {LEAK_ALPHA:g}: {powers}")
     if p_value < LEAK_ALPHA:
         verdict, why = "FAIL", ("this data has no signal beyond gender, so hitting more often than chance is leakage "
                                 "(test purchases reaching training)")
@@ -146,13 +147,18 @@ def discordant_users(a: DataFrame, b: DataFrame) -> tuple[int, int, int]:
     return int(row[0] or 0), int(row[1] or 0), int(row[2])
 
 
-def baseline_check(only_als: int, only_baseline: int, users: int, baseline: str) -> Check:
-    difference, low, high, p_value = stats.mcnemar_exact(only_als, only_baseline, users)
-    measured = (f"ALS against {baseline}: hit-rate difference {difference:+.4f}, exact 95% interval "
-                f"[{low:+.4f}, {high:+.4f}] ({only_als} users hit by ALS only, {only_baseline} by {baseline} only, "
-                f"McNemar p = {p_value:.2g})")
-    if low > 0:
-        return Check("als", "beats_best_baseline", "PASS", difference, low, high, p_value, measured, "serving als")
-    verdict = "FAIL" if high < 0 else "INCONCLUSIVE"
-    return Check("als", "beats_best_baseline", verdict, difference, low, high, p_value,
-                 f"{measured}; ALS is not clearly better", f"serving {baseline} instead of als")
+def promotion_check(promoted: bool, adjusted_p: float | None, why: str, discordant: dict[tuple[str, str], tuple[int, int]],
+                    users: int, served: str) -> Check:
+    """ALS's promotion (recommend.decide_serving) as a model check, measured against the baseline it is least
+    clearly better than: PASS when promoted; FAIL when that baseline is clearly better (the 95% interval of the
+    hit-rate difference below 0); INCONCLUSIVE otherwise."""
+    rivals = [b for a, b in discordant if a == "als"]
+    closest = max(rivals, key=lambda b: stats.mcnemar_greater(*discordant[("als", b)]))
+    only_als, only_rival = discordant[("als", closest)]
+    difference, low, high, _ = stats.mcnemar_exact(only_als, only_rival, users)
+    p_value = adjusted_p if adjusted_p is not None else stats.mcnemar_greater(only_als, only_rival)
+    measured = (f"ALS against {closest}, its closest rival: hit-rate difference {difference:+.4f}, exact 95% interval "
+                f"[{low:+.4f}, {high:+.4f}] ({only_als} users hit by ALS only, {only_rival} by {closest} only)")
+    verdict = "PASS" if promoted else "FAIL" if high < 0 else "INCONCLUSIVE"
+    return Check("als", "beats_every_baseline", verdict, difference, low, high, p_value, f"{measured}; {why}",
+                 f"serving {served}" + ("" if served == "als" else " instead of als"))

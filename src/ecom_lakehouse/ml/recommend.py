@@ -36,7 +36,9 @@ from ecom_lakehouse.ml import ModelCheckFailed, checks, save_model, stats, track
 from ecom_lakehouse.ml.baselines import (
     BASELINES,
     CHANCE,
+    DEFAULT_STRATEGY,
     FALLBACK,
+    SERVABLE_BASELINES,
     K,
     age_band,
     popularity_by_gender_age,
@@ -44,7 +46,7 @@ from ecom_lakehouse.ml.baselines import (
     top_k_unbought,
 )
 from ecom_lakehouse.ml.checks import Check
-from ecom_lakehouse.schemas import parse_value
+from ecom_lakehouse.schemas import STRATEGY_VERDICT_SCHEMA, parse_value
 from ecom_lakehouse.session import cores, side_by_side
 
 TEST_FRACTION = 0.2
@@ -58,7 +60,10 @@ MAX_ITER = 10
 # Grid points fitted, and models scored, side by side: a scale-1 fit's jobs are small enough to leave
 # 2 cores half idle (the 4-point grid took 23.5 s two at a time, 29 s one at a time, same scores).
 AT_ONCE = 2
-STRATEGIES = ("als", *BASELINES)  # what the recommender compares, and may serve
+STRATEGIES = ("als", *BASELINES)  # what the recommender compares
+SERVABLE = ("als", *SERVABLE_BASELINES)  # chance is the reference, never served
+PROMOTE_ALPHA = 0.05  # family-wise, over the strategies tested against the default (Holm)
+DEFAULT, PROMOTED, NOT_PROMOTED, REFERENCE = "DEFAULT", "PROMOTED", "NOT_PROMOTED", "REFERENCE"
 
 
 # --- data -----------------------------------------------------------------------------
@@ -204,6 +209,8 @@ class Evaluation:
     coverage: float | None = None  # of ALS's recommendations: None when no model was fitted
     cross_category: float | None = None
     chance_hits: float | None = None  # warm users' hits expected from ten random unbought products in their gender
+    default: str = DEFAULT_STRATEGY
+    verdicts: list[StrategyVerdict] = field(default_factory=list)  # the verdict table: one row per strategy
 
     def check(self, name: str) -> Check | None:
         return next((c for c in self.checks if c.check == name), None)
@@ -298,28 +305,136 @@ def choose_params(split: EvaluationSplit, grid, fit=fit_als, recommend=als_recom
     return max(points, key=lambda point: point[1]["ndcg@10"])[0]  # on a tie, the earliest point
 
 
-def best_baseline(metrics: dict[str, dict[str, float]]) -> str:
-    """The servable baseline with the highest hit rate, then NDCG; on a tie the simplest (listed
-    first). Chance is a reference, never served."""
-    servable = [m for m in BASELINES if m != CHANCE]
-    return max(servable, key=lambda m: (metrics[m]["hit_rate@10"], metrics[m]["ndcg@10"], -servable.index(m)))
 
 
-def served_strategy(decided: list[checks.Check], baseline: str) -> str:
-    """ALS serves when it beats the best baseline and does not hit less often than chance; else the baseline."""
-    verdicts = {c.check: c.verdict for c in decided}
-    als_serves = verdicts.get("beats_best_baseline") == "PASS" and verdicts.get("leakage") != checks.WORSE_THAN_CHANCE
-    return "als" if als_serves else baseline
+@dataclass
+class StrategyVerdict:
+    """One row of the verdict table: how a strategy's served lists did on the warm test users, against chance
+    and against the default, and whether it serves."""
+    strategy: str
+    users: int
+    hits: int
+    validation_hits: int | None  # on the validation slice, where promotion is first earned; None: not scored
+    chance_hits: float  # expected from ten random unbought products in each user's gender
+    chance_p: float  # two-sided exact test of hits against chance
+    versus_chance: str  # ABOVE_CHANCE, AT_CHANCE or WORSE_THAN_CHANCE
+    in_gender_share: float
+    p_value: float | None  # one-sided paired test on test users: beats the default (ALS: beats every baseline)
+    adjusted_p: float | None  # Holm over the strategies tested
+    verdict: str  # DEFAULT, PROMOTED, NOT_PROMOTED or REFERENCE
+    served: bool
+    why: str
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        return stats.clopper_pearson(self.hits, self.users)
+
+
+def versus_chance(groups: list[tuple[int, float]], hits: int) -> tuple[float, str]:
+    """The two-sided exact test of a strategy's hits against chance, and what it says at BELOW_CHANCE_ALPHA."""
+    below, above, p_value = stats.two_sided_chance(groups, hits)
+    if below < checks.BELOW_CHANCE_ALPHA / 2:
+        return p_value, checks.WORSE_THAN_CHANCE
+    return p_value, "ABOVE_CHANCE" if above < checks.BELOW_CHANCE_ALPHA / 2 else "AT_CHANCE"
+
+
+def decide_serving(hits: dict[str, int], validation_hits: dict[str, int], discordant: dict[tuple[str, str], tuple[int, int]],
+                   chance: dict[str, tuple[float, str]], default: str = DEFAULT_STRATEGY,
+                   leak_failed: bool = False) -> tuple[str, dict[str, tuple[float | None, float | None, str, str]]]:
+    """Which strategy serves users with history, and per strategy (p, adjusted p, verdict, why).
+
+    The default serves unless another strategy is promoted. A strategy is tested only if it hit more validation
+    users than the default (the win is earned before the test period is looked at); on the test period it must
+    then beat the default in the one-sided exact paired (McNemar) test, and ALS every servable baseline (an
+    intersection-union test: its p-value is the largest of its comparisons'), at PROMOTE_ALPHA after Holm's
+    correction across the strategies tested. A strategy worse than chance is never promoted, nor ALS when the
+    leakage check failed. Of the promoted, ALS serves (it beat them all), else the one best on validation, the
+    simplest on a tie. `discordant[(a, b)]` is (users hit by a only, by b only)."""
+    candidates = [s for s in SERVABLE if s != default]
+    tested = [s for s in candidates if validation_hits.get(s, 0) > validation_hits.get(default, 0)]
+
+    def p_value(strategy: str) -> float:
+        rivals = [b for b in SERVABLE if b != "als"] if strategy == "als" else [default]
+        return max(stats.mcnemar_greater(*discordant[(strategy, rival)]) for rival in rivals)
+
+    raw = {s: p_value(s) for s in tested}
+    adjusted = stats.holm(raw)
+    promoted = [s for s in tested if adjusted[s] < PROMOTE_ALPHA and chance[s][1] != checks.WORSE_THAN_CHANCE
+                and not (s == "als" and leak_failed)]
+    served = "als" if "als" in promoted else max(
+        promoted, key=lambda s: (validation_hits[s], -SERVABLE.index(s)), default=default)
+    decided: dict[str, tuple[float | None, float | None, str, str]] = {}
+    for s in STRATEGIES:
+        against = "every servable baseline" if s == "als" else "the default"
+        if s == CHANCE:
+            decided[s] = (None, None, REFERENCE, "the chance level, never served")
+        elif s == default:
+            decided[s] = (None, None, DEFAULT, "the default: serves unless another strategy is promoted"
+                          if s == served else f"the default, displaced by {served}")
+        elif s not in tested:
+            decided[s] = (None, None, NOT_PROMOTED, f"hit {validation_hits.get(s, 0)} validation users, the default "
+                                                    f"{validation_hits.get(default, 0)}: no win to test")
+        elif s not in promoted:
+            why = (f"{chance[s][1].lower().replace('_', ' ')}" if chance[s][1] == checks.WORSE_THAN_CHANCE else
+                   "the leakage check failed" if s == "als" and leak_failed else
+                   f"its win on validation did not hold on test against {against} (Holm-adjusted p = "
+                   f"{adjusted[s]:.2g} >= {PROMOTE_ALPHA:g})")
+            decided[s] = (raw[s], adjusted[s], NOT_PROMOTED, why)
+        else:
+            decided[s] = (raw[s], adjusted[s], PROMOTED,
+                          f"won on validation, beat {against} on test (Holm-adjusted p = {adjusted[s]:.2g})"
+                          + ("" if s == served else f"; {served} serves instead"))
+    return served, decided
+
+
+def hits_of(frames: dict[str, DataFrame]) -> dict[str, int]:
+    """Each evaluation frame's hit users, in one job."""
+    per_user = reduce(lambda a, b: a.join(b, "user_id", "full"),
+                      [f.select("user_id", F.col("hit").alias(name)) for name, f in frames.items()])
+    row = per_user.agg(*[F.sum(F.coalesce(F.col(name), F.lit(0))).alias(name) for name in frames]).first()
+    return {name: int(row[name] or 0) for name in frames}
+
+
+def discordant_pairs(frames: dict[str, DataFrame]) -> dict[tuple[str, str], tuple[int, int]]:
+    """(users hit by a only, by b only) for every ordered pair of evaluation frames over the same users, in one job."""
+    per_user = reduce(lambda a, b: a.join(b, "user_id"), [f.select("user_id", F.col("hit").alias(name))
+                                                          for name, f in frames.items()])
+    pairs = [(a, b) for a in frames for b in frames if a < b]
+    row = per_user.agg(*[F.sum(((F.col(a) == 1) & (F.col(b) == 0)).cast("int")).alias(f"{a}|{b}") for a, b in pairs],
+                       *[F.sum(((F.col(a) == 0) & (F.col(b) == 1)).cast("int")).alias(f"{b}|{a}") for a, b in pairs]).first()
+    counts = {}
+    for a, b in pairs:
+        only_a, only_b = int(row[f"{a}|{b}"] or 0), int(row[f"{b}|{a}"] or 0)
+        counts[(a, b)], counts[(b, a)] = (only_a, only_b), (only_b, only_a)
+    return counts
+
+
+def strategy_lists(history: DataFrame, users: DataFrame, products: DataFrame, als: DataFrame) -> dict[str, DataFrame]:
+    """What each strategy would serve `users` from `history` (ALS's own list given): its own list, topped up by the
+    fallback to K products, as served_recommendations does."""
+    fallback = popularity_by_gender_age(history, users, products)
+    own = {"als": als, **{name: recommend(history, users, products) for name, recommend in BASELINES.items()}}
+    return {name: topped_up(recs, fallback, name) for name, recs in own.items()}
+
+
+def validation_hits(split: EvaluationSplit, products: DataFrame, params: dict) -> dict[str, int]:
+    """Each strategy's hit users on the validation slice (trained on the part of the training period before it)."""
+    users = split.validation.select("user_id", "gender", "age_band").distinct()
+    if split.validation.isEmpty():
+        return {name: 0 for name in STRATEGIES}
+    lists = strategy_lists(split.fit, users, products, als_recommendations(fit_als(split.fit, params), users, split.fit))
+    return hits_of({name: evaluation_frame(recs, split.validation) for name, recs in lists.items()})
 
 
 def evaluate(events: DataFrame, products: DataFrame, data_mode: str = "faithful", grid=GRID, echo=print,
-             plant_leak: bool = False) -> Evaluation:
-    """Choose hyper-parameters on a validation slice of the training period, score every model on
-    the test period, run the checks and decide what serves.
+             plant_leak: bool = False, default: str = DEFAULT_STRATEGY) -> Evaluation:
+    """Choose hyper-parameters on a validation slice of the training period, score every strategy's served
+    lists on the test period, test each against chance, run the checks and decide what serves
+    (decide_serving).
 
     plant_leak: the negative control. ALS is trained on the test period too, as a leaky pipeline
     would be; the leakage check must then say FAIL."""
-    result = Evaluation()
+    result = Evaluation(default=default)
     split = evaluation_split(events)
     missing = missing_evidence(events, split)
     if missing:
@@ -332,11 +447,12 @@ def evaluate(events: DataFrame, products: DataFrame, data_mode: str = "faithful"
     result.repurchase_share = 1 - split.warm.unionByName(split.cold).select("user_id", "product_id").distinct().count() / \
         max(1, pairs.count())
     result.best_params = choose_params(split, grid, echo=echo, products=products)
+    on_validation = validation_hits(split, products, result.best_params)
     model = fit_als(train.unionByName(split.test) if plant_leak else train, result.best_params)
     warm_users = warm.select("user_id", "gender", "age_band").distinct()
-    recs = {"als": als_recommendations(model, warm_users, train).persist(),  # read by the checks below too
-            **{name: recommend(train, warm_users, products) for name, recommend in BASELINES.items()}}
-    frames = {name: evaluation_frame(r, warm).persist() for name, r in recs.items()}
+    own_als = als_recommendations(model, warm_users, train).persist()  # read by coverage and cross-category too
+    lists = strategy_lists(train, warm_users, products, own_als)
+    frames = {name: evaluation_frame(lists[name], warm).persist() for name in STRATEGIES}
     cold_users = split.cold.select("user_id", "gender", "age_band").distinct()
     cold = evaluation_frame(popularity_by_gender_age(train, cold_users, products), split.cold)
     *warm_metrics, result.cold = side_by_side(events.sparkSession, ranking_metrics, [*frames.values(), cold], AT_ONCE)
@@ -346,15 +462,27 @@ def evaluate(events: DataFrame, products: DataFrame, data_mode: str = "faithful"
         metrics["in_gender_share"] = shares.get(name, math.nan)  # NaN: it recommended nothing
     groups = checks.chance_groups(warm, train, products)
     result.chance_hits = stats.expected(groups)
+    hits = {name: int(m["hits"]) for name, m in result.metrics.items()}
     if data_mode == "faithful":
-        result.checks.append(checks.leakage_check(groups, int(result.metrics["als"]["hits"])))
-    baseline = best_baseline(result.metrics)
-    versus = checks.baseline_check(*checks.discordant_users(frames["als"], frames[baseline]), baseline)
-    result.checks.append(versus)
-    result.served = served_strategy(result.checks, baseline)
-    result.coverage = catalogue_coverage(recs["als"], products.count())
-    result.cross_category = cross_category_rate(recs["als"], train, products)
-    for frame in (*frames.values(), recs["als"]):
+        result.checks.append(checks.leakage_check(groups, hits["als"]))
+    leak = result.check("leakage")
+    chance = {name: versus_chance(groups, hits[name]) for name in STRATEGIES}
+    discordant = discordant_pairs({name: frames[name] for name in SERVABLE})
+    result.served, decided = decide_serving(hits, on_validation, discordant, chance, default,
+                                            leak_failed=leak is not None and leak.verdict == "FAIL")
+    users = int(result.metrics["als"]["users"])
+    _, adjusted, verdict, why = decided["als"]
+    result.checks.append(checks.promotion_check(verdict == PROMOTED, adjusted, why, discordant, users, result.served))
+    result.verdicts = []
+    for name in STRATEGIES:
+        p_value, adjusted_p, verdict, why = decided[name]
+        chance_p, against_chance = chance[name]
+        result.verdicts.append(StrategyVerdict(
+            name, users, hits[name], on_validation.get(name), result.chance_hits, chance_p, against_chance,
+            result.metrics[name]["in_gender_share"], p_value, adjusted_p, verdict, name == result.served, why))
+    result.coverage = catalogue_coverage(own_als, products.count())
+    result.cross_category = cross_category_rate(own_als, train, products)
+    for frame in (*frames.values(), own_als):
         frame.unpersist()
     split.unpersist()
     return result
@@ -372,11 +500,10 @@ def evaluation_rows(result: Evaluation, data_mode: str) -> list[tuple]:
 
 # --- what is served --------------------------------------------------------------------------
 
-def served_recommendations(primary: DataFrame | None, fallback: DataFrame, strategy: str, model_version: str | None,
-                           run_id: str, k: int = K) -> DataFrame:
-    """k products per user: the serving strategy's first, then the fallback's for whatever is left
-    (users without history get only the fallback; with no `primary`, everyone does). Each row names
-    the strategy that chose it."""
+def topped_up(primary: DataFrame | None, fallback: DataFrame, strategy: str, k: int = K) -> DataFrame:
+    """k products per user: `primary`'s first, then the fallback's for whatever is left (users `primary` has
+    nothing for get only the fallback; with no `primary`, everyone does). Each row names the strategy that chose it:
+    (user_id, rank, product_id, strategy)."""
     ranked = fallback.select("user_id", "product_id", "rank", F.lit(1).alias("_tier"), F.lit(FALLBACK).alias("strategy"))
     if primary is not None:
         ranked = primary.select("user_id", "product_id", "rank", F.lit(0).alias("_tier"),
@@ -385,16 +512,37 @@ def served_recommendations(primary: DataFrame | None, fallback: DataFrame, strat
     order = Window.partitionBy("user_id").orderBy("_tier", "rank", "product_id")
     return (ranked.withColumn("_n", F.row_number().over(first)).where("_n = 1")
             .withColumn("rank", F.row_number().over(order)).where(F.col("rank") <= k)
-            .select("user_id", "rank", "product_id", "strategy",
-                    # the version of the model that chose the row: none for what the fallback filled in
-                    F.when(F.col("strategy") == "als", F.lit(model_version)).cast("string").alias("model_version"),
-                    F.lit(run_id).alias("run_id")))
+            .select("user_id", "rank", "product_id", "strategy"))
 
 
-def run(spark: SparkSession, lake: Lakehouse, data_mode: str = "faithful", grid=GRID, echo=print) -> Evaluation | None:
+def served_recommendations(primary: DataFrame | None, fallback: DataFrame, strategy: str, model_version: str | None,
+                           run_id: str, k: int = K) -> DataFrame:
+    """What is served (topped_up), with the version of the model that chose each row and the run that decided it."""
+    return topped_up(primary, fallback, strategy, k).select(
+        "*", F.when(F.col("strategy") == "als", F.lit(model_version)).cast("string").alias("model_version"),
+        F.lit(run_id).alias("run_id"))
+
+
+def verdict_rows(result: Evaluation, data_mode: str, run_id: str | None) -> list[dict]:
+    """The verdict table's rows as gold strategy_verdicts has them (STRATEGY_VERDICT_SCHEMA), one per strategy."""
+    rows = [(data_mode, v.strategy, v.users, v.hits, v.hits / v.users if v.users else None, *v.interval,
+             v.validation_hits, v.chance_hits, v.hits / v.chance_hits if v.chance_hits else None, v.chance_p,
+             v.versus_chance, None if math.isnan(v.in_gender_share) else v.in_gender_share, v.p_value, v.adjusted_p,
+             v.verdict, v.served, v.why, run_id) for v in result.verdicts]
+    return [dict(zip(STRATEGY_VERDICT_SCHEMA.fieldNames(), row, strict=True)) for row in rows]
+
+
+def verdict_table(spark: SparkSession, result: Evaluation, data_mode: str, run_id: str) -> DataFrame:
+    """gold strategy_verdicts' rows for this run: a handful, built on the driver."""
+    rows = verdict_rows(result, data_mode, run_id)
+    return spark.createDataFrame([tuple(r.values()) for r in rows], STRATEGY_VERDICT_SCHEMA)
+
+
+def run(spark: SparkSession, lake: Lakehouse, data_mode: str = "faithful", grid=GRID, echo=print,
+        default: str = DEFAULT_STRATEGY) -> Evaluation | None:
     started = time.time()
     items, users, catalogue = (lake.table("silver", n) for n in ("order_items", "users", "products"))
-    built_from = lineage.of(spark, [items, users, catalogue], f"mode={data_mode},grid={grid}")
+    built_from = lineage.of(spark, [items, users, catalogue], f"mode={data_mode},grid={grid},default={default}")
     served_table = lake.table("gold", "served_recommendations")
     if lineage.is_current(spark, [served_table], built_from):
         echo(f"  recommendations unchanged (built from {built_from}): skipped")
@@ -402,7 +550,7 @@ def run(spark: SparkSession, lake: Lakehouse, data_mode: str = "faithful", grid=
     products, user_rows = catalogue.read(spark), users.read(spark)
     everyone = people(user_rows)
     events = purchases(items.read(spark), user_rows).persist()
-    result = evaluate(events, products, data_mode, grid, echo)
+    result = evaluate(events, products, data_mode, grid, echo, default=default)
     leak = result.check("leakage")
     refused = leak is not None and leak.verdict == "FAIL"
     if leak is not None:
@@ -411,7 +559,8 @@ def run(spark: SparkSession, lake: Lakehouse, data_mode: str = "faithful", grid=
                             else "publication allowed")
     sources = {f"{t.layer}.{t.name}": t for t in (items, users, catalogue)}
     with tracking.ml_run(spark, lake, "recommend") as run:
-        run.log(params={"grid": grid, "data_mode": data_mode, "served": result.served,
+        run.log_table(f"strategy_verdicts.{data_mode}.json", {"strategies": verdict_rows(result, data_mode, None)})
+        run.log(params={"grid": grid, "data_mode": data_mode, "served": result.served, "default_strategy": default,
                         **{f"best.{k}": v for k, v in result.best_params.items()}},
                 metrics={**{f"{users_}.{model}.{metric}": value
                             for model, metric, _, users_, value in evaluation_rows(result, data_mode)},
@@ -427,6 +576,8 @@ def run(spark: SparkSession, lake: Lakehouse, data_mode: str = "faithful", grid=
             table = spark.createDataFrame(evaluation_rows(result, data_mode),
                                           "model string, metric string, data_mode string, users string, value double")
             target.replace_where(table, f"data_mode = '{data_mode}'")  # the other mode's rows stay beside
+            lake.table("gold", "strategy_verdicts").replace_where(verdict_table(spark, result, data_mode, run.info.run_id),
+                                                                  f"data_mode = '{data_mode}'")
         if refused:
             raise ModelCheckFailed(f"recommend: leakage check FAILED on {data_mode} data, recommendations not "
                                    f"published and the previous model kept: {leak.detail}")

@@ -110,3 +110,27 @@ def mcnemar_exact(only_a: int, only_b: int, users: int, confidence: float = 0.95
     low, high = clopper_pearson(only_a, discordant, confidence)
     p_value = min(1.0, 2 * binomial_cdf(min(only_a, only_b), discordant, 0.5))
     return difference, discordant * (2 * low - 1) / users, discordant * (2 * high - 1) / users, p_value
+
+
+def mcnemar_greater(only_a: int, only_b: int) -> float:
+    """One-sided exact McNemar p-value that a hits more users than b: P(Bin(only_a + only_b, 1/2) >= only_a)."""
+    discordant = only_a + only_b
+    return 1.0 if discordant == 0 else max(0.0, 1.0 - binomial_cdf(only_a - 1, discordant, 0.5))
+
+
+def two_sided_chance(groups: list[tuple[int, float]], observed: int) -> tuple[float, float, float]:
+    """(P(X <= observed), P(X >= observed), the two-sided p-value: twice the smaller tail, at most 1) for the
+    Poisson-binomial X of chance hits."""
+    below, above = poisson_binomial_cdf(groups, observed), upper_tail(groups, observed)
+    return below, above, min(1.0, 2 * min(below, above))
+
+
+def holm(p_values: dict[str, float]) -> dict[str, float]:
+    """Holm's step-down adjusted p-values: the family-wise error rate stays at the level they are compared with,
+    whichever of the hypotheses are true."""
+    ordered = sorted(p_values, key=lambda name: p_values[name])
+    adjusted, running = {}, 0.0
+    for i, name in enumerate(ordered):
+        running = max(running, min(1.0, (len(ordered) - i) * p_values[name]))
+        adjusted[name] = running
+    return adjusted

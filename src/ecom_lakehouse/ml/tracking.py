@@ -102,6 +102,12 @@ class Run:
         if tags:
             mlflow.set_tags({k: str(v)[:5000] for k, v in tags.items()})
 
+    def log_table(self, name: str, table: dict[str, list[dict]]) -> None:
+        """A small table as a JSON artifact of the run (one object per row), where the run's page shows it."""
+        import mlflow
+
+        mlflow.log_dict(table, name)
+
     def log_model(self, model, key: str, sample: DataFrame, output_columns: list[str], champion: bool) -> str:
         """Logs and registers a Spark model with its signature; returns the version."""
         import mlflow

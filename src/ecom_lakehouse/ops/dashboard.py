@@ -29,6 +29,7 @@ WIDGETS: list[tuple[str, dict]] = [
     ("funnel", {"kind": "bar", "x": ("traffic_source", "categorical"), "y": "conversion_rate", "color": "visitor",
                 "width": 3, "height": 6}),
     ("model_verdicts", {"kind": "table", "width": 3, "height": 6}),
+    ("recommender_verdicts", {"kind": "table", "width": 6, "height": 6}),
 ]
 
 
