@@ -41,3 +41,11 @@ def test_chance_of_a_hit_is_the_hypergeometric_complement():
     assert checks.chance_of_a_hit(100, 1, k=10) == pytest.approx(0.1)
     assert checks.chance_of_a_hit(100, 2, k=10) == pytest.approx(1 - math.comb(98, 10) / math.comb(100, 10))
     assert checks.chance_of_a_hit(100, 0) == 0.0 and checks.chance_of_a_hit(5, 1, k=10) == 1.0
+
+
+def test_rate_ratio_interval_reaches_past_the_ratio_that_caps_the_likeliest_users():
+    """The planted leak at scale 1 hit 1,520 warm users where chance expects 4.96 (306x): past 1 / the largest
+    chance, where that group's chance is capped at 1 but the others' still grow. Both bounds had stopped there."""
+    groups = [(100, 0.01), (100, 0.001)]  # 150 hits expected at r = 500: 100 * 1 + 100 * 0.5
+    low, high = stats.rate_ratio_interval(groups, 150)
+    assert 100 < low < 500 < high < 1000

@@ -65,7 +65,7 @@ def rate_ratio_interval(groups: list[tuple[int, float]], observed: int, confiden
     """Exact interval for r in 'each trial succeeds with chance r * p' given `observed` successes
     (inverting the Poisson-binomial tails, like Clopper-Pearson for one proportion)."""
     tail = (1 - confidence) / 2
-    ceiling = 1.0 / max(p for _, p in groups)  # every chance capped at 1 beyond this
+    ceiling = 1.0 / min(p for _, p in groups if p > 0)  # every chance capped at 1 beyond this
     low = 0.0 if observed == 0 else _bisect(lambda r: upper_tail(_scaled(groups, r), observed) < tail, 0.0, ceiling)
     high = _bisect(lambda r: poisson_binomial_cdf(_scaled(groups, r), observed) >= tail, 0.0, ceiling)
     return low, high
