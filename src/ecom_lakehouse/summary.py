@@ -113,7 +113,7 @@ def _print_ml(spark: SparkSession, lake: Lakehouse, echo) -> None:
 
 def verdict_lines(rows: list[dict]) -> list[str]:
     """The verdict table as text: a header, then one line per strategy (rows of gold strategy_verdicts)."""
-    lines = [f"{'strategy':<25} {'hits of users':>14} {'hit rate [95% interval]':>25} {'chance':>6} {'ratio':>6} "
+    lines = [f"{'strategy':<25} {'hits of users':>15} {'hit rate [95% interval]':>25} {'chance':>6} {'ratio':>6} "
              f"{'in-gender':>9} {'vs chance':<17} {'adj. p':>7} {'verdict':<12} served  why"]
     for r in rows:
         rate = (f"{r['hit_rate']:.2%} [{r['hit_rate_low']:.2%}, {r['hit_rate_high']:.2%}]" if r["hit_rate"] is not None

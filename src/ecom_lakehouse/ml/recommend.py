@@ -261,7 +261,7 @@ def missing_evidence(events: DataFrame, split: EvaluationSplit) -> str | None:
 
 
 def choose_params(split: EvaluationSplit, grid, fit=fit_als, recommend=als_recommendations, echo=print,
-                  products: DataFrame | None = None) -> dict:
+                  products: DataFrame | None = None, fitted: dict | None = None) -> dict:
     """The grid point with the best validation NDCG@10 (CrossValidator cannot rank with ALS).
 
     `fit(train, params)` returns a model, `recommend(model, users, bought)` its top-K frame, so
@@ -279,6 +279,8 @@ def choose_params(split: EvaluationSplit, grid, fit=fit_als, recommend=als_recom
 
     def validation_metrics(params: dict) -> dict[str, float]:
         model = fit(split.fit, params)
+        if fitted is not None:  # the caller's to reuse, by repr(params)
+            fitted[repr(params)] = model
         frame = evaluation_frame(recommend(model, split.validation, split.fit), split.validation)
         return ranking_metrics(frame, ["ndcg@10"])
 
@@ -409,21 +411,24 @@ def discordant_pairs(frames: dict[str, DataFrame]) -> dict[tuple[str, str], tupl
     return counts
 
 
-def strategy_lists(history: DataFrame, users: DataFrame, products: DataFrame, als: DataFrame) -> dict[str, DataFrame]:
-    """What each strategy would serve `users` from `history` (ALS's own list given): its own list, topped up by the
-    fallback to K products, as served_recommendations does."""
-    fallback = popularity_by_gender_age(history, users, products)
+def strategy_lists(history: DataFrame, users: DataFrame, products: DataFrame, als: DataFrame,
+                   fallback: DataFrame) -> dict[str, DataFrame]:
+    """What each strategy would serve `users` from `history` (ALS's own list and the fallback's given): its own
+    list, topped up by the fallback to K products, as served_recommendations does."""
     own = {"als": als, **{name: recommend(history, users, products) for name, recommend in BASELINES.items()}}
     return {name: topped_up(recs, fallback, name) for name, recs in own.items()}
 
 
-def validation_hits(split: EvaluationSplit, products: DataFrame, params: dict) -> dict[str, int]:
-    """Each strategy's hit users on the validation slice (trained on the part of the training period before it)."""
+def validation_hits(split: EvaluationSplit, products: DataFrame, als: ALSModel) -> dict[str, int]:
+    """Each strategy's hit users on the validation slice, `als` fitted on the part of the training period before it."""
     users = split.validation.select("user_id", "gender", "age_band").distinct()
     if split.validation.isEmpty():
         return {name: 0 for name in STRATEGIES}
-    lists = strategy_lists(split.fit, users, products, als_recommendations(fit_als(split.fit, params), users, split.fit))
-    return hits_of({name: evaluation_frame(recs, split.validation) for name, recs in lists.items()})
+    fallback = popularity_by_gender_age(split.fit, users, products).persist()  # every strategy's lists read it
+    lists = strategy_lists(split.fit, users, products, als_recommendations(als, users, split.fit), fallback)
+    hits = hits_of({name: evaluation_frame(recs, split.validation) for name, recs in lists.items()})
+    fallback.unpersist()
+    return hits
 
 
 def evaluate(events: DataFrame, products: DataFrame, data_mode: str = "faithful", grid=GRID, echo=print,
@@ -446,12 +451,14 @@ def evaluate(events: DataFrame, products: DataFrame, data_mode: str = "faithful"
     pairs = split.test.select("user_id", "product_id").distinct()
     result.repurchase_share = 1 - split.warm.unionByName(split.cold).select("user_id", "product_id").distinct().count() / \
         max(1, pairs.count())
-    result.best_params = choose_params(split, grid, echo=echo, products=products)
-    on_validation = validation_hits(split, products, result.best_params)
+    fitted: dict[str, ALSModel] = {}
+    result.best_params = choose_params(split, grid, echo=echo, products=products, fitted=fitted)
+    on_validation = validation_hits(split, products, fitted.get(repr(result.best_params)) or fit_als(split.fit, result.best_params))
     model = fit_als(train.unionByName(split.test) if plant_leak else train, result.best_params)
     warm_users = warm.select("user_id", "gender", "age_band").distinct()
     own_als = als_recommendations(model, warm_users, train).persist()  # read by coverage and cross-category too
-    lists = strategy_lists(train, warm_users, products, own_als)
+    fallback = popularity_by_gender_age(train, warm_users, products).persist()  # every strategy's lists read it
+    lists = strategy_lists(train, warm_users, products, own_als, fallback)
     frames = {name: evaluation_frame(lists[name], warm).persist() for name in STRATEGIES}
     cold_users = split.cold.select("user_id", "gender", "age_band").distinct()
     cold = evaluation_frame(popularity_by_gender_age(train, cold_users, products), split.cold)
@@ -482,7 +489,7 @@ def evaluate(events: DataFrame, products: DataFrame, data_mode: str = "faithful"
             result.metrics[name]["in_gender_share"], p_value, adjusted_p, verdict, name == result.served, why))
     result.coverage = catalogue_coverage(own_als, products.count())
     result.cross_category = cross_category_rate(own_als, train, products)
-    for frame in (*frames.values(), own_als):
+    for frame in (*frames.values(), own_als, fallback):
         frame.unpersist()
     split.unpersist()
     return result
@@ -607,7 +614,7 @@ def run(spark: SparkSession, lake: Lakehouse, data_mode: str = "faithful", grid=
     elif result.served == FALLBACK:
         outcome = "to every user; no model fitted (too little data)"
     else:
-        outcome = f"for users with history, {FALLBACK} for the rest; no ALS model published (it does not beat the best baseline)"
+        outcome = f"for users with history, {FALLBACK} for the rest; no ALS model published (it was not promoted: see the verdict table)"
     echo(f"  served: {result.served} {outcome}"
          + f"; MLflow run {run.info.run_id}, in {time.time() - started:.1f}s")
     return result
