@@ -342,7 +342,7 @@ def strategy_verdicts_section(spark: SparkSession, lake: Lakehouse) -> str:
     tables = []
     for mode in sorted({r["data_mode"] for r in rows}):
         mine = [r for r in rows if r["data_mode"] == mode]
-        tables.append(f"<h3>{html.escape(mode)} data</h3><table class='sortable'><tr>"
+        tables.append(f"<h3>{html.escape(mode)} data</h3><table class='sortable verdicts'><tr>"
                       + "".join(f"<th>{html.escape(label)}</th>" for label in STRATEGY_COLUMNS.values()) + "</tr>"
                       + "".join("<tr>" + "".join(f"<td>{cell(r, c)}</td>" for c in STRATEGY_COLUMNS) + "</tr>" for r in mine)
                       + "</table>")
@@ -431,6 +431,7 @@ def write_report(spark: SparkSession, lake: Lakehouse, out_dir: str, echo=print)
             "<style>body{font-family:sans-serif;max-width:1000px;margin:auto}img{max-width:100%}"
             "table{border-collapse:collapse;font-size:90%}td,th{border:1px solid #ccc;padding:4px;text-align:left;"
             "vertical-align:top}th{cursor:pointer}table.kpi td.value{font-size:130%;font-weight:bold}"
+            "table.verdicts{font-size:75%}table.verdicts td:last-child{min-width:16em}"
             ".good{color:#2E7D32}.bad{color:#C62828}.flat{color:#666}"
             "@media print{img{page-break-inside:avoid}h2{page-break-after:avoid}}</style></head><body>"
             f"<h1>ecom_lakehouse report</h1><p>Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} from "
