@@ -453,7 +453,8 @@ def evaluate(events: DataFrame, products: DataFrame, data_mode: str = "faithful"
         max(1, pairs.count())
     fitted: dict[str, ALSModel] = {}
     result.best_params = choose_params(split, grid, echo=echo, products=products, fitted=fitted)
-    on_validation = validation_hits(split, products, fitted.get(repr(result.best_params)) or fit_als(split.fit, result.best_params))
+    validation_model = fitted.get(repr(result.best_params)) or fit_als(split.fit, result.best_params)
+    on_validation = validation_hits(split, products, validation_model)
     model = fit_als(train.unionByName(split.test) if plant_leak else train, result.best_params)
     warm_users = warm.select("user_id", "gender", "age_band").distinct()
     own_als = als_recommendations(model, warm_users, train).persist()  # read by coverage and cross-category too
@@ -614,7 +615,8 @@ def run(spark: SparkSession, lake: Lakehouse, data_mode: str = "faithful", grid=
     elif result.served == FALLBACK:
         outcome = "to every user; no model fitted (too little data)"
     else:
-        outcome = f"for users with history, {FALLBACK} for the rest; no ALS model published (it was not promoted: see the verdict table)"
+        outcome = (f"for users with history, {FALLBACK} for the rest; no ALS model published (it was not promoted: see the "
+                   "verdict table)")
     echo(f"  served: {result.served} {outcome}"
          + f"; MLflow run {run.info.run_id}, in {time.time() - started:.1f}s")
     return result
