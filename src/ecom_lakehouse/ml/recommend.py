@@ -419,11 +419,13 @@ def strategy_lists(history: DataFrame, users: DataFrame, products: DataFrame, al
     return {name: topped_up(recs, fallback, name) for name, recs in own.items()}
 
 
-def validation_hits(split: EvaluationSplit, products: DataFrame, als: ALSModel) -> dict[str, int]:
-    """Each strategy's hit users on the validation slice, `als` fitted on the part of the training period before it."""
+def validation_hits(split: EvaluationSplit, products: DataFrame, params: dict, fitted: dict[str, ALSModel]) -> dict[str, int]:
+    """Each strategy's hit users on the validation slice; ALS with `params`, fitted on the part of the training period
+    before it (the model choose_params fitted, where it did)."""
     users = split.validation.select("user_id", "gender", "age_band").distinct()
-    if split.validation.isEmpty():
+    if split.validation.isEmpty():  # then the part before it may hold no purchase to fit on either
         return {name: 0 for name in STRATEGIES}
+    als = fitted.get(repr(params)) or fit_als(split.fit, params)
     fallback = popularity_by_gender_age(split.fit, users, products).persist()  # every strategy's lists read it
     lists = strategy_lists(split.fit, users, products, als_recommendations(als, users, split.fit), fallback)
     hits = hits_of({name: evaluation_frame(recs, split.validation) for name, recs in lists.items()})
@@ -453,8 +455,7 @@ def evaluate(events: DataFrame, products: DataFrame, data_mode: str = "faithful"
         max(1, pairs.count())
     fitted: dict[str, ALSModel] = {}
     result.best_params = choose_params(split, grid, echo=echo, products=products, fitted=fitted)
-    validation_model = fitted.get(repr(result.best_params)) or fit_als(split.fit, result.best_params)
-    on_validation = validation_hits(split, products, validation_model)
+    on_validation = validation_hits(split, products, result.best_params, fitted)
     model = fit_als(train.unionByName(split.test) if plant_leak else train, result.best_params)
     warm_users = warm.select("user_id", "gender", "age_band").distinct()
     own_als = als_recommendations(model, warm_users, train).persist()  # read by coverage and cross-category too
