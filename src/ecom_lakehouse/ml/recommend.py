@@ -340,7 +340,7 @@ def versus_chance(groups: list[tuple[int, float]], hits: int) -> tuple[float, st
     return p_value, "ABOVE_CHANCE" if above < checks.BELOW_CHANCE_ALPHA / 2 else "AT_CHANCE"
 
 
-def decide_serving(hits: dict[str, int], validation_hits: dict[str, int], discordant: dict[tuple[str, str], tuple[int, int]],
+def decide_serving(validation_hits: dict[str, int], discordant: dict[tuple[str, str], tuple[int, int]],
                    chance: dict[str, tuple[float, str]], default: str = DEFAULT_STRATEGY,
                    leak_failed: bool = False) -> tuple[str, dict[str, tuple[float | None, float | None, str, str]]]:
     """Which strategy serves users with history, and per strategy (p, adjusted p, verdict, why).
@@ -477,7 +477,7 @@ def evaluate(events: DataFrame, products: DataFrame, data_mode: str = "faithful"
     leak = result.check("leakage")
     chance = {name: versus_chance(groups, hits[name]) for name in STRATEGIES}
     discordant = discordant_pairs({name: frames[name] for name in SERVABLE})
-    result.served, decided = decide_serving(hits, on_validation, discordant, chance, default,
+    result.served, decided = decide_serving(on_validation, discordant, chance, default,
                                             leak_failed=leak is not None and leak.verdict == "FAIL")
     users = int(result.metrics["als"]["users"])
     _, adjusted, verdict, why = decided["als"]
