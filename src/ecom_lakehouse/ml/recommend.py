@@ -209,7 +209,6 @@ class Evaluation:
     coverage: float | None = None  # of ALS's recommendations: None when no model was fitted
     cross_category: float | None = None
     chance_hits: float | None = None  # warm users' hits expected from ten random unbought products in their gender
-    default: str = DEFAULT_STRATEGY
     verdicts: list[StrategyVerdict] = field(default_factory=list)  # the verdict table: one row per strategy
 
     def check(self, name: str) -> Check | None:
@@ -389,20 +388,22 @@ def decide_serving(validation_hits: dict[str, int], discordant: dict[tuple[str, 
     return served, decided
 
 
+def hits_by_user(frames: dict[str, DataFrame], how: str = "inner") -> DataFrame:
+    """One row per user, one `hit` column per evaluation frame, named by its key."""
+    return reduce(lambda a, b: a.join(b, "user_id", how), [f.select("user_id", F.col("hit").alias(name))
+                                                           for name, f in frames.items()])
+
+
 def hits_of(frames: dict[str, DataFrame]) -> dict[str, int]:
     """Each evaluation frame's hit users, in one job."""
-    per_user = reduce(lambda a, b: a.join(b, "user_id", "full"),
-                      [f.select("user_id", F.col("hit").alias(name)) for name, f in frames.items()])
-    row = per_user.agg(*[F.sum(F.coalesce(F.col(name), F.lit(0))).alias(name) for name in frames]).first()
+    row = hits_by_user(frames, "full").agg(*[F.sum(F.coalesce(F.col(name), F.lit(0))).alias(name) for name in frames]).first()
     return {name: int(row[name] or 0) for name in frames}
 
 
 def discordant_pairs(frames: dict[str, DataFrame]) -> dict[tuple[str, str], tuple[int, int]]:
     """(users hit by a only, by b only) for every ordered pair of evaluation frames over the same users, in one job."""
-    per_user = reduce(lambda a, b: a.join(b, "user_id"), [f.select("user_id", F.col("hit").alias(name))
-                                                          for name, f in frames.items()])
     pairs = [(a, b) for a in frames for b in frames if a < b]
-    row = per_user.agg(*[F.sum(((F.col(a) == 1) & (F.col(b) == 0)).cast("int")).alias(f"{a}|{b}") for a, b in pairs],
+    row = hits_by_user(frames).agg(*[F.sum(((F.col(a) == 1) & (F.col(b) == 0)).cast("int")).alias(f"{a}|{b}") for a, b in pairs],
                        *[F.sum(((F.col(a) == 0) & (F.col(b) == 1)).cast("int")).alias(f"{b}|{a}") for a, b in pairs]).first()
     counts = {}
     for a, b in pairs:
@@ -441,7 +442,7 @@ def evaluate(events: DataFrame, products: DataFrame, data_mode: str = "faithful"
 
     plant_leak: the negative control. ALS is trained on the test period too, as a leaky pipeline
     would be; the leakage check must then say FAIL."""
-    result = Evaluation(default=default)
+    result = Evaluation()
     split = evaluation_split(events)
     missing = missing_evidence(events, split)
     if missing:
