@@ -326,8 +326,9 @@ def test_in_gender_share_counts_recommendations_from_the_users_own_catalogue(spa
     recs = {"inside": spark.createDataFrame([(10, 1, 1), (10, 2, 2), (20, 3, 1), (20, 4, 2)], ranked),
             "across": spark.createDataFrame([(10, 1, 1), (10, 3, 2), (20, 1, 1), (20, 2, 2)], ranked)}
     labels = spark.createDataFrame([(10, 1), (20, 3)], "user_id long, product_id long")
-    frames = {name: recommend.evaluation_frame(r, labels) for name, r in recs.items()}
-    assert recommend.in_gender_shares(frames, users, products) == {"inside": 1.0, "across": 0.25}
+    lists = recs["inside"].withColumn("list", F.lit("inside")).unionByName(recs["across"].withColumn("list", F.lit("across")))
+    frame = recommend.evaluation_frames(lists, labels, recs)
+    assert recommend.in_gender_shares(frame, users, products) == {"inside": 1.0, "across": 0.25}
 
 
 def test_only_delta_write_conflicts_are_retried_recognised_by_type_not_by_words(spark):

@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from functools import reduce
 from typing import Literal
 
 from pyspark.ml.evaluation import RankingEvaluator
@@ -140,15 +139,31 @@ def als_recommendations(model: ALSModel, users: DataFrame, bought: DataFrame, k:
 
 # --- evaluation ---------------------------------------------------------------------------
 
-def evaluation_frame(recs: DataFrame, labels: DataFrame) -> DataFrame:
-    """Per labelled user: prediction (ranked product ids) and label (products newly bought)."""
-    predicted = recs.groupBy("user_id").agg(
+def evaluation_frames(lists: DataFrame, labels: DataFrame, names) -> DataFrame:
+    """Per named list (`lists` has a `list` column) and labelled user: prediction (the list's ranked product ids),
+    label (products newly bought) and hit. Every list in one frame: the labels are grouped once, and the lists'
+    small jobs run as one (on small data their number, not their rows, is what takes the time)."""
+    predicted = lists.groupBy("list", "user_id").agg(
         F.transform(F.array_sort(F.collect_list(F.struct("rank", "product_id"))), lambda x: x["product_id"].cast("double"))
         .alias("prediction"))
     label = labels.groupBy("user_id").agg(F.collect_set(F.col("product_id").cast("double")).alias("label"))
-    return (label.join(predicted, "user_id", "left")
+    return (label.crossJoin(_names(labels.sparkSession, names)).join(predicted, ["list", "user_id"], "left")
             .withColumn("prediction", F.coalesce("prediction", F.array().cast("array<double>")))
             .withColumn("hit", (F.size(F.array_intersect("prediction", "label")) > 0).cast("int")))
+
+
+def evaluation_frame(recs: DataFrame, labels: DataFrame) -> DataFrame:
+    """Per labelled user: prediction (ranked product ids), label (products newly bought) and hit."""
+    return evaluation_frames(recs.withColumn("list", F.lit("")), labels, [""]).drop("list")
+
+
+def _names(spark: SparkSession, names) -> DataFrame:
+    return F.broadcast(spark.createDataFrame([(name,) for name in names], "list string"))
+
+
+def per_list(frame: DataFrame, names) -> dict[str, DataFrame]:
+    """evaluation_frames' rows of each list, as evaluation_frame gives them."""
+    return {name: frame.where(F.col("list") == name).drop("list") for name in names}
 
 
 RankingMetric = Literal["precisionAtK", "recallAtK", "ndcgAtK", "meanAveragePrecision"]
@@ -184,18 +199,15 @@ def cross_category_rate(recs: DataFrame, train: DataFrame, products: DataFrame) 
     return float(tagged.agg(F.avg(F.col("seen").isNull().cast("int"))).first()[0] or 0.0)
 
 
-def in_gender_shares(frames: dict[str, DataFrame], users: DataFrame, products: DataFrame) -> dict[str, float]:
-    """Per strategy, the share of the products it recommended to the scored users that come from the user's
-    own gender's catalogue. thelook's purchases never leave it (FACTS.md), so every recommendation outside
-    it is a hit given away: the likely reason for a model below chance."""
-    recommended = reduce(DataFrame.unionByName, [
-        frame.select("user_id", F.explode(F.col("prediction").cast("array<bigint>")).alias("product_id"),
-                     F.lit(name).alias("strategy"))
-        for name, frame in frames.items()])
+def in_gender_shares(frame: DataFrame, users: DataFrame, products: DataFrame) -> dict[str, float]:
+    """Per list of evaluation_frames' `frame`, the share of the products it recommended to the scored users that
+    come from the user's own gender's catalogue. thelook's purchases never leave it (FACTS.md), so every
+    recommendation outside it is a hit given away: the likely reason for a model below chance."""
+    recommended = frame.select("list", "user_id", F.explode(F.col("prediction").cast("array<bigint>")).alias("product_id"))
     catalogue = product_gender(products).withColumnRenamed("gender", "catalogue")
     shares = (recommended.join(users.select("user_id", "gender"), "user_id").join(catalogue, "product_id")
-              .groupBy("strategy").agg(F.avg((F.col("gender") == F.col("catalogue")).cast("double")).alias("share")))
-    return {r["strategy"]: r["share"] for r in shares.collect()}
+              .groupBy("list").agg(F.avg((F.col("gender") == F.col("catalogue")).cast("double")).alias("share")))
+    return {r["list"]: r["share"] for r in shares.collect()}
 
 
 @dataclass
@@ -388,23 +400,24 @@ def decide_serving(validation_hits: dict[str, int], discordant: dict[tuple[str, 
     return served, decided
 
 
-def hits_by_user(frames: dict[str, DataFrame], how: str = "inner") -> DataFrame:
-    """One row per user, one `hit` column per evaluation frame, named by its key."""
-    return reduce(lambda a, b: a.join(b, "user_id", how), [f.select("user_id", F.col("hit").alias(name))
-                                                           for name, f in frames.items()])
+def hits_by_user(frame: DataFrame, names) -> DataFrame:
+    """One row per user of evaluation_frames' `frame`, one `hit` column per list, named by it."""
+    return frame.groupBy("user_id").pivot("list", list(names)).agg(F.first("hit"))
 
 
-def hits_of(frames: dict[str, DataFrame]) -> dict[str, int]:
-    """Each evaluation frame's hit users, in one job."""
-    row = hits_by_user(frames, "full").agg(*[F.sum(F.coalesce(F.col(name), F.lit(0))).alias(name) for name in frames]).first()
-    return {name: int(row[name] or 0) for name in frames}
+def hits_of(frame: DataFrame, names) -> dict[str, int]:
+    """Each list's hit users, in one job."""
+    hits = {r["list"]: int(r["hits"] or 0) for r in frame.groupBy("list").agg(F.sum("hit").alias("hits")).collect()}
+    return {name: hits.get(name, 0) for name in names}
 
 
-def discordant_pairs(frames: dict[str, DataFrame]) -> dict[tuple[str, str], tuple[int, int]]:
-    """(users hit by a only, by b only) for every ordered pair of evaluation frames over the same users, in one job."""
-    pairs = [(a, b) for a in frames for b in frames if a < b]
-    row = hits_by_user(frames).agg(*[F.sum(((F.col(a) == 1) & (F.col(b) == 0)).cast("int")).alias(f"{a}|{b}") for a, b in pairs],
-                       *[F.sum(((F.col(a) == 0) & (F.col(b) == 1)).cast("int")).alias(f"{b}|{a}") for a, b in pairs]).first()
+def discordant_pairs(frame: DataFrame, names) -> dict[tuple[str, str], tuple[int, int]]:
+    """(users hit by a only, by b only) for every ordered pair of the lists `names` of evaluation_frames' `frame`
+    (each list has a row for every labelled user), in one job."""
+    pairs = [(a, b) for a in names for b in names if a < b]
+    row = hits_by_user(frame, names).agg(
+        *[F.sum(((F.col(a) == 1) & (F.col(b) == 0)).cast("int")).alias(f"{a}|{b}") for a, b in pairs],
+        *[F.sum(((F.col(a) == 0) & (F.col(b) == 1)).cast("int")).alias(f"{b}|{a}") for a, b in pairs]).first()
     counts = {}
     for a, b in pairs:
         only_a, only_b = int(row[f"{a}|{b}"] or 0), int(row[f"{b}|{a}"] or 0)
@@ -413,11 +426,11 @@ def discordant_pairs(frames: dict[str, DataFrame]) -> dict[tuple[str, str], tupl
 
 
 def strategy_lists(history: DataFrame, users: DataFrame, products: DataFrame, als: DataFrame,
-                   fallback: DataFrame) -> dict[str, DataFrame]:
+                   fallback: DataFrame) -> DataFrame:
     """What each strategy would serve `users` from `history` (ALS's own list and the fallback's given): its own
-    list, topped up by the fallback to K products, as served_recommendations does."""
+    list, topped up by the fallback to K products, as served_recommendations does; one `list` per strategy."""
     own = {"als": als, **{name: recommend(history, users, products) for name, recommend in BASELINES.items()}}
-    return {name: topped_up(recs, fallback, name) for name, recs in own.items()}
+    return topped_up_lists(own, fallback)
 
 
 def validation_hits(split: EvaluationSplit, products: DataFrame, params: dict, fitted: dict[str, ALSModel]) -> dict[str, int]:
@@ -429,7 +442,7 @@ def validation_hits(split: EvaluationSplit, products: DataFrame, params: dict, f
     als = fitted.get(repr(params)) or fit_als(split.fit, params)
     fallback = popularity_by_gender_age(split.fit, users, products).persist()  # every strategy's lists read it
     lists = strategy_lists(split.fit, users, products, als_recommendations(als, users, split.fit), fallback)
-    hits = hits_of({name: evaluation_frame(recs, split.validation) for name, recs in lists.items()})
+    hits = hits_of(evaluation_frames(lists, split.validation, STRATEGIES), STRATEGIES)
     fallback.unpersist()
     return hits
 
@@ -461,23 +474,23 @@ def evaluate(events: DataFrame, products: DataFrame, data_mode: str = "faithful"
     warm_users = warm.select("user_id", "gender", "age_band").distinct()
     own_als = als_recommendations(model, warm_users, train).persist()  # read by coverage and cross-category too
     fallback = popularity_by_gender_age(train, warm_users, products).persist()  # every strategy's lists read it
-    lists = strategy_lists(train, warm_users, products, own_als, fallback)
-    frames = {name: evaluation_frame(lists[name], warm).persist() for name in STRATEGIES}
+    scored = evaluation_frames(strategy_lists(train, warm_users, products, own_als, fallback), warm, STRATEGIES).persist()
+    hits = hits_of(scored, STRATEGIES)  # computes the lists, once
+    frames = per_list(scored, STRATEGIES)
     cold_users = split.cold.select("user_id", "gender", "age_band").distinct()
     cold = evaluation_frame(popularity_by_gender_age(train, cold_users, products), split.cold)
     *warm_metrics, result.cold = side_by_side(events.sparkSession, ranking_metrics, [*frames.values(), cold], AT_ONCE)
     result.metrics = dict(zip(frames, warm_metrics, strict=True))
-    shares = in_gender_shares(frames, warm_users, products)
+    shares = in_gender_shares(scored, warm_users, products)
     for name, metrics in result.metrics.items():
         metrics["in_gender_share"] = shares.get(name, math.nan)  # NaN: it recommended nothing
     groups = checks.chance_groups(warm, train, products)
     result.chance_hits = stats.expected(groups)
-    hits = {name: int(m["hits"]) for name, m in result.metrics.items()}
     if data_mode == "faithful":
         result.checks.append(checks.leakage_check(groups, hits["als"]))
     leak = result.check("leakage")
     chance = {name: versus_chance(groups, hits[name]) for name in STRATEGIES}
-    discordant = discordant_pairs({name: frames[name] for name in SERVABLE})
+    discordant = discordant_pairs(scored, SERVABLE)
     result.served, decided = decide_serving(on_validation, discordant, chance, default,
                                             leak_failed=leak is not None and leak.verdict == "FAIL")
     users = int(result.metrics["als"]["users"])
@@ -492,7 +505,7 @@ def evaluate(events: DataFrame, products: DataFrame, data_mode: str = "faithful"
             result.metrics[name]["in_gender_share"], p_value, adjusted_p, verdict, name == result.served, why))
     result.coverage = catalogue_coverage(own_als, products.count())
     result.cross_category = cross_category_rate(own_als, train, products)
-    for frame in (*frames.values(), own_als, fallback):
+    for frame in (scored, own_als, fallback):
         frame.unpersist()
     split.unpersist()
     return result
@@ -510,19 +523,26 @@ def evaluation_rows(result: Evaluation, data_mode: str) -> list[tuple]:
 
 # --- what is served --------------------------------------------------------------------------
 
-def topped_up(primary: DataFrame | None, fallback: DataFrame, strategy: str, k: int = K) -> DataFrame:
-    """k products per user: `primary`'s first, then the fallback's for whatever is left (users `primary` has
-    nothing for get only the fallback; with no `primary`, everyone does). Each row names the strategy that chose it:
-    (user_id, rank, product_id, strategy)."""
-    ranked = fallback.select("user_id", "product_id", "rank", F.lit(1).alias("_tier"), F.lit(FALLBACK).alias("strategy"))
-    if primary is not None:
-        ranked = primary.select("user_id", "product_id", "rank", F.lit(0).alias("_tier"),
-                                F.lit(strategy).alias("strategy")).unionByName(ranked)
-    first = Window.partitionBy("user_id", "product_id").orderBy("_tier", "rank")
-    order = Window.partitionBy("user_id").orderBy("_tier", "rank", "product_id")
+def topped_up_lists(own: dict[str, DataFrame | None], fallback: DataFrame, k: int = K) -> DataFrame:
+    """For each named list, k products per user: its own products first (`own[name]`: user_id, product_id, rank), then
+    the fallback's for whatever is left (users it has nothing for get only the fallback; with None, everyone does).
+    Each row names its list and the strategy that chose it: (list, user_id, rank, product_id, strategy)."""
+    ranked = fallback.crossJoin(_names(fallback.sparkSession, own)).select(
+        "list", "user_id", "product_id", "rank", F.lit(1).alias("_tier"), F.lit(FALLBACK).alias("strategy"))
+    for name, primary in own.items():
+        if primary is not None:
+            ranked = ranked.unionByName(primary.select(F.lit(name).alias("list"), "user_id", "product_id", "rank",
+                                                       F.lit(0).alias("_tier"), F.lit(name).alias("strategy")))
+    first = Window.partitionBy("list", "user_id", "product_id").orderBy("_tier", "rank")
+    order = Window.partitionBy("list", "user_id").orderBy("_tier", "rank", "product_id")
     return (ranked.withColumn("_n", F.row_number().over(first)).where("_n = 1")
             .withColumn("rank", F.row_number().over(order)).where(F.col("rank") <= k)
-            .select("user_id", "rank", "product_id", "strategy"))
+            .select("list", "user_id", "rank", "product_id", "strategy"))
+
+
+def topped_up(primary: DataFrame | None, fallback: DataFrame, strategy: str, k: int = K) -> DataFrame:
+    """k products per user, `primary`'s then the fallback's (topped_up_lists): (user_id, rank, product_id, strategy)."""
+    return topped_up_lists({strategy: primary}, fallback, k).drop("list")
 
 
 def served_recommendations(primary: DataFrame | None, fallback: DataFrame, strategy: str, model_version: str | None,
