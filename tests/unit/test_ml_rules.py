@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from pyspark.sql import functions as F
+from pyspark.testing import assertDataFrameEqual
 
 from ecom_lakehouse.ml import baselines, checks, recommend, segmentation
 
@@ -162,6 +163,25 @@ def test_everyone_gets_k_fallback_products_even_without_any_purchase(spark):
     recs = baselines.popularity_by_gender_age(history, users, products).collect()
     assert {u: sum(r["user_id"] == u for r in recs) for u in (1, 2)} == {1: 10, 2: 10}
     assert all(r["product_id"] % 2 == (1 if r["user_id"] == 1 else 0) for r in recs)  # the user's gender's products
+
+
+def test_lists_topped_up_in_one_frame_are_each_what_it_would_serve_alone_and_score_apart(spark):
+    """Every strategy's list is topped up and scored in one frame: each list must come out as topped_up gives it
+    alone (a list's own products first, the fallback's after, no product twice) and be scored on its own hits."""
+    ranked = "user_id long, product_id long, rank int"
+    fallback = spark.createDataFrame([(1, 5, 1), (1, 6, 2), (1, 7, 3), (2, 5, 1), (2, 6, 2), (2, 7, 3)], ranked)
+    own = {"a": spark.createDataFrame([(1, 6, 1), (1, 9, 2)], ranked), "b": spark.createDataFrame([(2, 8, 1)], ranked),
+           "none": None}
+    together = recommend.topped_up_lists(own, fallback, k=3)
+    for name, primary in own.items():
+        alone = recommend.topped_up(primary, fallback, name, k=3)
+        assertDataFrameEqual(together.where(F.col("list") == name).drop("list"), alone)
+    assert [r["product_id"] for r in together.where("list = 'a' AND user_id = 1").orderBy("rank").collect()] == [6, 9, 5]
+    labels = spark.createDataFrame([(1, 9), (2, 8), (2, 5)], "user_id long, product_id long")
+    frame = recommend.evaluation_frames(together, labels, own)
+    # user 2 buys 5, which the fallback gives every list; only a has 9 for user 1
+    assert recommend.hits_of(frame, own) == {"a": 2, "b": 1, "none": 1}
+    assert recommend.discordant_pairs(frame, ["a", "b"])[("a", "b")] == (1, 0)
 
 
 def test_leakage_check_fails_passes_or_says_inconclusive_from_exact_chance():
