@@ -327,7 +327,14 @@ def test_a_strategy_is_promoted_only_when_its_validation_win_holds_on_test_after
 def test_als_serves_only_when_it_beats_every_servable_baseline():
     validation = {**dict.fromkeys(recommend.STRATEGIES, 20), "als": 30, "brand_repeat": 28}
     beats_all = {("als", b): (30, 5) for b in recommend.SERVABLE_BASELINES}
-    assert _decide(validation, beats_all)[0] == "als"
+    served, decided = _decide(validation, beats_all)
+    assert served == "als"
+    check = checks.promotion_check(True, decided["als"][1], decided["als"][3], beats_all, 1000, served)
+    assert (check.verdict, check.consequence) == ("PASS", "serving als") and check.p_value == decided["als"][1]
+    # a baseline clearly better than ALS (its 95% interval of the difference below 0): FAIL
+    beaten = {**beats_all, ("als", "item_knn"): (2, 30)}
+    check = checks.promotion_check(False, None, "not promoted", beaten, 1000, "item_knn")
+    assert check.verdict == "FAIL" and check.interval_high < 0 and "item_knn, its closest rival" in check.detail
     # ALS beats the default clearly but not the brand rule, which beats the default: the brand rule serves
     short = {**beats_all, ("als", "brand_repeat"): (12, 10), ("brand_repeat", recommend.DEFAULT_STRATEGY): (30, 5)}
     served, decided = _decide(validation, short)
