@@ -10,8 +10,10 @@
 * Exact, unsampled metrics over the whole catalogue (RankingEvaluator: precision@10,
   recall@10, NDCG@10, MAP; plus hit rate@10) for ALS and the baselines in `baselines.BASELINES`.
   Users with no training history ("cold") get the fallback, reported apart.
-* Two checks with consequences (`checks`): leakage on faithful data stops publication; ALS is
-  served only when it beats the best baseline, else that baseline is served. Data too thin to train
+* Two checks with consequences (`checks`): leakage on faithful data stops publication; the
+  default strategy serves unless another is promoted (decide_serving), ALS only when it beats every
+  servable baseline. Every strategy is scored on the list it would serve, all lists in one frame
+  (topped_up_lists, evaluation_frames). Data too thin to train
   and score on (no purchase before the test period, no test user with a history) fits nothing: the
   verdict is TOO_LITTLE_DATA and every user gets the fallback.
 * `served_recommendations` gives every user 10 products with the strategy that chose each one.
