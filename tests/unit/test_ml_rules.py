@@ -137,6 +137,34 @@ def test_ranking_metrics_against_hand_computed_values(spark):
     assert empty["users"] == 0 and empty["hits"] == 0 and all(math.isnan(empty[n]) for n in ("hit_rate@10", "ndcg@10"))
 
 
+def test_every_lists_metrics_in_one_pass_equal_mllibs_ranking_evaluator(spark):
+    """ranking_metrics_by_list computes RankingEvaluator's four metrics itself, for every list at once:
+    on random lists (shorter and longer than k, hits anywhere, one row without labels) each list's
+    metric equals the evaluator's on that list alone."""
+    import random
+
+    from pyspark.ml.evaluation import RankingEvaluator
+
+    rng, k = random.Random(5), 10
+    rows = []
+    for name in ("a", "b", "c"):
+        for user in range(40):
+            prediction = [float(p) for p in rng.sample(range(30), rng.randint(0, 15))]
+            label = [] if (name, user) == ("b", 0) else [float(p) for p in rng.sample(range(30), rng.randint(1, 12))]
+            rows.append((name, user, prediction, label))
+    frame = spark.createDataFrame(rows, "list string, user_id long, prediction array<double>, label array<double>") \
+        .withColumn("hit", (F.size(F.array_intersect("prediction", "label")) > 0).cast("int"))
+    ours = recommend.ranking_metrics_by_list(frame, k)
+    evaluator_names = {"precision@10": "precisionAtK", "recall@10": "recallAtK", "ndcg@10": "ndcgAtK",
+                       "map": "meanAveragePrecision"}
+    for name in ("a", "b", "c"):
+        alone = frame.where(F.col("list") == name)
+        for metric, evaluator_name in evaluator_names.items():
+            expected = RankingEvaluator(metricName=evaluator_name, k=k).evaluate(alone)
+            assert ours[name][metric] == pytest.approx(expected, abs=1e-12), (name, metric)
+        assert ours[name]["users"] == 40 and ours[name]["hits"] == alone.where("hit = 1").count()
+
+
 def test_recommendations_skip_bought_items_and_keep_k(spark):
     train = spark.createDataFrame([(1, 10, "M"), (1, 11, "M"), (2, 10, "M"), (3, 12, "M"), (2, 12, "M")],
                                   "user_id long, product_id long, gender string")

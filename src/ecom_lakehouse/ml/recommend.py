@@ -7,8 +7,9 @@
   validation slice cut from the training period only. Test labels are the products a user
   buys that they had not bought before: every recommender filters out what was bought, so a
   repurchase could never be hit (its share is reported apart).
-* Exact, unsampled metrics over the whole catalogue (RankingEvaluator: precision@10,
-  recall@10, NDCG@10, MAP; plus hit rate@10) for ALS and the baselines in `baselines.BASELINES`.
+* Exact, unsampled metrics over the whole catalogue (RankingEvaluator's precision@10,
+  recall@10, NDCG@10 and MAP, computed for every list in one pass; plus hit rate@10) for ALS and
+  the baselines in `baselines.BASELINES`.
   Users with no training history ("cold") get the fallback, reported apart.
 * Two checks with consequences (`checks`): leakage on faithful data stops publication; the
   default strategy serves unless another is promoted (decide_serving), ALS only when it beats every
@@ -23,9 +24,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Literal
 
-from pyspark.ml.evaluation import RankingEvaluator
 from pyspark.ml.recommendation import ALS, ALSModel
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
@@ -163,30 +162,54 @@ def _names(spark: SparkSession, names) -> DataFrame:
     return F.broadcast(spark.createDataFrame([(name,) for name in names], "list string"))
 
 
-def per_list(frame: DataFrame, names) -> dict[str, DataFrame]:
-    """evaluation_frames' rows of each list, as evaluation_frame gives them."""
-    return {name: frame.where(F.col("list") == name).drop("list") for name in names}
+RANKING_METRICS = ("precision@10", "recall@10", "ndcg@10", "map")
 
 
-RankingMetric = Literal["precisionAtK", "recallAtK", "ndcgAtK", "meanAveragePrecision"]
-RANKING_METRICS: dict[str, RankingMetric] = {"precision@10": "precisionAtK", "recall@10": "recallAtK", "ndcg@10": "ndcgAtK",
-                   "map": "meanAveragePrecision"}
+def _total(values):
+    return F.aggregate(values, F.lit(0.0), lambda acc, x: acc + x)
 
 
-def ranking_metrics(frame: DataFrame, names=tuple(RANKING_METRICS), k: int = K) -> dict[str, float]:
-    """RankingEvaluator's metrics `names` plus hits, users and hit rate@10, exact over `frame`;
-    NaN rates over no users (the evaluator refuses an empty frame)."""
-    cached = frame.is_cached
-    if not cached:  # every evaluator reads the frame again: compute the recommendations once
-        frame = frame.persist()
-    hits, users = frame.agg(F.sum("hit"), F.count("*")).first()
-    out = {name: float(RankingEvaluator(predictionCol="prediction", labelCol="label", metricName=RANKING_METRICS[name],
-                                        k=k).evaluate(frame)) if users else math.nan for name in names}
-    if not cached:
-        frame.unpersist()
-    out["hits"], out["users"] = float(hits or 0), float(users)
-    out["hit_rate@10"] = out["hits"] / out["users"] if users else math.nan
+def ranking_metrics_by_list(frame: DataFrame, k: int = K) -> dict[str, dict[str, float]]:
+    """Per list of evaluation_frames' `frame`: precision@k, recall@k, NDCG@k and MAP as MLlib's RankingEvaluator
+    defines them (RankingMetrics: binary relevance, MAP over the whole prediction, 0 for a row without labels),
+    plus hits, users and hit rate@k, exact over the frame.
+
+    One aggregation for every list: the evaluator takes a frame at a time and a pass per metric, four passes
+    for each of seven lists, and on small data their number, not their rows, was most of recommend's time.
+    tests/unit/test_ml_rules.py holds these equal to the evaluator's on random frames."""
+    labels = F.size("label").cast("double")
+    every = F.transform("prediction", lambda p: F.array_contains("label", p).cast("double"))  # 1.0 at each hit
+    at_k = F.slice(every, 1, k)
+    # precision at each position of a hit, summed: the average precision's numerator
+    precision_sum = _total(F.transform(every, lambda hit, i: hit * _total(F.slice(every, 1, i + 1)) / (i + 1)))
+    dcg = _total(F.transform(at_k, lambda hit, i: hit / F.log2(i + 2)))
+    ideal = _total(F.transform(F.sequence(F.lit(0), F.least(F.size("label"), F.lit(k)) - 1), lambda i: 1 / F.log2(i + 2)))
+    has_labels = labels > 0
+    per_row = frame.select(
+        "list", "hit",
+        F.when(has_labels, _total(at_k) / k).otherwise(0.0).alias("precision@10"),
+        F.when(has_labels, _total(at_k) / labels).otherwise(0.0).alias("recall@10"),
+        F.when(has_labels, dcg / ideal).otherwise(0.0).alias("ndcg@10"),
+        F.when(has_labels, precision_sum / labels).otherwise(0.0).alias("map"))
+    rows = per_row.groupBy("list").agg(F.sum("hit").alias("hits"), F.count("*").alias("users"),
+                                       *[F.avg(F.col(f"`{name}`")).alias(name) for name in RANKING_METRICS]).collect()
+    out = {}
+    for row in rows:
+        metrics = {name: float(row[name]) for name in RANKING_METRICS}
+        metrics["hits"], metrics["users"] = float(row["hits"]), float(row["users"])
+        metrics["hit_rate@10"] = metrics["hits"] / metrics["users"]
+        out[row["list"]] = metrics
     return out
+
+
+def no_users_metrics() -> dict[str, float]:
+    """A list scored on no users: no rate to give."""
+    return {**{name: math.nan for name in RANKING_METRICS}, "hits": 0.0, "users": 0.0, "hit_rate@10": math.nan}
+
+
+def ranking_metrics(frame: DataFrame, k: int = K) -> dict[str, float]:
+    """ranking_metrics_by_list for evaluation_frame's single list; NaN rates over no users."""
+    return ranking_metrics_by_list(frame.withColumn("list", F.lit("")), k).get("", no_users_metrics())
 
 
 def catalogue_coverage(recs: DataFrame, n_products: int) -> float:
@@ -295,7 +318,7 @@ def choose_params(split: EvaluationSplit, grid, fit=fit_als, recommend=als_recom
         if fitted is not None:  # the caller's to reuse, by repr(params)
             fitted[repr(params)] = model
         frame = evaluation_frame(recommend(model, split.validation, split.fit), split.validation)
-        return ranking_metrics(frame, ["ndcg@10"])
+        return ranking_metrics(frame)
 
     def scored(params: dict, metrics: dict[str, float]) -> tuple[dict, dict[str, float]]:
         echo(f"  recommend validation rank={params['rank']:<3} regParam={params['regParam']:<5} "
@@ -477,12 +500,11 @@ def evaluate(events: DataFrame, products: DataFrame, data_mode: str = "faithful"
     own_als = als_recommendations(model, warm_users, train).persist()  # read by coverage and cross-category too
     fallback = popularity_by_gender_age(train, warm_users, products).persist()  # every strategy's lists read it
     scored = evaluation_frames(strategy_lists(train, warm_users, products, own_als, fallback), warm, STRATEGIES).persist()
-    hits = hits_of(scored, STRATEGIES)  # computes the lists, once
-    frames = per_list(scored, STRATEGIES)
+    by_list = ranking_metrics_by_list(scored)  # computes the lists, once
+    result.metrics = {name: by_list.get(name, no_users_metrics()) for name in STRATEGIES}
+    hits = {name: int(metrics["hits"]) for name, metrics in result.metrics.items()}
     cold_users = split.cold.select("user_id", "gender", "age_band").distinct()
-    cold = evaluation_frame(popularity_by_gender_age(train, cold_users, products), split.cold)
-    *warm_metrics, result.cold = side_by_side(events.sparkSession, ranking_metrics, [*frames.values(), cold], AT_ONCE)
-    result.metrics = dict(zip(frames, warm_metrics, strict=True))
+    result.cold = ranking_metrics(evaluation_frame(popularity_by_gender_age(train, cold_users, products), split.cold))
     shares = in_gender_shares(scored, warm_users, products)
     for name, metrics in result.metrics.items():
         metrics["in_gender_share"] = shares.get(name, math.nan)  # NaN: it recommended nothing
