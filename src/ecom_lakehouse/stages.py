@@ -120,6 +120,8 @@ REGISTRY: dict[str, Stage] = {stage.name: stage for stage in (
 )}
 PIPELINE = ("bronze", "silver", "gold", "segment", "recommend", "report")  # what `run` runs
 SCHEDULED = (*PIPELINE, "maintain")  # what the platforms schedule: Databricks tasks, EMR steps
+# What one EMR step or EMR Serverless job run may run: `run`, the whole pipeline in one driver, or a stage alone.
+COMMANDS = ("run", *SCHEDULED)
 ML_STAGES = ("segment", "recommend")
 
 

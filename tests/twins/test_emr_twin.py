@@ -7,7 +7,8 @@ What is the same as on EMR:
   7.12's) on the side and Delta's jars on the class path as delta-defaults puts them; the bootstrap
   script, fetched from S3, installs the wheelhouse into it with `pip --no-index` (the `aws` command it
   calls is a small stand-in that copies from the same S3 endpoint with boto3, `sudo` runs the command);
-* each step is the exact argument list `emr_ops.stage_arguments` builds (not retyped), with the
+* each step is the exact argument list of the steps `emr submit` adds (`emr_ops.steps_for`: the pipeline as
+  one step, then maintain), not retyped, with the
   spark-defaults and spark-env of emr_configurations.json, our code arriving by `--py-files s3://…`;
 * S3 is moto's server over HTTP, read through Hadoop S3A with `s3://` mapped to it, so tables,
   checkpoints, quarantine, models and the report really live in object storage;
@@ -145,14 +146,14 @@ def emr_run(s3_endpoint, tmp_path_factory):
     make_databases(submit, env, work)
 
     outputs = {}
-    for stage in ops.STAGES:
-        args = ops.stage_arguments(target, artifacts, stage)
+    for step in ops.steps_for(target, artifacts):  # what `emr submit` adds by default
+        name, args = step["Name"], step["HadoopJarStep"]["Args"]
         started = time.time()
         done = subprocess.run([*submit, *twin_step(args, target)], env=env, cwd=work, capture_output=True, text=True)
-        timings[stage] = time.time() - started
-        print(f"[emr twin] {stage}: {timings[stage]:.0f}s", flush=True)
-        assert done.returncode == 0, f"step {stage} failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
-        outputs[stage] = done.stdout
+        timings[name] = time.time() - started
+        print(f"[emr twin] {name}: {timings[name]:.0f}s", flush=True)
+        assert done.returncode == 0, f"step {name} failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
+        outputs[name.split()[-1]] = done.stdout
     print("EMR twin timings (s):", {k: round(v, 1) for k, v in timings.items()})
     return {"s3": instance_s3, "generated": world.generated, "outputs": outputs, "submit": submit, "env": env, "work": work,
             "target": target, "artifacts": artifacts}
@@ -160,8 +161,9 @@ def emr_run(s3_endpoint, tmp_path_factory):
 
 def test_every_step_runs_on_s3_under_the_instance_role_and_leaves_the_lake_complete(emr_run):
     assert_complete_lake(emr_run["s3"], emr_run["generated"])
+    assert list(emr_run["outputs"]) == ["run", "maintain"]
     assert "tables compacted" in emr_run["outputs"]["maintain"]
-    assert f"registered {DATABASES['gold']}.category_performance" in emr_run["outputs"]["gold"]
+    assert f"registered {DATABASES['gold']}.category_performance" in emr_run["outputs"]["run"]
 
 
 def test_registered_tables_read_by_name_like_athena_would(emr_run):
@@ -217,7 +219,7 @@ def test_a_denied_s3_write_fails_the_step_in_one_line_naming_the_cause(emr_run):
     import dataclasses
 
     elsewhere = dataclasses.replace(emr_run["target"], lake_bucket=BUCKETS["artifacts"])
-    args = ops.stage_arguments(elsewhere, emr_run["artifacts"], "bronze")
+    args = ops.step_arguments(elsewhere, emr_run["artifacts"], "bronze")  # `emr submit --stages bronze`
     env = {k: v for k, v in emr_run["env"].items() if k != "ECOM_DEBUG"}
     # spark-submit's Python runner merges the driver's stderr into its stdout: the step log a user opens
     done = subprocess.run([*emr_run["submit"], *twin_step(args, elsewhere)], env=env, cwd=emr_run["work"],

@@ -149,14 +149,13 @@ def test_the_wheelhouse_is_downloaded_once_per_requirements_file(monkeypatch, tm
     assert sorted(p.name for p in first.iterdir()) == ["numpy-1.26.4-cp311-cp311-manylinux2014_x86_64.whl", "requirements.txt"]
 
 
-def test_steps_are_spark_submits_in_stage_order_carrying_their_build(aws):
+def test_steps_are_spark_submits_of_the_pipeline_then_maintain_carrying_their_build(aws):
     _, emr = aws
     cluster_id = _cluster(emr)
     step_ids = ops.add_steps(emr, cluster_id, TARGET, ARTIFACTS)
     steps = [emr.describe_step(ClusterId=cluster_id, StepId=s)["Step"] for s in step_ids]
-    assert [s["Name"] for s in steps] == [f"ecom_lakehouse {st}" for st in ops.STAGES]
-    assert ops.STAGES[-1] == "maintain"
-    for stage, step in zip(ops.STAGES, steps, strict=True):
+    assert [s["Name"] for s in steps] == ["ecom_lakehouse run", "ecom_lakehouse maintain"]
+    for stage, step in zip(("run", "maintain"), steps, strict=True):
         assert step["ActionOnFailure"] == "CANCEL_AND_WAIT"
         assert step["Config"]["Jar"] == "command-runner.jar"
         assert step["Config"]["Args"] == [
@@ -176,7 +175,7 @@ def test_steps_without_the_commit_log_table_are_refused():
     import dataclasses
 
     with pytest.raises(ops.OperationFailed, match="delta_log_table"):
-        ops.stage_arguments(dataclasses.replace(TARGET, delta_log_table=None), ARTIFACTS, "bronze")
+        ops.step_arguments(dataclasses.replace(TARGET, delta_log_table=None), ARTIFACTS, "bronze")
 
 
 def test_submit_to_a_terminated_cluster_says_what_to_do(aws):
@@ -195,14 +194,14 @@ def test_waiting_succeeds_when_every_step_completes(aws, capsys):
     step_ids = ops.add_steps(emr, cluster_id, TARGET, ARTIFACTS)
     _set_step_states(cluster_id, ["COMPLETED"] * len(step_ids))
     ops.wait_for_steps(emr, cluster_id, step_ids, TARGET, waiter_config=FAST)
-    assert capsys.readouterr().out.count("COMPLETED") == len(ops.STAGES)
+    assert capsys.readouterr().out.count("COMPLETED") == len(ops.DEFAULT_STEPS)
 
 
 def test_a_failed_step_names_its_reason_and_both_log_locations(aws):
     _, emr = aws
     cluster_id = _cluster(emr)
-    step_ids = ops.add_steps(emr, cluster_id, TARGET, ARTIFACTS)
-    _set_step_states(cluster_id, ["COMPLETED", "FAILED"] + ["CANCELLED"] * (len(step_ids) - 2))
+    step_ids = ops.add_steps(emr, cluster_id, TARGET, ARTIFACTS, ("bronze", "silver", "gold"))  # a stage per step
+    _set_step_states(cluster_id, ["COMPLETED", "FAILED", "CANCELLED"])
     with pytest.raises(ops.OperationFailed) as failure:
         ops.wait_for_steps(emr, cluster_id, step_ids, TARGET, waiter_config=FAST)
     message = str(failure.value)
@@ -257,7 +256,7 @@ def test_transient_cluster_is_shaped_like_the_terraform_cluster(aws):
             attrs["ServiceAccessSecurityGroup"]) == ("sg-primary", "sg-core", "sg-service")
     assert described["AutoTerminate"] is True and described["SecurityConfiguration"] == "sec-conf"
     steps = emr.list_steps(ClusterId=cluster_id)["Steps"]
-    assert [s["Name"] for s in reversed(steps)] == [f"ecom_lakehouse {st}" for st in ops.STAGES]
+    assert [s["Name"] for s in reversed(steps)] == ["ecom_lakehouse run", "ecom_lakehouse maintain"]
     request = ops.cluster_request(TARGET, ARTIFACTS)
     assert request["BootstrapActions"][0]["ScriptBootstrapAction"] == {
         "Path": ARTIFACTS.bootstrap_uri, "Args": [ARTIFACTS.wheelhouse_uri, ops.cluster_spec()["python"]]}

@@ -6,9 +6,7 @@ import sys
 from pathlib import Path
 
 from ecom_lakehouse.errors import one_line
-from ecom_lakehouse.stages import SCHEDULED
-
-SERVERLESS_COMMANDS = ("run", *SCHEDULED)
+from ecom_lakehouse.stages import COMMANDS
 
 
 def add_commands(sub) -> None:
@@ -33,11 +31,14 @@ def add_commands(sub) -> None:
     deploy.add_argument("--wheel", help=wheel_help)
     up = ops.add_parser("upload-raw", help="upload <DIR>/<table>.csv to the raw bucket (multipart, skips unchanged)")
     up.add_argument("dir", help="local folder holding the 7 <table>.csv files")
-    submit = ops.add_parser("submit", help="upload this build and add one spark-submit step per stage to the running cluster")
+    submit = ops.add_parser("submit", help="upload this build and add spark-submit steps to the running cluster: the "
+                                            "pipeline as one step, then maintain")
     submit.add_argument("--cluster-id", help="j-… (Terraform output cluster_id)")
     submit.add_argument("--wheel", help=wheel_help)
-    submit.add_argument("--stages", nargs="+", choices=SCHEDULED, default=list(SCHEDULED), metavar="STAGE",
-                        help=f"stages to run, in order (default: all of {', '.join(SCHEDULED)})")
+    submit.add_argument("--stages", nargs="+", choices=COMMANDS, metavar="STAGE",
+                        help=f"one step each, in order: `run` is the whole pipeline in one step (one driver start-up), "
+                             f"a stage name runs that stage alone, e.g. to rerun it (choices: {', '.join(COMMANDS)}; "
+                             "default: run, then maintain)")
     submit.add_argument("--wait", action="store_true", help="wait for every step; exit 1 naming the failure and its logs")
     env = ops.add_parser("build-environment", help="the Python 3.11 environment EMR Serverless jobs run on (the "
                                                    "wheelhouse installed, packed as one tar.gz), built once per "
@@ -49,7 +50,7 @@ def add_commands(sub) -> None:
     serverless.add_argument("--application-id", help="EMR Serverless application (Terraform output serverless_application_id)")
     serverless.add_argument("--job-role-arn", help="the job runtime role (Terraform output serverless_job_role_arn)")
     serverless.add_argument("--wheel", help=wheel_help)
-    serverless.add_argument("--commands", nargs="+", choices=SERVERLESS_COMMANDS, default=["run"], metavar="COMMAND",
+    serverless.add_argument("--commands", nargs="+", choices=COMMANDS, default=["run"], metavar="COMMAND",
                             help="what each job run does, in order: `run` (the default) is the whole pipeline in one "
                                  "job, one driver start-up; a stage name runs that stage alone (e.g. `maintain`, weekly)")
     serverless.add_argument("--no-wait", action="store_true", help="start the job runs and return (default: wait for "
@@ -133,7 +134,7 @@ def run(args) -> int:
             emr_serverless.run_jobs(session.client("emr-serverless"), target, artifacts, environment, args.commands,
                                     wait=not args.no_wait)
         elif args.operation == "submit":
-            step_ids = ops.add_steps(emr, target.cluster_id, target, artifacts, args.stages)
+            step_ids = ops.add_steps(emr, target.cluster_id, target, artifacts, args.stages or ops.DEFAULT_STEPS)
             print(f"added steps {', '.join(step_ids)} to {target.cluster_id} running build {artifacts.wheel_uri}")
             if args.wait:
                 ops.wait_for_steps(emr, target.cluster_id, step_ids, target)

@@ -28,9 +28,11 @@ from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError, WaiterError
 
 from ecom_lakehouse.schemas import TABLES
-from ecom_lakehouse.stages import SCHEDULED
 
-STAGES = SCHEDULED
+# The pipeline as one step, then maintain: each step is a YARN application whose driver starts anew, so two
+# steps start two drivers where a step per stage started seven (`--stages` still runs stages one at a time,
+# e.g. to rerun one).
+DEFAULT_STEPS = ("run", "maintain")
 BUILD_PREFIX = "builds/"
 WHEELHOUSE_PREFIX = "wheelhouse/"
 BOOTSTRAP_PREFIX = "bootstrap/"
@@ -273,19 +275,19 @@ def command_arguments(target: EmrTarget, command: str) -> list[str]:
     return args
 
 
-def stage_arguments(target: EmrTarget, artifacts: Artifacts, stage: str) -> list[str]:
-    """The spark-submit command of one step: the build travels with it (--py-files)."""
+def step_arguments(target: EmrTarget, artifacts: Artifacts, command: str) -> list[str]:
+    """The spark-submit command of one step running `command`: the build travels with it (--py-files)."""
     args = ["spark-submit", "--deploy-mode", "cluster"]
     for conf in (*DELTA_CONF, *log_store_conf(target)):
         args += ["--conf", conf]
-    return [*args, "--py-files", artifacts.wheel_uri, artifacts.entry_uri, *command_arguments(target, stage)]
+    return [*args, "--py-files", artifacts.wheel_uri, artifacts.entry_uri, *command_arguments(target, command)]
 
 
-def stage_steps(target: EmrTarget, artifacts: Artifacts, stages=STAGES, on_failure: str = "CANCEL_AND_WAIT") -> list[dict]:
-    """One spark-submit step per stage, in order; a failure cancels the rest."""
-    return [{"Name": f"ecom_lakehouse {stage}", "ActionOnFailure": on_failure,
-             "HadoopJarStep": {"Jar": "command-runner.jar", "Args": stage_arguments(target, artifacts, stage)}}
-            for stage in stages]
+def steps_for(target: EmrTarget, artifacts: Artifacts, commands=DEFAULT_STEPS, on_failure: str = "CANCEL_AND_WAIT") -> list[dict]:
+    """One spark-submit step per command, in order; a failure cancels the rest."""
+    return [{"Name": f"ecom_lakehouse {command}", "ActionOnFailure": on_failure,
+             "HadoopJarStep": {"Jar": "command-runner.jar", "Args": step_arguments(target, artifacts, command)}}
+            for command in commands]
 
 
 def require_usable_cluster(emr, cluster_id: str) -> None:
@@ -300,9 +302,9 @@ def require_usable_cluster(emr, cluster_id: str) -> None:
             "or use `ecom-lakehouse emr run-transient`")
 
 
-def add_steps(emr, cluster_id: str, target: EmrTarget, artifacts: Artifacts, stages=STAGES) -> list[str]:
+def add_steps(emr, cluster_id: str, target: EmrTarget, artifacts: Artifacts, commands=DEFAULT_STEPS) -> list[str]:
     require_usable_cluster(emr, cluster_id)
-    return emr.add_job_flow_steps(JobFlowId=cluster_id, Steps=stage_steps(target, artifacts, stages))["StepIds"]
+    return emr.add_job_flow_steps(JobFlowId=cluster_id, Steps=steps_for(target, artifacts, commands))["StepIds"]
 
 
 def step_log_uri(target: EmrTarget, cluster_id: str, step_id: str) -> str:
@@ -338,7 +340,7 @@ def wait_for_steps(emr, cluster_id: str, step_ids: list[str], target: EmrTarget,
 
 
 def cluster_request(target: EmrTarget, artifacts: Artifacts, instance_type: str = "m5.xlarge", core_count: int = 2,
-                    stages=STAGES) -> dict:
+                    commands=DEFAULT_STEPS) -> dict:
     """run_job_flow arguments for a transient cluster shaped like Terraform's: same classifications,
     applications, bootstrap, EBS, tags, security groups, security configuration, idle timeout."""
     check_cluster_shape(target.release_label, instance_type)
@@ -363,7 +365,7 @@ def cluster_request(target: EmrTarget, artifacts: Artifacts, instance_type: str 
     request = dict(
         Name="ecom_lakehouse-transient", ReleaseLabel=target.release_label, LogUri=target.log_uri,
         Applications=[{"Name": a} for a in spec["applications"]], Configurations=emr_configurations(),
-        Instances=instances, Steps=stage_steps(target, artifacts, stages),
+        Instances=instances, Steps=steps_for(target, artifacts, commands),
         BootstrapActions=[{"Name": "install-ecom-lakehouse", "ScriptBootstrapAction": {
             "Path": artifacts.bootstrap_uri, "Args": [artifacts.wheelhouse_uri, spec["python"]]}}],
         ServiceRole=target.service_role, JobFlowRole=target.instance_profile, VisibleToAllUsers=True,
@@ -377,6 +379,6 @@ def cluster_request(target: EmrTarget, artifacts: Artifacts, instance_type: str 
 
 
 def run_transient(emr, target: EmrTarget, artifacts: Artifacts, instance_type: str = "m5.xlarge",
-                  core_count: int = 2, stages=STAGES) -> str:
+                  core_count: int = 2, commands=DEFAULT_STEPS) -> str:
     """A cluster that runs the steps and terminates."""
-    return emr.run_job_flow(**cluster_request(target, artifacts, instance_type, core_count, stages))["JobFlowId"]
+    return emr.run_job_flow(**cluster_request(target, artifacts, instance_type, core_count, commands))["JobFlowId"]

@@ -39,7 +39,6 @@ DELTA_JARS = tuple(f"/usr/share/aws/delta/lib/{jar}" for jar in
                    ("delta-spark.jar", "delta-storage.jar", "delta-storage-s3-dynamodb.jar"))
 # The pipeline in one job run: one driver start-up, one bill minimum, one log. maintain is its own run.
 DEFAULT_JOBS = ("run",)
-JOB_COMMANDS = ("run", *emr_ops.STAGES)
 # boto3 has no waiter for EMR Serverless: this is the model botocore's own waiters are made of.
 _JOB_RUN_WAITER = WaiterModel({"version": 2, "waiters": {"JobRunFinished": {
     "operation": "GetJobRun", "delay": 30, "maxAttempts": 240, "acceptors": [
