@@ -29,6 +29,7 @@ import numpy as np  # noqa: E402
 import raw_data  # noqa: E402
 from implicit.cpu.als import AlternatingLeastSquares  # noqa: E402
 from pyspark.sql import DataFrame, SparkSession  # noqa: E402
+from pyspark.sql import functions as F  # noqa: E402
 from scipy.sparse import csr_matrix  # noqa: E402
 
 
@@ -98,7 +99,6 @@ def compare(spark: SparkSession, raw: Path) -> dict:
     from ecom_lakehouse.ml import recommend as reco
     from ecom_lakehouse.ml import stats
     from ecom_lakehouse.ml.baselines import BASELINES
-    from ecom_lakehouse.ml.checks import discordant_users
 
     events, products = reco.from_export(spark, str(raw))
     events.persist()
@@ -113,8 +113,12 @@ def compare(spark: SparkSession, raw: Path) -> dict:
     warm_users = split.warm.select("user_id", "gender", "age_band").distinct()
     popular = BASELINES["popularity_within_gender"](split.train, warm_users, products)
     out["popularity_within_gender"] = reco.ranking_metrics(reco.evaluation_frame(popular, split.warm))
-    # the same paired exact test the recommender's baseline check uses: users hit by one library only
-    difference, low, high, _ = stats.mcnemar_exact(*discordant_users(out["implicit_als"].frame, out["spark_als"].frame))
+    # the same paired exact test the recommender's serving rule uses: users hit by one library only
+    both = out["implicit_als"].frame.withColumn("list", F.lit("implicit_als")).unionByName(
+        out["spark_als"].frame.withColumn("list", F.lit("spark_als")))
+    only_implicit, only_spark = reco.discordant_pairs(both, ["implicit_als", "spark_als"])[("implicit_als", "spark_als")]
+    users = int(out["spark_als"].metrics["users"])  # both frames hold every warm test user
+    difference, low, high, _ = stats.mcnemar_exact(only_implicit, only_spark, users)
     out["implicit_minus_spark"] = (difference, low, high)
     out["train_interactions"] = split.train.count()
     for m in (out["spark_als"], out["implicit_als"]):

@@ -139,14 +139,6 @@ def leakage_check(groups: list[tuple[int, float]], observed_hits: int) -> Check:
     return Check("als", "leakage", verdict, observed_hits / expected, low, high, p_value, f"{measured}; {why}")
 
 
-def discordant_users(a: DataFrame, b: DataFrame) -> tuple[int, int, int]:
-    """(hit by a only, hit by b only, users) from two evaluation frames over the same users."""
-    pairs = a.select("user_id", F.col("hit").alias("a")).join(b.select("user_id", F.col("hit").alias("b")), "user_id")
-    row = pairs.agg(F.sum(((F.col("a") == 1) & (F.col("b") == 0)).cast("int")),
-                    F.sum(((F.col("a") == 0) & (F.col("b") == 1)).cast("int")), F.count("*")).first()
-    return int(row[0] or 0), int(row[1] or 0), int(row[2])
-
-
 def promotion_check(promoted: bool, adjusted_p: float | None, why: str, discordant: dict[tuple[str, str], tuple[int, int]],
                     users: int, served: str) -> Check:
     """ALS's promotion (recommend.decide_serving) as a model check, measured against the baseline it is least
