@@ -4,7 +4,7 @@ For each scale and data mode: generate the raw CSVs, build the recommender's int
 purchases), cut the same global time split and validation slice, let each library pick its own
 rank/factors and alpha from the same grid by validation NDCG@10, then time the final fit on the
 training period and the top-10 for every warm test user, and score both with the same metric
-code (exact RankingEvaluator metrics over the whole catalogue, bought items filtered). An
+code (recommend.ranking_metrics: RankingEvaluator's metrics, exact over the whole catalogue, bought items filtered). An
 exact paired interval (McNemar, as the recommender's own check) says whether the two hit rates differ beyond noise.
 
 `implicit` is a single-machine library: its adapter collects the training interactions to the
