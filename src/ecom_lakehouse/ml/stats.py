@@ -134,3 +134,38 @@ def holm(p_values: dict[str, float]) -> dict[str, float]:
         running = max(running, min(1.0, (len(ordered) - i) * p_values[name]))
         adjusted[name] = running
     return adjusted
+
+
+def same_group_pair_moments(items: int, shares: list[float]) -> tuple[float, float]:
+    """Mean and variance of the number of pairs, among `items` independent draws from groups with these shares,
+    that fall in the same group. With q2 = sum(p^2) and q3 = sum(p^3): each of the C(n, 2) pairs matches with
+    chance q2; two pairs sharing one draw (3 C(n, 3) such couples) both match with chance q3, disjoint pairs are
+    independent, so Var = C(n, 2) q2 (1 - q2) + 6 C(n, 3) (q3 - q2^2)."""
+    q2, q3 = sum(p * p for p in shares), sum(p ** 3 for p in shares)
+    pairs, triples = math.comb(items, 2), math.comb(items, 3)
+    return pairs * q2, pairs * q2 * (1 - q2) + 6 * triples * (q3 - q2 * q2)
+
+
+def normal_upper_tail(z: float) -> float:
+    """P(Z >= z) for a standard normal Z."""
+    return 0.5 * math.erfc(z / math.sqrt(2))
+
+
+def rate_ratio_test(hits: int, users: int, reference_hits: int, reference_users: int, ratio: float,
+                    confidence: float = 0.95) -> tuple[float, float, float, float]:
+    """Is a hit rate (hits of users) more than `ratio` times a reference rate? Katz's log rate ratio: log(r) is
+    about normal with variance 1/x1 - 1/n1 + 1/x2 - 1/n2; with a zero count, half a count is added to each of
+    the four (Haldane). Returns (the rate ratio, its interval, the one-sided p-value that it exceeds `ratio`)."""
+    haldane = 0.5 if 0 in (hits, reference_hits) else 0.0
+    x1, n1, x2, n2 = (count + haldane for count in (hits, users, reference_hits, reference_users))
+    log_ratio = math.log((x1 / n1) / (x2 / n2))
+    se = math.sqrt(max(0.0, 1 / x1 - 1 / n1 + 1 / x2 - 1 / n2))
+    if se == 0:  # every user hit on both sides
+        return math.exp(log_ratio), math.exp(log_ratio), math.exp(log_ratio), float(log_ratio <= math.log(ratio))
+    half = _normal_quantile(1 - (1 - confidence) / 2) * se
+    return (math.exp(log_ratio), math.exp(log_ratio - half), math.exp(log_ratio + half),
+            normal_upper_tail((log_ratio - math.log(ratio)) / se))
+
+
+def _normal_quantile(p: float) -> float:
+    return _bisect(lambda z: normal_upper_tail(z) > 1 - p, -40.0, 40.0, steps=80)
