@@ -25,6 +25,7 @@ from ecom_lakehouse.files import InputFileError
 from ecom_lakehouse.lock import LakehouseBusy, exclusive
 from ecom_lakehouse.ml import ModelCheckFailed
 from ecom_lakehouse.ml.baselines import SERVABLE_BASELINES
+from ecom_lakehouse.ml.checks import AUTO, DATA_MODES
 from ecom_lakehouse.ops import databricks_cli, emr_cli
 from ecom_lakehouse.reconcile import ReconciliationError
 from ecom_lakehouse.schemas import TABLES
@@ -70,11 +71,11 @@ def _add_generator_options(p: argparse.ArgumentParser, scale_default: float) -> 
 
 
 def _add_data_mode(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-mode", choices=("faithful", "taste"), default=None,
-                   help="what the data is, for the recommender's checks: 'faithful' (no signal beyond gender: "
-                        "ALS hitting more often than chance is leakage, and the run stops without publishing) or "
-                        "'taste' (generated with --taste: no leakage check). Default: taste if --taste was given, "
-                        "else faithful")
+    p.add_argument("--data-mode", choices=DATA_MODES, default=AUTO,
+                   help="what the data is, for the recommender's leakage check: 'faithful' (no signal beyond gender, "
+                        "as thelook documents its own: ALS hitting more often than chance is leakage), 'taste' (buyers "
+                        "have tastes: ALS's test hit rate far above its validation rate is leakage) or 'auto' (the "
+                        "default: the taste_signal check decides, from how often a buyer's purchases share a category)")
     p.add_argument("--default-strategy", choices=SERVABLE_BASELINES, default=stages.StageOptions.default_strategy,
                    help="what serves users with history unless another strategy is promoted: one that hit more "
                         "validation users than it and then beats it on the test period in an exact paired test, "
@@ -167,9 +168,8 @@ def _needs_sample_data(raw: str) -> bool:
 
 
 def _stage_options(args) -> stages.StageOptions:
-    taste = getattr(args, "taste", False)
     return stages.StageOptions(tables=tuple(getattr(args, "tables", TABLES)), reset=tuple(getattr(args, "reset", ())),
-                               data_mode=getattr(args, "data_mode", None) or ("taste" if taste else "faithful"),
+                               data_mode=getattr(args, "data_mode", AUTO),
                                default_strategy=getattr(args, "default_strategy", stages.StageOptions.default_strategy),
                                retain_hours=getattr(args, "retain_hours", stages.StageOptions.retain_hours))
 

@@ -31,7 +31,7 @@ class StageOptions:
     """What a stage may be told besides the lakehouse (the CLI's stage options)."""
     tables: tuple[str, ...] = TABLES  # bronze: the tables to ingest
     reset: tuple[str, ...] = ()  # bronze: tables whose stream state starts over
-    data_mode: str = "faithful"  # recommend: "faithful" (the real data's signal) or "taste" (planted)
+    data_mode: str = "auto"  # recommend: "faithful" (the real data's signal), "taste" (planted) or "auto" (the data says)
     default_strategy: str = DEFAULT_STRATEGY  # recommend: what serves unless another strategy is promoted
     retain_hours: int = 168  # maintain: VACUUM's retention
 

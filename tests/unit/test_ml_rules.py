@@ -462,3 +462,21 @@ def test_a_store_on_object_storage_keeps_one_experiment_numbers_versions_and_kee
         assert uri.startswith(artifacts), uri
     for v in versions:
         assert Path(v.source[len("file://"):], "MLmodel").exists(), v.source
+
+
+def test_taste_signal_counts_same_category_pairs_per_buyer_against_their_gender_catalogue(spark):
+    products = spark.createDataFrame(
+        [(1, "Men", "Jeans"), (2, "Men", "Jeans"), (3, "Men", "Socks"), (4, "Men", "Socks"),
+         (5, "Women", "Tops"), (6, "Women", "Dresses"), (7, "Women", "Dresses"), (8, "Women", "Dresses")],
+        "id long, department string, category string")
+    history = spark.createDataFrame(  # user 10: two jeans and socks, 11: a top and a dress, 12: one item
+        [(10, 1, "M"), (10, 2, "M"), (10, 3, "M"), (11, 5, "F"), (11, 8, "F"), (12, 4, "M")],
+        "user_id long, product_id long, gender string")
+    assertDataFrameEqual(checks.category_pairs_by_user(history, products),
+                         [(10, "M", 3, 1.0), (11, "F", 2, 0.0), (12, "M", 1, 0.0)])
+    shares = checks.catalogue_category_shares(products)
+    assert sorted(shares["M"]) == [0.5, 0.5] and sorted(shares["F"]) == [0.25, 0.75]
+    # expected pairs: user 10, C(3, 2) * (0.5^2 + 0.5^2) = 1.5; user 11, 0.25^2 + 0.75^2 = 0.625
+    signal = checks.taste_signal(history, products)
+    assert signal.verdict == "INCONCLUSIVE" and "2.1 expected same-category pairs" in signal.detail
+    assert checks.mode_of(signal) == checks.FAITHFUL

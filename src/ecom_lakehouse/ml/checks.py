@@ -1,6 +1,16 @@
-"""The recommender's two checks, each an exact test with a verdict that changes what happens.
+"""The recommender's checks, each a test with a verdict that changes what happens.
 
-* `leakage` (faithful data only): the thelook data has no signal beyond gender, so ALS may not
+* `taste_signal` (the data, before any model is fitted, when there is enough to score one): is each buyer's
+  basket what thelook's generator makes, items drawn uniformly from the catalogue of the buyer's gender
+  (FACTS.md: no signal beyond gender), or do a buyer's items cluster in categories? Same-category pairs
+  within each buyer's training-period purchases are counted against their exact mean and variance under
+  uniform draws (stats.same_group_pair_moments), summed over buyers (independent), and read as a normal
+  z-score:
+    SIGNAL        more same-category pairs than uniform draws give at p < TASTE_ALPHA: the data is 'taste'.
+    NO_SIGNAL     not so: the data is 'faithful', as thelook documents its own.
+    INCONCLUSIVE  under MIN_EXPECTED_PAIRS expected pairs (too few repeat buyers to tell): taken as faithful.
+  The verdict sets the data mode unless the run names one (`--data-mode`), and so which leakage check runs.
+* `leakage`, on faithful data: the thelook data has no signal beyond gender, so ALS may not
   hit more often than a random pick from the user's gender's catalogue. The chance of a random
   hit is computed exactly for each user from their candidate pool (the gender's catalogue less
   what they bought) and their hittable labels; ALS's hit count is tested against the
@@ -12,6 +22,13 @@
     PASS          the exact 95% upper bound of ALS hits / chance hits is under MEANINGFUL_LIFT.
     INCONCLUSIVE  neither: the data is too small to rule a meaningful lift out (the detail says
                   how many users would).
+* `leakage`, on taste data: ALS may beat chance there, but not the same ALS one period earlier. Its test hit
+  rate is compared with its hit rate on the validation slice (fitted the same way on the part of the training
+  period before it), by Katz's test of the log rate ratio against LEAK_RATIO:
+    FAIL          the test rate is over LEAK_RATIO times the validation rate at p < LEAK_ALPHA: test
+                  purchases reached training. Nothing is published.
+    PASS          the 95% upper bound of the ratio is under LEAK_RATIO.
+    INCONCLUSIVE  neither, or no validation user to compare with.
 * `beats_every_baseline` (both data modes): whether ALS earned its place in recommend.decide_serving (it won
   on validation, and on test beat every servable baseline in exact paired tests, Holm-corrected across the
   strategies tested). PASS serves ALS; FAIL says a baseline is clearly better; INCONCLUSIVE neither.
@@ -41,6 +58,15 @@ MEANINGFUL_LIFT = 3.0
 LEAKS_TO_DETECT = (3.0, 10.0)  # power is reported for leaks this many times chance
 RULE_OUT_CONFIDENCE = 0.9  # how sure "enough users to rule a meaningful lift out" is
 TOO_LITTLE_DATA = "TOO_LITTLE_DATA"
+FAITHFUL, TASTE = "faithful", "taste"  # the data modes
+AUTO = "auto"  # the run names no data mode: the taste_signal check decides
+DATA_MODES = (AUTO, FAITHFUL, TASTE)
+TASTE_ALPHA = 0.001
+MIN_EXPECTED_PAIRS = 10.0  # the z-score's normal reading wants this many expected same-category pairs
+SIGNAL, NO_SIGNAL = "SIGNAL", "NO_SIGNAL"
+# On taste data, ALS's test hit rate within this many times its validation rate is not leakage (the test model
+# learns from a longer history). Measured at scale 0.05 (docs/machine-learning.md): 1.09x clean, 2.77x leaked.
+LEAK_RATIO = 1.5
 
 
 @dataclass
@@ -154,3 +180,82 @@ def promotion_check(promoted: bool, adjusted_p: float | None, why: str, discorda
     verdict = "PASS" if promoted else "FAIL" if high < 0 else "INCONCLUSIVE"
     return Check("als", "beats_every_baseline", verdict, difference, low, high, p_value, f"{measured}; {why}",
                  f"serving {served}" + ("" if served == "als" else " instead of als"))
+
+
+def category_pairs_by_user(history: DataFrame, products: DataFrame) -> DataFrame:
+    """(user_id, gender, items, same_category_pairs): each buyer's purchases in `history` and how many pairs of
+    them share a product category."""
+    categories = products.select(F.col("id").alias("product_id"), "category")
+    per_category = history.join(categories, "product_id").groupBy("user_id", "gender", "category").count()
+    return per_category.groupBy("user_id", "gender").agg(
+        F.sum("count").alias("items"), F.sum(F.col("count") * (F.col("count") - 1) / 2).alias("same_category_pairs"))
+
+
+def catalogue_category_shares(products: DataFrame) -> dict[str, list[float]]:
+    """gender -> the category shares of its catalogue (a few dozen rows reach the driver)."""
+    counts = (product_gender(products).join(products.select(F.col("id").alias("product_id"), "category"), "product_id")
+              .groupBy("gender", "category").count().collect())
+    totals: dict[str, int] = {}
+    for r in counts:
+        totals[r["gender"]] = totals.get(r["gender"], 0) + r["count"]
+    shares: dict[str, list[float]] = {}
+    for r in counts:
+        shares.setdefault(r["gender"], []).append(r["count"] / totals[r["gender"]])
+    return shares
+
+
+def taste_signal(history: DataFrame, products: DataFrame) -> Check:
+    """The `taste_signal` check on `history` (the training period's purchases: user_id, product_id, gender)."""
+    by_size = (category_pairs_by_user(history, products).where("items >= 2").groupBy("gender", "items")
+               .agg(F.count("*").alias("buyers"), F.sum("same_category_pairs").alias("pairs")).collect())
+    return taste_signal_of([(r["gender"], int(r["items"]), int(r["buyers"]), int(r["pairs"])) for r in by_size],
+                           catalogue_category_shares(products))
+
+
+def taste_signal_of(by_size: list[tuple[str, int, int, int]], shares: dict[str, list[float]]) -> Check:
+    """The `taste_signal` verdict from (gender, items, buyers, same-category pairs) per gender and basket size
+    and each gender's catalogue category shares."""
+    known = [(gender, items, buyers, pairs) for gender, items, buyers, pairs in by_size if gender in shares]
+    observed, buyers = sum(pairs for *_, pairs in known), sum(b for _, _, b, _ in known)
+    mean = variance = 0.0
+    for gender, items, count, _ in known:
+        m, v = stats.same_group_pair_moments(items, shares[gender])
+        mean, variance = mean + count * m, variance + count * v
+    if mean < MIN_EXPECTED_PAIRS or variance <= 0:
+        return Check("als", "taste_signal", "INCONCLUSIVE", observed / mean if mean else 0.0, 0.0, 0.0, 1.0,
+                     f"{buyers:,} buyers with two or more training-period purchases give {mean:.1f} expected "
+                     f"same-category pairs, under the {MIN_EXPECTED_PAIRS:g} a test needs: too few to tell",
+                     "taken as faithful data, as thelook documents its own")
+    sd = math.sqrt(variance)
+    z = (observed - mean) / sd
+    p_value = stats.normal_upper_tail(z)
+    verdict, mode = (SIGNAL, TASTE) if p_value < TASTE_ALPHA else (NO_SIGNAL, FAITHFUL)
+    detail = (f"{observed:,} pairs of a buyer's training-period purchases share a category, {mean:,.1f} expected if "
+              f"each were drawn uniformly from the buyer's gender's catalogue ({buyers:,} buyers): "
+              f"{observed / mean:.2f}x, z = {z:.1f}, p = {p_value:.2g} (one-sided)")
+    return Check("als", "taste_signal", verdict, observed / mean, (observed - 1.96 * sd) / mean,
+                 (observed + 1.96 * sd) / mean, p_value, detail, f"{mode} data")
+
+
+def mode_of(signal: Check) -> str:
+    """The data mode a `taste_signal` verdict gives."""
+    return TASTE if signal.verdict == SIGNAL else FAITHFUL
+
+
+def leakage_against_validation(hits: int, users: int, validation_hits: int, validation_users: int) -> Check:
+    """The `leakage` check of taste data (module docstring)."""
+    if users == 0 or validation_users == 0:
+        return Check("als", "leakage", "INCONCLUSIVE", 0.0, 0.0, 0.0, 1.0,
+                     "no validation user to compare ALS's test hit rate with: nothing to test")
+    ratio, low, high, p_value = stats.rate_ratio_test(hits, users, validation_hits, validation_users, LEAK_RATIO)
+    measured = (f"ALS hit {hits} of {users:,} warm test users and {validation_hits} of {validation_users:,} validation "
+                f"users: {ratio:.2f}x its validation rate, 95% interval [{low:.2f}x, {high:.2f}x], "
+                f"p = {p_value:.2g} that it exceeds {LEAK_RATIO:g}x")
+    if p_value < LEAK_ALPHA:
+        verdict, why = "FAIL", (f"a model at over {LEAK_RATIO:g}x its own earlier rate has seen the test period: "
+                                "leakage (test purchases reaching training)")
+    elif high < LEAK_RATIO:
+        verdict, why = "PASS", f"a test rate of {LEAK_RATIO:g}x the validation rate or more is ruled out"
+    else:
+        verdict, why = "INCONCLUSIVE", f"too few hits to rule a {LEAK_RATIO:g}x jump out"
+    return Check("als", "leakage", verdict, ratio, low, high, p_value, f"{measured}; {why}")

@@ -45,7 +45,7 @@ from ecom_lakehouse.ml.baselines import (
     product_gender,
     top_k_unbought,
 )
-from ecom_lakehouse.ml.checks import Check
+from ecom_lakehouse.ml.checks import FAITHFUL, Check
 from ecom_lakehouse.schemas import STRATEGY_VERDICT_SCHEMA, parse_value
 from ecom_lakehouse.session import cores, side_by_side
 
@@ -242,6 +242,7 @@ class Evaluation:
     best_params: dict = field(default_factory=dict)
     checks: list[Check] = field(default_factory=list)
     served: str = "als"  # the strategy serving users with history
+    data_mode: str = FAITHFUL  # named by the run, or what the taste_signal check found
     repurchase_share: float | None = None  # of test purchases: products the user had bought before (unhittable)
     coverage: float | None = None  # of ALS's recommendations: None when no model was fitted
     cross_category: float | None = None
@@ -459,35 +460,41 @@ def strategy_lists(history: DataFrame, users: DataFrame, products: DataFrame, al
 
 
 def validation_hits(split: EvaluationSplit, products: DataFrame, params: dict, fitted: dict[str, ALSModel]) -> dict[str, int]:
-    """Each strategy's hit users on the validation slice; ALS with `params`, fitted on the part of the training period
-    before it (the model choose_params fitted, where it did)."""
+    """Each strategy's hit users on the validation slice, and its labelled users under "users"; ALS with `params`,
+    fitted on the part of the training period before it (the model choose_params fitted, where it did)."""
     users = split.validation.select("user_id", "gender", "age_band").distinct()
     if split.validation.isEmpty():  # then the part before it may hold no purchase to fit on either
-        return {name: 0 for name in STRATEGIES}
+        return {name: 0 for name in (*STRATEGIES, "users")}
     als = fitted.get(repr(params)) or fit_als(split.fit, params)
     fallback = popularity_by_gender_age(split.fit, users, products).persist()  # every strategy's lists read it
     lists = strategy_lists(split.fit, users, products, als_recommendations(als, users, split.fit), fallback)
     hits = hits_of(evaluation_frames(lists, split.validation, STRATEGIES), STRATEGIES)
     fallback.unpersist()
-    return hits
+    return {**hits, "users": users.count()}
 
 
-def evaluate(events: DataFrame, products: DataFrame, data_mode: str = "faithful", grid=GRID, echo=print,
+def evaluate(events: DataFrame, products: DataFrame, data_mode: str = checks.AUTO, grid=GRID, echo=print,
              plant_leak: bool = False, default: str = DEFAULT_STRATEGY) -> Evaluation:
-    """Choose hyper-parameters on a validation slice of the training period, score every strategy's served
-    lists on the test period, test each against chance, run the checks and decide what serves
-    (decide_serving).
+    """Tell faithful data from taste data (unless `data_mode` names it), choose hyper-parameters on a validation
+    slice of the training period, score every strategy's served lists on the test period, test each against
+    chance, run the checks and decide what serves (decide_serving).
 
     plant_leak: the negative control. ALS is trained on the test period too, as a leaky pipeline
-    would be; the leakage check must then say FAIL."""
+    would be; the leakage check must then say FAIL, in either data mode."""
     result = Evaluation()
     split = evaluation_split(events)
     missing = missing_evidence(events, split)
-    if missing:
+    if missing:  # nothing to test: no data mode to tell either
         split.unpersist()
         result.served = FALLBACK
+        result.data_mode = checks.FAITHFUL if data_mode == checks.AUTO else data_mode
         result.checks.append(checks.too_little_data("als", missing, f"no model fitted; serving {FALLBACK} to every user"))
         return result
+    signal = checks.taste_signal(split.train, products)
+    result.checks.append(signal)
+    result.data_mode = checks.mode_of(signal) if data_mode == checks.AUTO else data_mode
+    if data_mode != checks.AUTO and data_mode != checks.mode_of(signal):
+        signal.consequence = f"{data_mode} data, as the run says, against this verdict"
     train, warm = split.train, split.warm
     pairs = split.test.select("user_id", "product_id").distinct()
     result.repurchase_share = 1 - split.warm.unionByName(split.cold).select("user_id", "product_id").distinct().count() / \
@@ -510,14 +517,17 @@ def evaluate(events: DataFrame, products: DataFrame, data_mode: str = "faithful"
         metrics["in_gender_share"] = shares.get(name, math.nan)  # NaN: it recommended nothing
     groups = checks.chance_groups(warm, train, products)
     result.chance_hits = stats.expected(groups)
-    if data_mode == "faithful":
+    users = int(result.metrics["als"]["users"])
+    if result.data_mode == FAITHFUL:
         result.checks.append(checks.leakage_check(groups, hits["als"]))
+    else:
+        result.checks.append(checks.leakage_against_validation(hits["als"], users, on_validation["als"],
+                                                               on_validation["users"]))
     leak = result.check("leakage")
     chance = {name: versus_chance(groups, hits[name]) for name in STRATEGIES}
     discordant = discordant_pairs(scored, SERVABLE)
     result.served, decided = decide_serving(on_validation, discordant, chance, default,
                                             leak_failed=leak is not None and leak.verdict == "FAIL")
-    users = int(result.metrics["als"]["users"])
     _, adjusted, verdict, why = decided["als"]
     result.checks.append(checks.promotion_check(verdict == PROMOTED, adjusted, why, discordant, users, result.served))
     result.verdicts = []
@@ -592,8 +602,9 @@ def verdict_table(spark: SparkSession, result: Evaluation, data_mode: str, run_i
     return spark.createDataFrame([tuple(r.values()) for r in rows], STRATEGY_VERDICT_SCHEMA)
 
 
-def run(spark: SparkSession, lake: Lakehouse, data_mode: str = "faithful", grid=GRID, echo=print,
+def run(spark: SparkSession, lake: Lakehouse, data_mode: str = checks.AUTO, grid=GRID, echo=print,
         default: str = DEFAULT_STRATEGY) -> Evaluation | None:
+    """data_mode: the run's word for what the data is, or AUTO for the taste_signal check's (evaluate)."""
     started = time.time()
     items, users, catalogue = (lake.table("silver", n) for n in ("order_items", "users", "products"))
     built_from = lineage.of(spark, [items, users, catalogue], f"mode={data_mode},grid={grid},default={default}")
@@ -605,6 +616,7 @@ def run(spark: SparkSession, lake: Lakehouse, data_mode: str = "faithful", grid=
     everyone = people(user_rows)
     events = purchases(items.read(spark), user_rows).persist()
     result = evaluate(events, products, data_mode, grid, echo, default=default)
+    data_mode = result.data_mode  # the rows below are this mode's
     leak = result.check("leakage")
     refused = leak is not None and leak.verdict == "FAIL"
     if leak is not None:
