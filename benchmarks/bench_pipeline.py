@@ -104,7 +104,7 @@ def unchecked_ml(spark, lake: Lakehouse, out: Path) -> None:
     features = segmentation.buyers(lake.table("gold", "customer_features").read(spark))
     prepared = segmentation.feature_pipeline().fit(features)
     scaled = prepared.transform(features).persist()
-    assigned = segmentation.kmeans(4, segmentation.SEEDS[0]).fit(scaled).transform(scaled)
+    assigned = segmentation.kmeans(4, segmentation.SEED).fit(scaled).transform(scaled)
     assigned.select("user_id", "segment_id").write.format("delta").mode("overwrite").save(str(out / "segments"))
     scaled.unpersist()
     events = recommend.purchases(lake.table("silver", "order_items").read(spark),

@@ -27,12 +27,12 @@ def test_adjusted_rand_index_against_hand_computed_values():
     assert segmentation.adjusted_rand_index([[2, 1, 0], [0, 1, 2]]) == pytest.approx(0.2424242424)
 
 
-def test_seed_contingencies_compare_the_first_fit_with_each_other_one(spark):
+def test_fit_contingencies_compare_the_first_fit_with_each_other_one(spark):
     # the first fit a=[0,0,0,1,1,1] against b=[0,0,1,1,2,2] and against itself, k=3
     columns = ([0, 0, 0, 1, 1, 1], [0, 0, 1, 1, 2, 2], [0, 0, 0, 1, 1, 1])
     assigned = spark.createDataFrame(list(zip(*columns, strict=True)), "s0 int, s1 int, s2 int")
-    assert segmentation.seed_contingencies(assigned, 3) == [[[2, 1, 0], [0, 1, 2], [0, 0, 0]],
-                                                            [[3, 0, 0], [0, 3, 0], [0, 0, 0]]]
+    assert segmentation.fit_contingencies(assigned, 3) == [[[2, 1, 0], [0, 1, 2], [0, 0, 0]],
+                                                           [[3, 0, 0], [0, 3, 0], [0, 0, 0]]]
 
 
 def test_segment_naming_rule_reads_the_share_of_members_meeting_each_condition():
@@ -59,16 +59,29 @@ def test_segmentation_publishes_one_segment_when_there_is_nothing_to_cluster(spa
     assert shares[0] == pytest.approx(1.0) and shares[1] == pytest.approx(1.0 if "all buyers" in segments else 0.0)
 
 
-def test_k_is_capped_by_the_distinct_buyers_and_nothing_stays_cached(spark):
+def test_k_is_capped_by_the_distinct_buyers_and_five_buyers_hold_no_segments_their_resamples_repeat(spark):
     rows = [(1, True, 10, 1, 50.0, 50.0), (2, True, 500, 3, 300.0, 100.0), (3, True, 900, 2, 20.0, 10.0),
             (4, True, 10, 1, 50.0, 50.0), (5, True, 40, 2, 120.0, 60.0)]
     spark.catalog.clearCache()
     result = segmentation.segment(spark.createDataFrame(rows, FEATURE_SCHEMA), echo=lambda *_: None)
     # four distinct buyers: k = 4 would give each one a segment of its own, which every seed agrees on
     assert [r.k for r in result.results] == [2, 3]
-    assert result.chosen is not None and result.check.verdict == "PASS"
+    # Every seed agreed on k = 2 and 3 here (PASS, before stability was measured on resamples); a bootstrap
+    # resample of five buyers does not repeat either clustering, so nothing is published.
+    assert result.chosen is None and result.check.verdict == "FAIL", result.check
+    assert max(r.stability_ari for r in result.results) < segmentation.MIN_STABILITY
     # A frame left cached holds memory in a long-lived session (the benchmark's JVM runs scale 1, then 10).
     assert spark._jsparkSession.sharedState().cacheManager().isEmpty(), "segment left a DataFrame cached"
+
+
+def test_segments_that_are_in_the_data_are_repeated_by_every_resample(spark):
+    """Three groups of 20 buyers, each a tight cloud: k = 3 is found, and every bootstrap resample repeats it."""
+    centres = [(10, 1, 20.0), (400, 3, 200.0), (900, 2, 60.0)]
+    rows = [(100 * g + i, True, days + i % 5, orders, basket * orders + i % 3, basket + i % 3)
+            for g, (days, orders, basket) in enumerate(centres) for i in range(20)]
+    result = segmentation.segment(spark.createDataFrame(rows, FEATURE_SCHEMA), echo=lambda *_: None)
+    assert result.check.verdict == "PASS" and result.chosen.k == 3, result.check
+    assert result.chosen.stability_ari == 1.0
 
 
 def _split_with_validation_users(spark, n: int) -> recommend.EvaluationSplit:

@@ -1,18 +1,19 @@
 """Customer segmentation: log-RFM features, StandardScaler(withMean, withStd), KMeans.
 
-Features: recency, frequency and average basket (logs). Total spend is left out because it is
-frequency x basket (it correlates 0.91 with basket), and category diversity because it follows
-frequency (0.71): redundant features would weigh the same thing twice.
+Features: recency, frequency and average basket (logs). Total spend is left out because it is frequency
+x basket (it correlates 0.91 with basket), and category diversity because it follows frequency (0.71):
+redundant features would weigh the same thing twice.
 
 k is chosen by silhouette (ClusteringEvaluator) in 2..K_MAX, below the number of distinct feature
 vectors (k groups of k points are forced by the data, not found in it: every seed agrees and the
-silhouette is 0), with the WSSSE elbow recorded beside it. KMeans has no restarts, so each k is
-fitted with several seeds and the lowest cost kept; a k whose assignments disagree across seeds
-(adjusted Rand index under MIN_STABILITY) is never published. With fewer than three distinct buyer
-profiles (verdict TOO_LITTLE_DATA), or no stable k (FAIL), no model is fitted or published: the
-buyers form one "all buyers" segment, and the verdict says why.
-Segments are named from the share of their members meeting each condition (`name_segment`);
-non-buyers are a row of their own (segment_id -1).
+silhouette is 0), with the WSSSE elbow recorded beside it. Each k is fitted on every buyer (the model
+published) and on bootstrap resamples of the buyers, each with a seed of its own; a k whose resample
+fits assign the buyers differently from the full fit (adjusted Rand index under MIN_STABILITY) is never
+published. Resamples measure what seeds alone cannot: whether the segments are in the data or only in
+this sample of it. With fewer than three distinct buyer profiles (verdict TOO_LITTLE_DATA), or no stable k (FAIL), no model
+is fitted or published: the buyers form one "all buyers" segment, and the verdict says why. Segments are
+named from the share of their members meeting each condition (`name_segment`); non-buyers are a row of
+their own (segment_id -1).
 """
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ from ecom_lakehouse.ml import save_model, tracking, write_verdicts
 from ecom_lakehouse.ml.checks import Check, too_little_data
 
 K_MAX = 6
-SEEDS = (1, 2, 3)
+SEED = 1  # the fit on every buyer, the one published
+RESAMPLES = (2, 3)  # the seeds of the bootstrap resamples (and of their fits)
 MIN_STABILITY = 0.8
 FEATURES = ["log_recency", "log_frequency", "log_avg_basket"]
 RAW_FEATURES = ["recency_days", "frequency", "avg_basket"]
@@ -73,7 +75,7 @@ def adjusted_rand_index(contingency: list[list[int]]) -> float:
     return 1.0 if maximum == expected else (index - expected) / (maximum - expected)
 
 
-def seed_contingencies(assigned: DataFrame, k: int) -> list[list[list[int]]]:
+def fit_contingencies(assigned: DataFrame, k: int) -> list[list[list[int]]]:
     """`assigned`: one column of cluster ids per fit. For each column after the first, the k x k
     counts of (cluster in the first, cluster in it), all from one aggregate (at most k ** columns
     rows reach the driver, whatever the data)."""
@@ -95,23 +97,25 @@ class KResult:
 
 
 def fit_k(scaled: DataFrame, k: int, features: PipelineModel) -> KResult | None:
-    """The lowest-cost of SEEDS fits of k clusters on the (cached) scaled features, as one model
-    with the fitted feature stages in front; None when KMeans found fewer than k non-empty
+    """k clusters fitted on every buyer of the (cached) scaled features, as one model with the fitted feature
+    stages in front, and its stability: the lowest ARI between its assignment of every buyer and that of a fit on a
+    bootstrap resample (0 when a resample holds fewer than k distinct buyers). None when the full fit found fewer than k non-empty
     clusters (too few distinct points around)."""
-    fits = []
-    for seed in SEEDS:
-        model = kmeans(k, seed).fit(scaled)
-        if min(model.summary.clusterSizes, default=0) == 0 or model.summary.k < k:
-            return None
-        fits.append((model.summary.trainingCost, model))
-    fits.sort(key=lambda f: f[0])
-    best_cost, best = fits[0]
-    assigned = scaled.select("features")
-    for i, (_, model) in enumerate(fits):  # s0: the lowest-cost fit, which the others are compared with
-        assigned = model.transform(assigned).withColumnRenamed("segment_id", f"s{i}")
-    ari = min(adjusted_rand_index(table) for table in seed_contingencies(assigned.drop("features"), k))
-    silhouette = ClusteringEvaluator(featuresCol="features", predictionCol="segment_id").evaluate(best.transform(scaled))
-    return KResult(k, best_cost, silhouette, ari, PipelineModel(stages=[*features.stages, best]))
+    model = kmeans(k, SEED).fit(scaled)
+    if min(model.summary.clusterSizes, default=0) == 0 or model.summary.k < k:
+        return None
+    assigned = model.transform(scaled.select("features")).withColumnRenamed("segment_id", "s0")
+    for i, seed in enumerate(RESAMPLES, start=1):
+        resample = scaled.sample(withReplacement=True, fraction=1.0, seed=seed)
+        # KMeans needs k distinct points (MLlib 3.5 fails on fewer); a resample without them cannot hold k clusters
+        if resample.select(*RAW_FEATURES).distinct().limit(k).count() < k:
+            ari = 0.0
+            break
+        assigned = kmeans(k, seed).fit(resample).transform(assigned).withColumnRenamed("segment_id", f"s{i}")
+    else:
+        ari = min(adjusted_rand_index(table) for table in fit_contingencies(assigned.drop("features"), k))
+    silhouette = ClusteringEvaluator(featuresCol="features", predictionCol="segment_id").evaluate(model.transform(scaled))
+    return KResult(k, model.summary.trainingCost, silhouette, ari, PipelineModel(stages=[*features.stages, model]))
 
 
 def choose_k(results: list[KResult]) -> KResult | None:
@@ -190,11 +194,12 @@ def stability_check(results: list[KResult], chosen: KResult | None, distinct: in
                                "k segments need more than k", f"no model fitted; published one '{ALL_BUYERS}' segment")
     if chosen is None:
         best = max((r.stability_ari for r in results), default=0.0)
-        return Check("segmentation", "seed_stability", "FAIL", best, best, best, 1.0,
-                     f"no k in 2..{min(K_MAX, distinct - 1)} gives the same clusters across seeds {SEEDS} "
-                     f"(best min ARI {best:.3f} < {MIN_STABILITY})", f"published one '{ALL_BUYERS}' segment")
-    return Check("segmentation", "seed_stability", "PASS", chosen.stability_ari, chosen.stability_ari,
-                 chosen.stability_ari, 1.0, f"k={chosen.k}: min ARI across seeds {chosen.stability_ari:.3f} >= "
+        return Check("segmentation", "resample_stability", "FAIL", best, best, best, 1.0,
+                     f"no k in 2..{min(K_MAX, distinct - 1)} gives the same clusters on {len(RESAMPLES)} bootstrap "
+                     f"resamples of the buyers (best min ARI {best:.3f} < {MIN_STABILITY})",
+                     f"published one '{ALL_BUYERS}' segment")
+    return Check("segmentation", "resample_stability", "PASS", chosen.stability_ari, chosen.stability_ari,
+                 chosen.stability_ari, 1.0, f"k={chosen.k}: min ARI across bootstrap resamples {chosen.stability_ari:.3f} >= "
                  f"{MIN_STABILITY}, silhouette {chosen.silhouette:.3f}", f"published {chosen.k} segments")
 
 
@@ -213,7 +218,7 @@ def fit_each_k(data: DataFrame, ks: range, echo=print) -> list[KResult]:
             continue
         results.append(r)
         echo(f"  segment k={k}  ({time.time() - k_started:4.1f}s)  silhouette {r.silhouette:.3f}  WSSSE {r.wssse:,.0f}  "
-             f"stability (min ARI across seeds) {r.stability_ari:.3f}")
+             f"stability (min ARI across resamples) {r.stability_ari:.3f}")
     scaled.unpersist()
     return results
 
@@ -241,7 +246,7 @@ def run(spark: SparkSession, lake: Lakehouse, echo=print) -> dict:
     source = lake.table("gold", "customer_features")
     version = source.version(spark)
     outputs = [lake.table("gold", n) for n in ("segment_summary", "customer_segments", "segmentation_model_selection")]
-    built_from = lineage.of(spark, [source], f"k=2..{K_MAX},seeds={SEEDS},features={','.join(FEATURES)}")
+    built_from = lineage.of(spark, [source], f"k=2..{K_MAX},seed={SEED},resamples={RESAMPLES},features={','.join(FEATURES)}")
     if lineage.is_current(spark, outputs, built_from):
         echo(f"  segments unchanged (built from {built_from}): skipped")
         return {}
@@ -253,7 +258,7 @@ def run(spark: SparkSession, lake: Lakehouse, echo=print) -> dict:
                                         chosen is not None and r.k == chosen.k) for r in result.results],
                                       "k int, wssse double, silhouette double, stability_ari double, chosen boolean")
     with tracking.ml_run(spark, lake, "segment") as run:
-        run.log(params={"k_range": f"2..{K_MAX}", "seeds": SEEDS, "chosen_k": chosen.k if chosen else 1,
+        run.log(params={"k_range": f"2..{K_MAX}", "seed": SEED, "resamples": RESAMPLES, "chosen_k": chosen.k if chosen else 1,
                         "min_stability_ari": MIN_STABILITY, "features": FEATURES},
                 metrics={**{f"k{r.k}.{m}": getattr(r, m) for r in result.results
                             for m in ("silhouette", "wssse", "stability_ari")},
