@@ -40,7 +40,7 @@ SERVERLESS4_PACKAGES := databricks-connect==17.2.3 mlflow-skinny==2.22.0 numpy==
 # apt-get needs root: as root it runs directly, otherwise through sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install run test screenshot bench bench-honesty bench-implicit bench-crash wheel wheelhouse clean
+.PHONY: install run test screenshot bench bench-honesty bench-implicit bench-crash bench-segments wheel wheelhouse clean
 
 install: $(STAMP)
 
@@ -82,7 +82,8 @@ test: install
 	$(BIN)/pytest
 
 # Benchmarks (not tests): pipeline stages per scale; ALS vs its baselines on faithful and taste
-# data; Spark ALS vs the `implicit` library (installed only for this one); SIGKILL mid-stage and rerun.
+# data; Spark ALS vs the `implicit` library (installed only for this one); SIGKILL mid-stage and rerun;
+# segments against an RFM rule on a hold-out period.
 bench: install
 	$(BIN)/python benchmarks/bench_pipeline.py $(BENCH_ARGS)
 
@@ -98,6 +99,10 @@ bench-implicit: $(BENCH_STAMP)
 
 bench-crash: install
 	$(BIN)/python benchmarks/crash_recovery.py $(BENCH_ARGS)
+
+# After `make run`: do the segments predict who orders again better than a plain RFM rule?
+bench-segments: install
+	$(BIN)/python benchmarks/segment_holdout.py $(BENCH_ARGS)
 
 # The report as Chromium shows it, the full page as a PNG beside it (after `make run`).
 screenshot: install
