@@ -459,18 +459,19 @@ def strategy_lists(history: DataFrame, users: DataFrame, products: DataFrame, al
     return topped_up_lists(own, fallback)
 
 
-def validation_hits(split: EvaluationSplit, products: DataFrame, params: dict, fitted: dict[str, ALSModel]) -> dict[str, int]:
-    """Each strategy's hit users on the validation slice, and its labelled users under "users"; ALS with `params`,
-    fitted on the part of the training period before it (the model choose_params fitted, where it did)."""
+def validation_hits(split: EvaluationSplit, products: DataFrame, params: dict,
+                    fitted: dict[str, ALSModel]) -> tuple[dict[str, int], int]:
+    """Each strategy's hit users on the validation slice, and the slice's labelled users; ALS with `params`, fitted on
+    the part of the training period before it (the model choose_params fitted, where it did)."""
     users = split.validation.select("user_id", "gender", "age_band").distinct()
     if split.validation.isEmpty():  # then the part before it may hold no purchase to fit on either
-        return {name: 0 for name in (*STRATEGIES, "users")}
+        return {name: 0 for name in STRATEGIES}, 0
     als = fitted.get(repr(params)) or fit_als(split.fit, params)
     fallback = popularity_by_gender_age(split.fit, users, products).persist()  # every strategy's lists read it
     lists = strategy_lists(split.fit, users, products, als_recommendations(als, users, split.fit), fallback)
     hits = hits_of(evaluation_frames(lists, split.validation, STRATEGIES), STRATEGIES)
     fallback.unpersist()
-    return {**hits, "users": users.count()}
+    return hits, users.count()
 
 
 def evaluate(events: DataFrame, products: DataFrame, data_mode: str = checks.AUTO, grid=GRID, echo=print,
@@ -501,7 +502,7 @@ def evaluate(events: DataFrame, products: DataFrame, data_mode: str = checks.AUT
         max(1, pairs.count())
     fitted: dict[str, ALSModel] = {}
     result.best_params = choose_params(split, grid, echo=echo, products=products, fitted=fitted)
-    on_validation = validation_hits(split, products, result.best_params, fitted)
+    on_validation, validation_users = validation_hits(split, products, result.best_params, fitted)
     model = fit_als(train.unionByName(split.test) if plant_leak else train, result.best_params)
     warm_users = warm.select("user_id", "gender", "age_band").distinct()
     own_als = als_recommendations(model, warm_users, train).persist()  # read by coverage and cross-category too
@@ -521,8 +522,7 @@ def evaluate(events: DataFrame, products: DataFrame, data_mode: str = checks.AUT
     if result.data_mode == FAITHFUL:
         result.checks.append(checks.leakage_check(groups, hits["als"]))
     else:
-        result.checks.append(checks.leakage_against_validation(hits["als"], users, on_validation["als"],
-                                                               on_validation["users"]))
+        result.checks.append(checks.leakage_against_validation(hits["als"], users, on_validation["als"], validation_users))
     leak = result.check("leakage")
     chance = {name: versus_chance(groups, hits[name]) for name in STRATEGIES}
     discordant = discordant_pairs(scored, SERVABLE)
