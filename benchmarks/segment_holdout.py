@@ -33,16 +33,17 @@ def cross_fitted_errors(buyers: DataFrame) -> DataFrame:
     """buyers: user_id, ordered_again (0/1) and one group column per grouping. Adds, per grouping, the squared
     error of predicting ordered_again by the group's rate in the other half of the buyers."""
     halves = buyers.withColumn("half", F.pmod(F.xxhash64("user_id"), F.lit(2)))
-    out = halves
+
+    def from_other_half(frame: DataFrame) -> DataFrame:  # rates of one half, keyed for the other
+        return frame.withColumn("half", 1 - F.col("half"))
+
+    out = halves.join(from_other_half(halves.groupBy("half").agg(F.avg("ordered_again").alias("other_base"))), "half")
     for grouping in GROUPINGS:
-        rates = halves.groupBy("half", grouping).agg(F.avg("ordered_again").alias("rate"))
-        base = halves.groupBy("half").agg(F.avg("ordered_again").alias("base"))
-        other = (rates.withColumn("half", 1 - F.col("half")).withColumnRenamed("rate", f"{grouping}_rate"))
-        other_base = base.withColumn("half", 1 - F.col("half")).withColumnRenamed("base", f"{grouping}_base")
-        out = (out.join(other, ["half", grouping], "left").join(other_base, "half")
-               .withColumn(f"{grouping}_error", (F.col("ordered_again") - F.coalesce(f"{grouping}_rate", f"{grouping}_base"))
-                           ** 2).drop(f"{grouping}_rate", f"{grouping}_base"))
-    return out
+        rates = from_other_half(halves.groupBy("half", grouping).agg(F.avg("ordered_again").alias("other_rate")))
+        out = (out.join(rates, ["half", grouping], "left")
+               .withColumn(f"{grouping}_error", (F.col("ordered_again") - F.coalesce("other_rate", "other_base")) ** 2)
+               .drop("other_rate"))
+    return out.drop("other_base")
 
 
 def main() -> None:
