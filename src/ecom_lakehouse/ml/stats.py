@@ -169,3 +169,25 @@ def rate_ratio_test(hits: int, users: int, reference_hits: int, reference_users:
 
 def _normal_quantile(p: float) -> float:
     return _bisect(lambda z: normal_upper_tail(z) > 1 - p, -40.0, 40.0, steps=80)
+
+
+def difference_variance(hits: int, users: int, reference_hits: int, reference_users: int) -> float:
+    """The variance of the difference of two hit rates, each rate's estimate pulled half a hit towards one half
+    ((x + 0.5) / (n + 1)) so that an arm without a hit, or where everyone hit, does not claim zero variance."""
+    def rate_variance(x: int, n: int) -> float:
+        p = (x + 0.5) / (n + 1)
+        return p * (1 - p) / n
+    return rate_variance(hits, users) + rate_variance(reference_hits, reference_users)
+
+
+def msprt(difference: float, variance: float, mixing_sd: float, alpha: float = 0.05) -> tuple[float, float, float]:
+    """One look of the mixture sequential probability ratio test for a difference of means (Johari, Pekelis and
+    Walsh, "Always valid inference", 2017; normal approximation, the difference's prior N(0, mixing_sd^2)):
+    Lambda = sqrt(V / (V + t^2)) exp(t^2 d^2 / (2 V (V + t^2))). Returns (1 / Lambda, at most 1, and the
+    1 - alpha confidence interval of the difference at this look: the values a look with Lambda < 1/alpha keeps).
+    The always-valid p-value is the running minimum of the first over the looks, the confidence sequence the
+    running intersection of the intervals: either may then be read after every look at level alpha."""
+    t2 = mixing_sd ** 2
+    log_lambda = 0.5 * math.log(variance / (variance + t2)) + t2 * difference ** 2 / (2 * variance * (variance + t2))
+    half = math.sqrt(variance * (variance + t2) / t2 * (math.log((variance + t2) / variance) + 2 * math.log(1 / alpha)))
+    return min(1.0, math.exp(-log_lambda)), difference - half, difference + half
