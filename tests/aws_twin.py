@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from ecom_lakehouse import gold
+from ecom_lakehouse.contracts import CONTRACTS
 from ecom_lakehouse.generator import GeneratorOptions, generate
 from ecom_lakehouse.ops import emr_ops as ops
 from ecom_lakehouse.schemas import TABLES
@@ -207,8 +208,8 @@ def assert_complete_lake(s3, generated: dict[str, int]) -> None:
         assert bronze == generated[table], table
         assert 0 < delta_row_count(s3, lake, f"silver/{table}") <= bronze, table
     assert delta_row_count(s3, lake, "bronze/_quarantine") == 0  # exists, and holds nothing
-    for table in (*gold.OUTPUTS, "customer_segments", "segment_summary", "served_recommendations", "model_verdicts",
-                  "recommender_evaluation", "strategy_verdicts"):
+    assert set(gold.OUTPUTS) <= set(CONTRACTS)
+    for table in CONTRACTS:  # every gold and ML output
         # each exists; restock alerts may rightly be empty on a few hundred users' data, no other table may
         assert delta_row_count(s3, lake, f"gold/{table}") >= (table != "inventory_restock_alerts"), table
     keys = {o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=lake) for o in page.get("Contents", [])}

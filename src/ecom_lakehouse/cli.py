@@ -24,6 +24,7 @@ from ecom_lakehouse.errors import error_line
 from ecom_lakehouse.files import InputFileError
 from ecom_lakehouse.lock import LakehouseBusy, exclusive
 from ecom_lakehouse.ml import ModelCheckFailed
+from ecom_lakehouse.ml.ab import CONTROL_SERVES
 from ecom_lakehouse.ml.baselines import SERVABLE_BASELINES
 from ecom_lakehouse.ml.checks import AUTO, DATA_MODES
 from ecom_lakehouse.ops import databricks_cli, emr_cli
@@ -81,6 +82,21 @@ def _add_data_mode(p: argparse.ArgumentParser) -> None:
                         "validation users than it and then beats it on the test period in an exact paired test, "
                         "Holm-corrected across the strategies tested (ALS must beat every baseline that way). "
                         "Default %(default)s")
+    p.add_argument("--control-share", type=_share, default=stages.StageOptions.control_share,
+                   help="the A/B hold-out's control arm: this share of the users, chosen by a stable hash of the user "
+                        "id, gets what --control-serves says; `measure` compares its purchases with the others' "
+                        "(default %(default)s)")
+    p.add_argument("--control-serves", choices=CONTROL_SERVES, default=stages.StageOptions.control_serves,
+                   help="what the control arm is shown: the default strategy's lists ('default': the experiment "
+                        "measures the promoted strategy against the default) or 'nothing' (it measures showing "
+                        "recommendations at all) (default %(default)s)")
+
+
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a share between 0 and 1 (e.g. 0.1)")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
         "segment": "K-means customer segments from gold customer_features (k chosen by silhouette, stable seeds)",
         "recommend": "ALS product recommendations, evaluated against baselines on a time split; every user gets 10 "
                      "(gold served_recommendations) from the strategy that won",
+        "measure": "read the A/B hold-out: each arm's users who bought a product of a list shown (or, for a "
+                   "control shown nothing, recorded) for them since its serving, the difference and an always-valid "
+                   "sequential test, appended to gold ab_looks (safe to read after every run)",
         "report": "write an HTML report with charts (and the PNGs) from the gold tables",
         "maintain": "compact small files (OPTIMIZE) and remove files no version of the last --retain-hours needs "
                     "(VACUUM, skipped where no file is that old), in every table; scheduled after the pipeline on "
@@ -125,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "so nothing doubles). Use after a raw file was rewritten in place")
 
     run = sub.add_parser("run", help="the whole pipeline; generates sample data first if --raw is empty",
-                         description="Run bronze -> silver -> gold -> segment -> recommend -> report and print "
+                         description="Run bronze -> silver -> gold -> segment -> recommend -> measure -> report and print "
                                      "a summary. Locally, when the raw folder holds no CSVs, first generates "
                                      "sample data there.")
     _add_common(run)
@@ -171,6 +190,8 @@ def _stage_options(args) -> stages.StageOptions:
     return stages.StageOptions(tables=tuple(getattr(args, "tables", TABLES)), reset=tuple(getattr(args, "reset", ())),
                                data_mode=getattr(args, "data_mode", AUTO),
                                default_strategy=getattr(args, "default_strategy", stages.StageOptions.default_strategy),
+                               control_share=getattr(args, "control_share", stages.StageOptions.control_share),
+                               control_serves=getattr(args, "control_serves", stages.StageOptions.control_serves),
                                retain_hours=getattr(args, "retain_hours", stages.StageOptions.retain_hours))
 
 

@@ -38,15 +38,19 @@ CONTRACTS: dict[str, Contract] = {
     "customer_segments": Contract(("user_id",), ("segment_id", "segment"),
                                   (("user_id", "gold", "customer_features", "user_id"),)),
     "segment_summary": Contract(("segment_id",), ("segment", "users")),
-    "served_recommendations": Contract(("user_id", "rank"), ("product_id", "strategy"),
+    "served_recommendations": Contract(("user_id", "rank"), ("product_id", "strategy", "arm"),
                                        (("user_id", *USERS), ("product_id", *PRODUCTS))),
+    "ab_exposures": Contract(("run_id", "user_id", "rank"), ("experiment", "served_at", "arm", "product_id", "shown")),
+    "ab_looks": Contract(("experiment", "measured_at"), ("treatment_users", "control_users", "verdict")),
     "recommender_evaluation": Contract(("model", "metric", "data_mode", "users")),
     "model_verdicts": Contract(("model", "data_mode", "check"), ("verdict",)),
     "strategy_verdicts": Contract(("data_mode", "strategy"), ("users", "hits", "verdict", "served", "why")),
 }
 STAGE_OUTPUTS = {
     "segment": ("customer_segments", "segment_summary", "model_verdicts"),
-    "recommend": ("served_recommendations", "recommender_evaluation", "strategy_verdicts", "model_verdicts"),
+    "recommend": ("served_recommendations", "ab_exposures", "recommender_evaluation", "strategy_verdicts",
+                  "model_verdicts"),
+    "measure": ("ab_looks",),
 }
 
 

@@ -17,6 +17,7 @@ from pyspark.sql import SparkSession, Window
 from pyspark.sql import functions as F
 
 from ecom_lakehouse.config import Lakehouse
+from ecom_lakehouse.ml.ab import Look
 
 TOP_CATEGORIES = 15
 TOP_CATEGORY_LINES = 5  # categories drawn month by month
@@ -353,6 +354,38 @@ def strategy_verdicts_section(spark: SparkSession, lake: Lakehouse) -> str:
             "Holm-adjusted across the strategies tested; ALS must beat every baseline).</p>" + "".join(tables))
 
 
+AB_COLUMNS = ("measured at", "servings", "treatment: hits of users", "control: hits of users", "difference",
+              "always-valid p", "95% confidence sequence", "verdict")
+
+
+def ab_section(spark: SparkSession, lake: Lakehouse) -> str:
+    """The A/B hold-out's looks at its latest experiment (gold ab_looks), newest first: each arm's users who bought a
+    product of their list since its serving with the exact interval of the rate, the difference, and the mixture
+    sequential test's always-valid p-value and confidence sequence, which may be read at every look."""
+    rows = _rows(spark, lake, "ab_looks", lambda d: d.orderBy(F.desc("measured_at")), limit=30)  # a look per run
+    if not rows:
+        return "<h2>A/B hold-out</h2><p>Not built yet (run recommend and measure).</p>"
+    experiment = rows[0]["experiment"]
+    looks = [Look(**r.asDict()) for r in rows if r["experiment"] == experiment]
+
+    def arm(look: Look, name: str) -> str:
+        hits, users, low, high = look.rate(name)
+        return f"{hits:,} of {users:,}" + (f" ({hits / users:.2%} [{low:.2%}, {high:.2%}])" if users else "")
+
+    def cells(look: Look) -> list[str]:
+        measured = [f"{look.difference:+.2%}", f"{look.always_valid_p:.3g}",
+                    f"[{look.interval_low:+.2%}, {look.interval_high:+.2%}]"] if look.difference is not None else ["", "", ""]
+        return [look.measured_at.strftime("%Y-%m-%d %H:%M"), str(look.servings), arm(look, "treatment"),
+                arm(look, "control"), *measured, look.verdict]
+    return (f"<h2>A/B hold-out</h2><p>Experiment <i>{html.escape(experiment)}</i>: users are in control by a stable hash "
+            "of their id. A user hits when they buy a product of the list recorded for them, after its serving and "
+            "before the next. The p-value and the confidence sequence are always valid: they keep their 5% level "
+            "however many looks are read (mixture sequential probability ratio test).</p><table class='sortable'><tr>"
+            + "".join(f"<th>{c}</th>" for c in AB_COLUMNS) + "</tr>"
+            + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells(look)) + "</tr>" for look in looks)
+            + "</table>")
+
+
 RESTOCK_COLUMNS = {"rank": "#", "name": "product", "brand": "brand", "category": "category",
                    "distribution_center": "distribution centre", "units_on_hand": "on hand",
                    "sold_last_30d": "sold 30 d", "sold_last_90d": "sold 90 d", "days_of_cover": "days of cover",
@@ -426,6 +459,7 @@ def write_report(spark: SparkSession, lake: Lakehouse, out_dir: str, echo=print)
     sections.insert(list(CHARTS).index("segments") + 2, segment_section(spark, lake))
     sections.insert(list(CHARTS).index("restock_alerts") + 3, restock_section(spark, lake))
     sections.insert(list(CHARTS).index("recommender") + 4, strategy_verdicts_section(spark, lake))
+    sections.insert(list(CHARTS).index("recommender") + 5, ab_section(spark, lake))
     sections.append(verdicts_section(spark, lake))
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>ecom_lakehouse report</title>"
             "<style>body{font-family:sans-serif;max-width:1000px;margin:auto}img{max-width:100%}"

@@ -15,6 +15,7 @@ from pyspark.sql import SparkSession
 
 from ecom_lakehouse.config import Lakehouse
 from ecom_lakehouse.contracts import STAGE_OUTPUTS, check_outputs
+from ecom_lakehouse.ml import ab
 from ecom_lakehouse.ml.baselines import DEFAULT_STRATEGY
 from ecom_lakehouse.reconcile import ReconciliationError
 from ecom_lakehouse.schemas import TABLES
@@ -33,6 +34,8 @@ class StageOptions:
     reset: tuple[str, ...] = ()  # bronze: tables whose stream state starts over
     data_mode: str = "auto"  # recommend: "faithful" (the real data's signal), "taste" (planted) or "auto" (the data says)
     default_strategy: str = DEFAULT_STRATEGY  # recommend: what serves unless another strategy is promoted
+    control_share: float = ab.CONTROL_SHARE  # recommend: the A/B hold-out's control arm, a share of the users
+    control_serves: str = ab.CONTROL_SERVES[0]  # recommend: what control is shown, "default" or "nothing"
     retain_hours: int = 168  # maintain: VACUUM's retention
 
 
@@ -77,7 +80,12 @@ def _segment(spark, lake, options, echo):
 def _recommend(spark, lake, options, echo):
     from ecom_lakehouse.ml import recommend
 
-    return recommend.run(spark, lake, data_mode=options.data_mode, echo=echo, default=options.default_strategy)
+    return recommend.run(spark, lake, data_mode=options.data_mode, echo=echo, default=options.default_strategy,
+                         control_share=options.control_share, control_serves=options.control_serves)
+
+
+def _measure(spark, lake, options, echo):
+    return ab.run(spark, lake, echo=echo)
 
 
 def _report(spark, lake, options, echo):
@@ -115,14 +123,21 @@ REGISTRY: dict[str, Stage] = {stage.name: stage for stage in (
     Stage("segment", lambda: (("gold", "customer_features"),), "gold", _segment, lambda: STAGE_OUTPUTS["segment"]),
     Stage("recommend", lambda: tuple(("silver", t) for t in ("order_items", "users", "products")), "gold", _recommend,
           lambda: STAGE_OUTPUTS["recommend"]),
+    Stage("measure", lambda: (("gold", "ab_exposures"), ("silver", "order_items")), "gold", _measure,
+          lambda: STAGE_OUTPUTS["measure"]),
     Stage("report", _gold_outputs, None, _report),
     Stage("maintain", lambda: (), None, _maintain),
 )}
-PIPELINE = ("bronze", "silver", "gold", "segment", "recommend", "report")  # what `run` runs
+PIPELINE = ("bronze", "silver", "gold", "segment", "recommend", "measure", "report")  # what `run` runs
 SCHEDULED = (*PIPELINE, "maintain")  # what the platforms schedule: Databricks tasks, EMR steps
 # What one EMR step or EMR Serverless job run may run: `run`, the whole pipeline in one driver, or a stage alone.
 COMMANDS = ("run", *SCHEDULED)
 ML_STAGES = ("segment", "recommend")
+
+
+def producer(layer: str, name: str) -> str:
+    """The stage that writes a table: the one whose outputs name it, else its layer's stage."""
+    return next((s.name for s in REGISTRY.values() if layer == "gold" and name in s.outputs()), layer)
 
 
 def require_inputs(spark: SparkSession, lake: Lakehouse, stage: str) -> None:
@@ -130,7 +145,7 @@ def require_inputs(spark: SparkSession, lake: Lakehouse, stage: str) -> None:
         table = lake.table(layer, name)
         if not table.exists(spark):
             raise MissingInputError(f"{stage} needs the {layer} table {name} ({table}), which does not exist yet: "
-                                    f"run `ecom-lakehouse {layer}` with the same --lakehouse first")
+                                    f"run `ecom-lakehouse {producer(layer, name)}` with the same --lakehouse first")
 
 
 def run_stage(name: str, spark: SparkSession, lake: Lakehouse, options: StageOptions = StageOptions(),

@@ -109,6 +109,11 @@ def _print_ml(spark: SparkSession, lake: Lakehouse, echo) -> None:
                                                          F.count("*").alias("rows")).collect()  # <= 2 rows
         echo("Served recommendations: " + ", ".join(f"{r['strategy']} {r['rows']:,} for {r['users']:,} users"
                                                     for r in sorted(by, key=lambda r: -r["rows"])))
+    looks = lake.table("gold", "ab_looks")
+    if looks.exists(spark):
+        latest = looks.read(spark).orderBy(F.desc("measured_at")).first()  # one row
+        if latest is not None:
+            echo(f"A/B hold-out ({latest['experiment']}): {latest['verdict']}: {latest['detail']}")
 
 
 def verdict_lines(rows: list[dict]) -> list[str]:

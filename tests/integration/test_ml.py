@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
-from ecom_lakehouse.ml import baselines, checks, recommend, segmentation, stats, tracking
+from ecom_lakehouse import stages
+from ecom_lakehouse.ml import ab, baselines, checks, recommend, segmentation, stats, tracking
 from ecom_lakehouse.summary import _print_ml
 
 SMALL_GRID = [dict(rank=10, regParam=0.1, alpha=20.0)]
@@ -74,7 +75,8 @@ def test_faithful_data_gets_a_verdict_and_every_user_a_served_list(spark, pipeli
     per_user = served.groupBy("user_id").agg(F.count("*").alias("n"), F.countDistinct("product_id").alias("d"))
     assert per_user.count() == users.count() and per_user.where("n <> 10 OR d <> 10").count() == 0
     assert verdicts["beats_every_baseline"]["consequence"].split()[1] == served_row["strategy"]  # "serving <strategy> ..."
-    assert {r["strategy"] for r in served.select("strategy").distinct().collect()} <= {served_row["strategy"], baselines.FALLBACK}
+    treatment = served.where(F.col("arm") == ab.TREATMENT).select("strategy").distinct()
+    assert {r["strategy"] for r in treatment.collect()} <= {served_row["strategy"], baselines.FALLBACK}
     bought = lake.table("silver", "order_items").read(spark).where(~F.col("status").isin("Cancelled", "Returned"))
     assert served.join(bought, ["user_id", "product_id"]).count() == 0  # already-bought items are filtered out
 
@@ -126,9 +128,13 @@ def test_when_als_serves_it_is_fitted_on_all_history_saved_registered_as_champio
     monkeypatch.setattr(recommend, "evaluate", als_wins)
     assert main(["recommend", "--lakehouse", copy.root]) == 0
     served = copy.table("gold", "served_recommendations").read(spark)
-    versions = {r["strategy"]: r["versions"] for r in served.groupBy("strategy").agg(
+    by_arm = {(r["arm"], r["strategy"]): r["versions"] for r in served.groupBy("arm", "strategy").agg(
         F.collect_set("model_version").alias("versions")).collect()}
+    versions = {strategy: v for (arm, strategy), v in by_arm.items() if arm == ab.TREATMENT}
     assert set(versions) == {"als", baselines.FALLBACK} and versions[baselines.FALLBACK] == []
+    # the A/B hold-out's control arm is shown the default strategy's lists, which no model chose
+    control = {strategy: v for (arm, strategy), v in by_arm.items() if arm == ab.CONTROL}
+    assert set(control) == {baselines.DEFAULT_STRATEGY, baselines.FALLBACK} and not any(control.values())
     [version] = versions["als"]
     store = f"file:{copy.root}/mlruns"
     client = mlflow.MlflowClient(tracking_uri=store, registry_uri=store)
@@ -141,11 +147,13 @@ def test_when_als_serves_it_is_fitted_on_all_history_saved_registered_as_champio
     model = ALSModel.load(copy.model_path("als"))
     assert model.itemFactors.count() == bought.select("product_id").distinct().count()
     assert model.rank == SMALL_GRID[0]["rank"]
-    # users with history get ALS's products first; the fallback only fills their lists up
-    buyers = bought.select("user_id").distinct()
+    # treatment's users with history get ALS's products first; the fallback only fills their lists up
+    armed = served.select("user_id", "arm").distinct()
+    buyers = bought.select("user_id").distinct().join(armed, "user_id").where(F.col("arm") == ab.TREATMENT)
     assert served.where("strategy = 'als'").select("user_id").distinct().count() == buyers.count()
-    ranks = served.groupBy("user_id").agg(F.max(F.when(F.col("strategy") == "als", F.col("rank"))).alias("last_als"),
-                                          F.min(F.when(F.col("strategy") != "als", F.col("rank"))).alias("first_fill"))
+    ranks = served.where(F.col("arm") == ab.TREATMENT).groupBy("user_id").agg(
+        F.max(F.when(F.col("strategy") == "als", F.col("rank"))).alias("last_als"),
+        F.min(F.when(F.col("strategy") != "als", F.col("rank"))).alias("first_fill"))
     assert ranks.where("last_als > first_fill").count() == 0
 
 
@@ -226,3 +234,49 @@ def test_each_ml_stage_is_an_mlflow_run_with_its_metrics_verdict_and_registered_
         if run.data.tags[f"{key}.champion"] == "True":
             assert client.get_model_version_by_alias(name, "champion").version == version.version
     assert ("als.version" in recommend_run.data.tags) == served_als  # ALS is registered only when it serves
+
+
+def _plant_purchases(spark, lake, rates: dict[str, float], salt: str) -> None:
+    """Each exposed user of an arm buys the first product of their latest list a day after its serving with the
+    arm's chance (a salted hash decides who): order lines appended to silver, where `measure` reads them."""
+    exposures = lake.table("gold", "ab_exposures").read(spark)
+    latest = exposures.agg(F.max("served_at")).first()[0]
+    chance = F.pmod(F.xxhash64(F.lit(salt), "user_id"), F.lit(1_000)) / 1_000
+    rate = F.lit(None).cast("double")
+    for arm, value in rates.items():
+        rate = F.when(F.col("arm") == arm, F.lit(value)).otherwise(rate)
+    bought = (exposures.where((F.col("served_at") == latest) & (F.col("rank") == 1)).where(chance < rate)
+              .select((F.lit(10 ** 9) + F.xxhash64(F.lit(salt), "user_id") % 10 ** 8).alias("id"), "user_id",
+                      "product_id", F.lit("Complete").alias("status"),
+                      (F.col("served_at") + F.expr("INTERVAL 1 DAY")).alias("created_at"),
+                      F.lit(25.0).alias("sale_price")))
+    items = lake.table("silver", "order_items")
+    planted = items.read(spark).limit(0).unionByName(bought, allowMissingColumns=True)
+    items.save(planted.write.format("delta").mode("append"))
+
+
+def test_the_ab_holdout_finds_a_planted_uplift_and_not_one_that_is_not_there(spark, private_lake):
+    """The generated data ends before the pipeline served anything, so the pipeline's own look has no outcome;
+    purchases planted after the serving are the known truth. First both arms buy a listed product at 10%: no
+    difference. Then treatment's users buy at 40% more: UPLIFT. A rerun on unchanged tables adds no look."""
+    lake = private_lake()
+    looks = lake.table("gold", "ab_looks")
+    [first] = looks.read(spark).collect()  # the pipeline's run measured once
+    assert first["verdict"] == ab.NO_DIFFERENCE_YET and first["treatment_hits"] == first["control_hits"] == 0
+    arms = {r["arm"]: r["n"] for r in lake.table("gold", "served_recommendations").read(spark)
+            .groupBy("arm").agg(F.countDistinct("user_id").alias("n")).collect()}
+    assert 50 <= arms[ab.CONTROL] <= 150 and arms[ab.CONTROL] + arms[ab.TREATMENT] == 1_000  # 10% of 1,000 users
+
+    _plant_purchases(spark, lake, {ab.TREATMENT: 0.10, ab.CONTROL: 0.10}, "same")
+    null = stages.run_stage("measure", spark, lake, echo=lambda *a, **k: None)
+    assert null.verdict == ab.NO_DIFFERENCE_YET and null.treatment_hits > 50 and null.control_hits > 3
+    assert null.interval_low < 0 < null.interval_high  # the truth, 0, is inside
+
+    _plant_purchases(spark, lake, {ab.TREATMENT: 0.40}, "more")
+    uplift = stages.run_stage("measure", spark, lake, echo=lambda *a, **k: None)
+    assert uplift.verdict == ab.UPLIFT and uplift.always_valid_p < ab.ALPHA and uplift.interval_low > 0
+    assert stages.run_stage("measure", spark, lake, echo=lambda *a, **k: None) is None  # unchanged: skipped
+    rows = looks.read(spark).orderBy("measured_at").collect()
+    assert [r["verdict"] for r in rows] == [ab.NO_DIFFERENCE_YET, ab.NO_DIFFERENCE_YET, ab.UPLIFT]
+    # read back: the look's counts are the planted rows' (a hit only after the serving, on the listed product)
+    assert rows[-1]["treatment_hits"] == uplift.treatment_hits and rows[-1]["control_hits"] == null.control_hits

@@ -80,9 +80,10 @@ def test_the_report_renders_in_chromium_with_every_section_filled_and_the_headli
 
     sections = {s["heading"]: s for s in rendered.values["sections"]}
     assert set(sections) == {"Headline", *(title for title, _ in CHARTS.values()), "Segment profiles", "Restock action list",
-                             "Recommender verdicts", "Model checks"}
+                             "Recommender verdicts", "A/B hold-out", "Model checks"}
     # the verdict table shows every strategy gold has a verdict for
     assert sections["Recommender verdicts"]["rows"] == lake.table("gold", "strategy_verdicts").read(spark).count() > 0
+    assert sections["A/B hold-out"]["rows"] == lake.table("gold", "ab_looks").read(spark).count() == 1  # the run's look
     empty = {h for h, s in sections.items() if s["placeholder"] or not (s["images"] or s["rows"])}
     alerts = lake.table("gold", "inventory_restock_alerts").read(spark).count()
     assert empty == (set() if alerts else {"Restock action list"})

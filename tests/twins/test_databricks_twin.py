@@ -480,7 +480,7 @@ def test_every_task_leaves_its_tables_in_the_catalog(twin, twin_raw):
     silver = [f"{CATALOG}.{schema}.silver_{t}" for t in TABLES]
     gold = [f"{CATALOG}.{gold_schema}.{t}" for t in (*OUTPUTS, "customer_segments", "segment_summary",
                                                     "served_recommendations", "recommender_evaluation", "strategy_verdicts",
-                                                    "model_verdicts")]
+                                                    "model_verdicts", "ab_exposures", "ab_looks")]
     quarantines = [f"{CATALOG}.{schema}.bronze_quarantine", f"{CATALOG}.{schema}.silver_quarantine",
                    f"{CATALOG}.{schema}.bronze_ingested_files"]
     found = _inspect(twin, bronze + silver + gold + quarantines)
@@ -499,9 +499,10 @@ def test_every_task_leaves_its_tables_in_the_catalog(twin, twin_raw):
 
 
 # What differs between any two runs of the job: when and in which stream a row arrived, when its file was
-# delivered, and which MLflow run or moment decided it. Each job reads its files from its own volume: a row's
+# delivered, and which MLflow run or moment decided, served or measured it. Each job reads its files from its own volume: a row's
 # file is compared by its name.
-RUN_VARYING = {"_ingested_at", "_stream_id", "stream_id", "ingested_at", "modified_ms", "run_id", "decided_at"}
+RUN_VARYING = {"_ingested_at", "_stream_id", "stream_id", "ingested_at", "modified_ms", "run_id", "decided_at", "served_at",
+               "measured_at"}
 FILE_PATHS = {"_source_file", "source_file"}
 
 

@@ -243,7 +243,8 @@ def test_task_graph_runs_bronze_silver_gold_in_order():
     deps = {t["task_key"]: [d["task_key"] for d in t.get("depends_on", [])] for t in job["tasks"]}
     assert deps["bronze"] == [] and deps["silver"] == ["bronze"] and deps["gold"] == ["silver"]
     assert deps["segment"] == ["gold"] and deps["recommend"] == ["gold"]  # the two models train in parallel
-    assert sorted(deps["report"]) == ["recommend", "segment"]
+    assert deps["measure"] == ["recommend"]  # the A/B look reads the serving recommend just recorded
+    assert sorted(deps["report"]) == ["measure", "segment"]
     assert deps["maintain"] == ["report"]  # VACUUM never races a stage that writes
     assert set(deps) == set(SCHEDULED)  # the same stages EMR runs as steps
     bronze = next(t for t in job["tasks"] if t["task_key"] == "bronze")

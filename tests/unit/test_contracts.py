@@ -4,7 +4,7 @@ import pytest
 from ecom_lakehouse import contracts, stages
 from ecom_lakehouse.config import Lakehouse
 
-SERVED = "user_id long, rank int, product_id long, strategy string"
+SERVED = "user_id long, rank int, product_id long, strategy string, arm string"
 
 
 @pytest.fixture
@@ -16,15 +16,16 @@ def lake(spark, tmp_path):
 
 
 def test_a_table_keeping_its_contract_passes(spark, lake):
-    served = spark.createDataFrame([(1, 1, 10, "popularity"), (1, 2, 11, "popularity"), (2, 1, 10, "als")], SERVED)
+    served = spark.createDataFrame([(1, 1, 10, "popularity", "control"), (1, 2, 11, "popularity", "control"),
+                                    (2, 1, 10, "als", "treatment")], SERVED)
     lake.table("gold", "served_recommendations").overwrite(served)
     assert contracts.broken_promises(spark, lake, "served_recommendations") == []
 
 
 def test_a_duplicate_key_a_null_and_an_orphan_are_each_named(spark, lake):
-    served = spark.createDataFrame([(1, 1, 10, "popularity"), (1, 1, 11, "popularity"),  # (1, 1) twice
-                                    (2, 1, None, "als"),  # no product
-                                    (3, 1, 99, "als")], SERVED)  # user 3 and product 99 do not exist
+    served = spark.createDataFrame([(1, 1, 10, "popularity", "control"), (1, 1, 11, "popularity", "control"),  # (1, 1) twice
+                                    (2, 1, None, "als", "treatment"),  # no product
+                                    (3, 1, 99, "als", "treatment")], SERVED)  # user 3 and product 99 do not exist
     lake.table("gold", "served_recommendations").overwrite(served)
     broken = contracts.broken_promises(spark, lake, "served_recommendations")
     assert broken == ["key (user_id, rank) is not unique: 2 rows share one", "product_id is null in 1 rows",

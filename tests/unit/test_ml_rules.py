@@ -3,6 +3,7 @@ served fallback, segmentation's edge cases and the MLflow store, each in seconds
 import math
 import os
 import tempfile
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -244,7 +245,10 @@ def test_served_recommendations_fill_up_from_the_fallback_and_name_each_strategy
     primary = spark.createDataFrame([(1, 5, 1), (1, 6, 2)], "user_id long, product_id long, rank int")
     fallback = spark.createDataFrame([(u, p, r) for u in (1, 2) for r, p in enumerate([6, 7, 8], 1)],
                                      "user_id long, product_id long, rank int")
-    served = recommend.served_recommendations(primary, fallback, "item_knn", None, "run-1", k=3).collect()
+    lists = recommend.topped_up(primary, fallback, "item_knn", k=3)
+    exposed = recommend.exposures(lists.withColumn("arm", F.lit("treatment")).withColumn("shown", F.lit(True)),
+                                  "experiment", 0.1, datetime(2026, 1, 1), "run-1")
+    served = recommend.served_recommendations(exposed, None).collect()
     got = sorted((r["user_id"], r["rank"], r["product_id"], r["strategy"]) for r in served)
     assert got == [(1, 1, 5, "item_knn"), (1, 2, 6, "item_knn"), (1, 3, 7, baselines.FALLBACK),
                    (2, 1, 6, baselines.FALLBACK), (2, 2, 7, baselines.FALLBACK), (2, 3, 8, baselines.FALLBACK)]

@@ -20,6 +20,10 @@ def test_a_stage_whose_inputs_are_missing_names_them_and_the_stage_to_run(spark,
     with pytest.raises(stages.MissingInputError, match=r"segment needs the gold table customer_features .* "
                                                        r"run `ecom-lakehouse gold`"):
         stages.run_stage("segment", spark, lake, echo=lambda *a, **k: None)
+    # a table an ML stage writes names that stage, not its layer
+    with pytest.raises(stages.MissingInputError, match=r"measure needs the gold table ab_exposures .* "
+                                                       r"run `ecom-lakehouse recommend`"):
+        stages.run_stage("measure", spark, lake, echo=lambda *a, **k: None)
 
 
 def test_the_registry_covers_every_command_the_platforms_schedule():

@@ -17,13 +17,16 @@
   (topped_up_lists, evaluation_frames). Data too thin to train
   and score on (no purchase before the test period, no test user with a history) fits nothing: the
   verdict is TOO_LITTLE_DATA and every user gets the fallback.
-* `served_recommendations` gives every user 10 products with the strategy that chose each one.
+* `served_recommendations` gives every user 10 products with the strategy that chose each one and the user's
+  A/B arm; with `--control-serves nothing`, the control arm gets none. Every serving's lists, shown or not,
+  are appended to `ab_exposures`, which the `measure` stage reads (ab.py).
 """
 from __future__ import annotations
 
 import math
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from pyspark.ml.recommendation import ALS, ALSModel
 from pyspark.sql import DataFrame, SparkSession, Window
@@ -31,8 +34,7 @@ from pyspark.sql import functions as F
 
 from ecom_lakehouse import lineage
 from ecom_lakehouse.config import Lakehouse
-from ecom_lakehouse.gold import INVALID_STATUSES
-from ecom_lakehouse.ml import ModelCheckFailed, checks, save_model, stats, tracking, write_verdicts
+from ecom_lakehouse.ml import ModelCheckFailed, ab, checks, save_model, stats, tracking, write_verdicts
 from ecom_lakehouse.ml.baselines import (
     BASELINES,
     CHANCE,
@@ -69,8 +71,7 @@ DEFAULT, PROMOTED, NOT_PROMOTED, REFERENCE = "DEFAULT", "PROMOTED", "NOT_PROMOTE
 # --- data -----------------------------------------------------------------------------
 
 def purchases(order_items: DataFrame, users: DataFrame) -> DataFrame:
-    return (order_items.where(~F.col("status").isin(*INVALID_STATUSES))
-            .join(people(users), "user_id")
+    return (ab.purchases(order_items).join(people(users), "user_id")
             .select("user_id", "product_id", "gender", "age_band", "created_at"))
 
 
@@ -579,12 +580,21 @@ def topped_up(primary: DataFrame | None, fallback: DataFrame, strategy: str, k: 
     return topped_up_lists({strategy: primary}, fallback, k).drop("list")
 
 
-def served_recommendations(primary: DataFrame | None, fallback: DataFrame, strategy: str, model_version: str | None,
-                           run_id: str, k: int = K) -> DataFrame:
-    """What is served (topped_up), with the version of the model that chose each row and the run that decided it."""
-    return topped_up(primary, fallback, strategy, k).select(
-        "*", F.when(F.col("strategy") == "als", F.lit(model_version)).cast("string").alias("model_version"),
-        F.lit(run_id).alias("run_id"))
+def exposures(armed: DataFrame, experiment: str, control_share: float, served_at: datetime, run_id: str) -> DataFrame:
+    """gold ab_exposures' rows of one serving: every user's list with its arm (ab.arms), whether it is shown, the
+    experiment and its control share, and when and by which run it was served."""
+    return armed.select(F.lit(experiment).alias("experiment"), F.lit(control_share).cast("double").alias("control_share"),
+                        F.lit(run_id).alias("run_id"),
+                        F.lit(served_at).cast("timestamp").alias("served_at"), "user_id", "arm", "rank", "product_id",
+                        "strategy", "shown")
+
+
+def served_recommendations(exposed: DataFrame, model_version: str | None) -> DataFrame:
+    """What is served: the shown lists of one serving's exposures, with the version of the model that chose each
+    row and the run that decided it."""
+    return exposed.where("shown").select(
+        "user_id", "rank", "product_id", "strategy", "arm",
+        F.when(F.col("strategy") == "als", F.lit(model_version)).cast("string").alias("model_version"), "run_id")
 
 
 def verdict_rows(result: Evaluation, data_mode: str, run_id: str | None) -> list[dict]:
@@ -603,11 +613,15 @@ def verdict_table(spark: SparkSession, result: Evaluation, data_mode: str, run_i
 
 
 def run(spark: SparkSession, lake: Lakehouse, data_mode: str = checks.AUTO, grid=GRID, echo=print,
-        default: str = DEFAULT_STRATEGY) -> Evaluation | None:
-    """data_mode: the run's word for what the data is, or AUTO for the taste_signal check's (evaluate)."""
+        default: str = DEFAULT_STRATEGY, control_share: float = ab.CONTROL_SHARE,
+        control_serves: str = ab.CONTROL_SERVES[0]) -> Evaluation | None:
+    """data_mode: the run's word for what the data is, or AUTO for the taste_signal check's (evaluate);
+    control_share and control_serves: the A/B hold-out's (ml/ab.py)."""
     started = time.time()
+    served_at = datetime.now(UTC).replace(tzinfo=None)  # timestamps are UTC throughout (the session's time zone)
     items, users, catalogue = (lake.table("silver", n) for n in ("order_items", "users", "products"))
-    built_from = lineage.of(spark, [items, users, catalogue], f"mode={data_mode},grid={grid},default={default}")
+    built_from = lineage.of(spark, [items, users, catalogue], f"mode={data_mode},grid={grid},default={default},"
+                                                               f"{ab.experiment_name(control_share, control_serves)}")
     served_table = lake.table("gold", "served_recommendations")
     if lineage.is_current(spark, [served_table], built_from):
         echo(f"  recommendations unchanged (built from {built_from}): skipped")
@@ -627,6 +641,7 @@ def run(spark: SparkSession, lake: Lakehouse, data_mode: str = checks.AUTO, grid
     with tracking.ml_run(spark, lake, "recommend") as run:
         run.log_table(f"strategy_verdicts.{data_mode}.json", {"strategies": verdict_rows(result, data_mode, None)})
         run.log(params={"grid": grid, "data_mode": data_mode, "served": result.served, "default_strategy": default,
+                        "ab.control_share": control_share, "ab.control_serves": control_serves,
                         **{f"best.{k}": v for k, v in result.best_params.items()}},
                 metrics={**{f"{users_}.{model}.{metric}": value
                             for model, metric, _, users_, value in evaluation_rows(result, data_mode)},
@@ -662,9 +677,20 @@ def run(spark: SparkSession, lake: Lakehouse, data_mode: str = checks.AUTO, grid
             primary = None if result.served == FALLBACK else BASELINES[result.served](events, buyers, products)
             run.retire("als")  # an earlier ALS model no longer serves
         fallback = popularity_by_gender_age(events, everyone, products)
+        # Control is shown the default strategy's lists, or nothing; where treatment serves the default or only
+        # the fallback (too little data), control's lists are treatment's: an A/A experiment.
+        treatment_lists = topped_up(primary, fallback, result.served)
+        control_lists = (None if control_serves == "nothing" else treatment_lists if result.served in (default, FALLBACK)
+                         else topped_up(BASELINES[default](events, buyers, products), fallback, default))
+        this_serving = exposures(ab.arms(treatment_lists, control_lists, control_share),
+                                 ab.experiment_name(control_share, control_serves), control_share, served_at,
+                                 run.info.run_id)
+        exposures_table = lake.table("gold", "ab_exposures")
         with lineage.recorded(spark, built_from):
-            served_table.overwrite(served_recommendations(primary, fallback, result.served, model_version,
-                                                          run.info.run_id))
+            exposures_table.replace_where(this_serving, f"run_id = '{run.info.run_id}'")
+            # served from what was recorded: the lists are computed once, and what users see is what is measured
+            served_table.overwrite(served_recommendations(
+                exposures_table.read(spark).where(F.col("run_id") == run.info.run_id), model_version))
     events.unpersist()
     _print(result, data_mode, echo)
     if serving_als:
