@@ -280,3 +280,37 @@ def test_the_ab_holdout_finds_a_planted_uplift_and_not_one_that_is_not_there(spa
     assert [r["verdict"] for r in rows] == [ab.NO_DIFFERENCE_YET, ab.NO_DIFFERENCE_YET, ab.UPLIFT]
     # read back: the look's counts are the planted rows' (a hit only after the serving, on the listed product)
     assert rows[-1]["treatment_hits"] == uplift.treatment_hits and rows[-1]["control_hits"] == null.control_hits
+
+
+def test_a_serving_that_stopped_before_it_was_served_is_replaced_by_its_rerun(spark, private_lake, monkeypatch):
+    """recommend records a serving in ab_exposures, then serves it. Stopped in between, the recorded serving was
+    never seen by anyone: the rerun on the same inputs replaces it rather than adding a second one, and what it
+    serves is what it recorded."""
+    from ecom_lakehouse.cli import main
+    from ecom_lakehouse.config import Table
+
+    lake = private_lake()
+    products = lake.table("silver", "products")
+    products.overwrite(products.read(spark))  # a new input version: the stage does not skip as unchanged
+    evaluate = recommend.evaluate
+    monkeypatch.setattr(recommend, "evaluate", lambda events, products, mode, grid, echo, default: evaluate(
+        events, products, mode, SMALL_GRID, echo, default=default))
+    overwrite = Table.overwrite
+
+    def stopped(table, *args, **kwargs):
+        if table.name == "served_recommendations":
+            raise RuntimeError("the driver was lost")
+        return overwrite(table, *args, **kwargs)
+
+    monkeypatch.setattr(Table, "overwrite", stopped)
+    assert main(["recommend", "--lakehouse", lake.root]) == 1
+    exposures = lake.table("gold", "ab_exposures")
+    assert exposures.read(spark).select("serving").distinct().count() == 2  # the pipeline's and the stopped one
+    monkeypatch.setattr(Table, "overwrite", overwrite)
+    assert main(["recommend", "--lakehouse", lake.root]) == 0
+    servings = exposures.read(spark).groupBy("serving").agg(F.countDistinct("run_id").alias("runs")).collect()
+    assert len(servings) == 2 and all(r["runs"] == 1 for r in servings)
+    [served_run] = [r["run_id"] for r in lake.table("gold", "served_recommendations").read(spark)
+                    .select("run_id").distinct().collect()]
+    latest = exposures.read(spark).orderBy(F.desc("served_at")).select("run_id").first()["run_id"]
+    assert served_run == latest

@@ -247,7 +247,7 @@ def test_served_recommendations_fill_up_from_the_fallback_and_name_each_strategy
                                      "user_id long, product_id long, rank int")
     lists = recommend.topped_up(primary, fallback, "item_knn", k=3)
     exposed = recommend.exposures(lists.withColumn("arm", F.lit("treatment")).withColumn("shown", F.lit(True)),
-                                  "experiment", 0.1, datetime(2026, 1, 1), "run-1")
+                                  "experiment", 0.1, datetime(2026, 1, 1), "run-1", "serving-1")
     served = recommend.served_recommendations(exposed, None).collect()
     got = sorted((r["user_id"], r["rank"], r["product_id"], r["strategy"]) for r in served)
     assert got == [(1, 1, 5, "item_knn"), (1, 2, 6, "item_knn"), (1, 3, 7, baselines.FALLBACK),

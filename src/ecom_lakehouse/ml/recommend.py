@@ -23,6 +23,7 @@
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -580,11 +581,13 @@ def topped_up(primary: DataFrame | None, fallback: DataFrame, strategy: str, k: 
     return topped_up_lists({strategy: primary}, fallback, k).drop("list")
 
 
-def exposures(armed: DataFrame, experiment: str, control_share: float, served_at: datetime, run_id: str) -> DataFrame:
+def exposures(armed: DataFrame, experiment: str, control_share: float, served_at: datetime, run_id: str,
+              serving: str) -> DataFrame:
     """gold ab_exposures' rows of one serving: every user's list with its arm (ab.arms), whether it is shown, the
-    experiment and its control share, and when and by which run it was served."""
+    experiment and its control share, when and by which run it was served, and the serving's key (what it was
+    built from)."""
     return armed.select(F.lit(experiment).alias("experiment"), F.lit(control_share).cast("double").alias("control_share"),
-                        F.lit(run_id).alias("run_id"),
+                        F.lit(serving).alias("serving"), F.lit(run_id).alias("run_id"),
                         F.lit(served_at).cast("timestamp").alias("served_at"), "user_id", "arm", "rank", "product_id",
                         "strategy", "shown")
 
@@ -682,12 +685,15 @@ def run(spark: SparkSession, lake: Lakehouse, data_mode: str = checks.AUTO, grid
         treatment_lists = topped_up(primary, fallback, result.served)
         control_lists = (None if control_serves == "nothing" else treatment_lists if result.served in (default, FALLBACK)
                          else topped_up(BASELINES[default](events, buyers, products), fallback, default))
+        # A serving is keyed by what it was built from: a run that stopped between recording and serving is
+        # replaced by its rerun, instead of leaving a serving nobody saw.
+        serving = hashlib.sha256(built_from.encode()).hexdigest()[:16]
         this_serving = exposures(ab.arms(treatment_lists, control_lists, control_share),
                                  ab.experiment_name(control_share, control_serves), control_share, served_at,
-                                 run.info.run_id)
+                                 run.info.run_id, serving)
         exposures_table = lake.table("gold", "ab_exposures")
         with lineage.recorded(spark, built_from):
-            exposures_table.replace_where(this_serving, f"run_id = '{run.info.run_id}'")
+            exposures_table.replace_where(this_serving, f"serving = '{serving}'")
             # served from what was recorded: the lists are computed once, and what users see is what is measured
             served_table.overwrite(served_recommendations(
                 exposures_table.read(spark).where(F.col("run_id") == run.info.run_id), model_version))
