@@ -16,22 +16,12 @@ the difference was first reported. Pure Python: no Spark, no data.
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import time
 
 import numpy as np
 
 from ecom_lakehouse.ml import ab, stats
-
-
-def peeking_z_test(counts, earlier):
-    """A two-sided two-proportion z-test at 5%, read at every look as if it were the last."""
-    (n_t, x_t), (n_c, x_c) = counts[ab.TREATMENT], counts[ab.CONTROL]
-    difference = x_t / n_t - x_c / n_c
-    rejected = 2 * stats.normal_upper_tail(abs(difference) / math.sqrt(stats.difference_variance(x_t, n_t, x_c, n_c))) < 0.05
-    return ab.Look("z", None, 1, ab.CONTROL_SHARE, None, n_t, x_t, n_c, x_c, difference, None, None, None, None,
-                   ab.UPLIFT if rejected else ab.NO_DIFFERENCE_YET, "")
 
 
 def main() -> None:
@@ -52,7 +42,7 @@ def main() -> None:
     for size in args.sizes:
         for uplift in args.uplifts:
             cells = []
-            for test in (None, peeking_z_test):
+            for test in (None, ab.peeking_z_look):
                 firsts = [ab.simulated_first_rejection(np.random.default_rng(seed), size, args.looks, args.base_rate,
                                                        uplift, test=test) for seed in range(args.experiments)]
                 found = [f for f in firsts if f is not None]

@@ -188,6 +188,17 @@ def run(spark: SparkSession, lake: Lakehouse, echo=print) -> Look | None:
     return look
 
 
+def peeking_z_look(counts: dict[str, tuple[int, int]], earlier) -> Look:
+    """What the always-valid test replaces, for the simulations to compare with: a fixed-horizon two-sided
+    two-proportion z-test at ALPHA, read at every look as if it were the last."""
+    (n_t, x_t), (n_c, x_c) = counts[TREATMENT], counts[CONTROL]
+    difference = x_t / n_t - x_c / n_c
+    z = difference / math.sqrt(stats.difference_variance(x_t, n_t, x_c, n_c))
+    rejected = 2 * stats.normal_upper_tail(abs(z)) < ALPHA
+    return Look("peeking z-test", datetime(2026, 1, 1), 1, CONTROL_SHARE, None, n_t, x_t, n_c, x_c, difference, None,
+                None, None, None, UPLIFT if rejected else NO_DIFFERENCE_YET, "")
+
+
 def simulated_first_rejection(rng: np.random.Generator, users_per_look: int, looks: int, base_rate: float,
                               uplift: float, control_share: float = CONTROL_SHARE, test=None) -> int | None:
     """The look at which an experiment first reports a difference, or None: new users arrive before each look,
