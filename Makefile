@@ -40,7 +40,7 @@ SERVERLESS4_PACKAGES := databricks-connect==17.2.3 mlflow-skinny==2.22.0 numpy==
 # apt-get needs root: as root it runs directly, otherwise through sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install run test screenshot bench bench-honesty bench-implicit bench-crash bench-segments bench-ab wheel wheelhouse clean
+.PHONY: install run test screenshot bench bench-honesty bench-taste bench-implicit bench-crash bench-segments bench-ab wheel wheelhouse clean
 
 install: $(STAMP)
 
@@ -82,13 +82,17 @@ test: install
 	$(BIN)/pytest
 
 # Benchmarks (not tests): pipeline stages per scale; ALS vs its baselines on faithful and taste
-# data; Spark ALS vs the `implicit` library (installed only for this one); SIGKILL mid-stage and rerun;
+# data, and as the planted taste grows; Spark ALS vs the `implicit` library (installed only for this one); SIGKILL mid-stage and rerun;
 # segments against an RFM rule on a hold-out period; the A/B test simulated.
 bench: install
 	$(BIN)/python benchmarks/bench_pipeline.py $(BENCH_ARGS)
 
 bench-honesty: install
 	$(BIN)/python benchmarks/recommender_honesty.py $(BENCH_ARGS)
+
+# Each strategy against chance and the generator's oracle, as the planted taste grows from none to full.
+bench-taste: install
+	$(BIN)/python benchmarks/taste_strength.py $(BENCH_ARGS)
 
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/pip install -q -e '.[local,bench]'

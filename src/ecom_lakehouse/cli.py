@@ -13,6 +13,7 @@ a Databricks python_wheel_task ignores a returned one.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -68,7 +69,22 @@ def _add_generator_options(p: argparse.ArgumentParser, scale_default: float) -> 
     p.add_argument("--seed", type=int, default=42, help="random seed; same seed, same bytes (default %(default)s)")
     p.add_argument("--taste", action="store_true",
                    help="plant user taste (category/brand affinity, popularity skew) so a recommender has "
-                        "signal to find; the faithful default has none beyond gender")
+                        "signal to find; the faithful default has none beyond gender. The truth (each user's taste "
+                        "group) is written to <out>/_truth/, which bronze does not read")
+    p.add_argument("--taste-strength", type=_strength, default=None, metavar="S",
+                   help="with taste (implies --taste): the share of order items drawn by the user's taste, between "
+                        "0 (no signal beyond gender, as faithful data) and 1 (the default: the full taste); the rest "
+                        "are drawn as faithful data draws them")
+
+
+def _strength(value: str) -> float:
+    try:
+        strength = float(value)
+    except ValueError:
+        strength = math.nan
+    if not 0 <= strength <= 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number between 0 and 1")
+    return strength
 
 
 def _add_data_mode(p: argparse.ArgumentParser) -> None:
@@ -169,12 +185,15 @@ def _lake(args) -> Lakehouse:
                      gold_schema=args.gold_schema, experiment=args.experiment, registered_model=args.registered_model)
 
 
-def _generate(out: str, scale: float, seed: int, taste: bool) -> None:
+def _generate(out: str, scale: float, seed: int, taste: bool, strength: float | None) -> None:
     from ecom_lakehouse.generator import GeneratorOptions, generate
 
     started = time.time()
-    print(f"generate: scale {scale}, seed {seed}{', taste' if taste else ''} -> {out}/<table>.csv")
-    counts = generate(out, GeneratorOptions(scale=scale, seed=seed, taste=taste),
+    taste = taste or strength is not None
+    options = GeneratorOptions(scale=scale, seed=seed, taste=taste, taste_strength=1.0 if strength is None else strength)
+    shown = f", taste (strength {options.taste_strength:g})" if taste else ""
+    print(f"generate: scale {scale}, seed {seed}{shown} -> {out}/<table>.csv")
+    counts = generate(out, options,
                       progress=lambda done, total: print(f"  users {done:,}/{total:,}", flush=True))
     for table, n in counts.items():
         print(f"  {table:<21} {n:>10,} rows")
@@ -197,7 +216,7 @@ def _stage_options(args) -> stages.StageOptions:
 
 def _run_commands(args) -> int:
     if args.command == "generate":
-        _generate(args.out, args.scale, args.seed, args.taste)
+        _generate(args.out, args.scale, args.seed, args.taste, args.taste_strength)
         return 0
     if args.command == "databricks":
         return databricks_cli.run(args)
@@ -207,7 +226,7 @@ def _run_commands(args) -> int:
     with exclusive(lake, args.command):
         if args.command == "run" and args.env == "local" and _needs_sample_data(args.raw):
             print(f"no CSVs under {args.raw}: generating sample data first")
-            _generate(args.raw, args.scale, args.seed, args.taste)
+            _generate(args.raw, args.scale, args.seed, args.taste, args.taste_strength)
         from ecom_lakehouse.session import end_session, get_spark
 
         spark = get_spark(args.env)

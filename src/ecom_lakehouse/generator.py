@@ -14,11 +14,17 @@ fixed seed, so the same seed gives the same bytes.
 
 ``taste=True`` plants collaborative signal that the faithful data does not have (category
 and brand affinity per user, a popularity skew over products) so that a recommender can be
-validated on data where there is something to find.
+validated on data where there is something to find. ``taste_strength`` grades it: each order
+item follows the user's taste with that probability and is otherwise drawn as the faithful
+data draws it, so 0 has no signal beyond gender and 1 (the default) is the full taste. The
+truth is kept beside the tables (``<out>/_truth/``: each user's taste group and the strength),
+from which ``taste_probabilities`` gives every product's true chance per group: the oracle
+that no recommender can beat on average.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,7 +159,12 @@ class GeneratorOptions:
     scale: float = 0.1
     seed: int = 42
     taste: bool = False
+    taste_strength: float = 1.0  # with taste: the share of items drawn by taste, the rest as faithful data draws them
     as_of: str = DEFAULT_AS_OF
+
+    def __post_init__(self):
+        if not 0 <= self.taste_strength <= 1:
+            raise ValueError(f"taste strength {self.taste_strength} is not between 0 and 1")
 
 
 # --- formatting helpers: the BigQuery CSV export forms ----------------------------------
@@ -316,6 +327,17 @@ class TasteModel:
     brand_sampler: SegmentSampler  # segment = brand code
     gender_sampler: SegmentSampler  # segment = 0 (M) / 1 (F)
     groups: dict[str, dict[str, np.ndarray]]  # gender -> cat1 / cat2 / brand per group
+    category_code: np.ndarray  # per product row, what the samplers draw by
+    brand_code: np.ndarray
+    popularity: np.ndarray
+    womens: np.ndarray  # 1 for the Women department's products
+
+
+# Where a taste item comes from (pick_products): a favourite category (the first one FIRST_CATEGORY_SHARE of the
+# time), the group's favourite brand, or the gender's popular products.
+TASTE_MIX = {"category": 0.3, "brand": 0.6, "popular": 0.1}
+FIRST_CATEGORY_SHARE = 0.7
+TRUTH_FOLDER = "_truth"  # beside the tables; bronze reads only <table>.csv and <table>/*.csv
 
 
 def build_taste(cat: Catalogue) -> TasteModel:
@@ -336,12 +358,13 @@ def build_taste(cat: Catalogue) -> TasteModel:
     # Within a favourite brand every product is as likely: the brand, not the item's global
     # popularity, is what a group shares.
     return TasteModel(SegmentSampler(category_code, popularity), SegmentSampler(brand_code, np.ones(len(f))),
-                      SegmentSampler(gender, popularity), groups)
+                      SegmentSampler(gender, popularity), groups, category_code, brand_code, popularity, gender)
 
 
 def pick_products(rng, cat: Catalogue, taste: TasteModel | None, user_gender: np.ndarray,
-                  user_index: np.ndarray, favourites: dict | None) -> np.ndarray:
-    """Product row index per order item (user_index points into the chunk's users)."""
+                  user_index: np.ndarray, favourites: dict | None, strength: float = 1.0) -> np.ndarray:
+    """Product row index per order item (user_index points into the chunk's users). With taste, an item follows
+    the user's taste with probability `strength` and is otherwise uniform within the user's gender."""
     n = len(user_index)
     genders = user_gender[user_index]
     out = np.empty(n, dtype=np.int64)
@@ -352,22 +375,78 @@ def pick_products(rng, cat: Catalogue, taste: TasteModel | None, user_gender: np
         return out
     u = rng.random(n)
     mode = rng.random(n)
-    fav_cat = np.where(rng.random(n) < 0.7, favourites["cat1"][user_index], favourites["cat2"][user_index])
+    fav_cat = np.where(rng.random(n) < FIRST_CATEGORY_SHARE, favourites["cat1"][user_index], favourites["cat2"][user_index])
     by_cat = taste.category_sampler.sample(fav_cat, u)
     by_brand = taste.brand_sampler.sample(favourites["brand"][user_index], u)
     by_pop = taste.gender_sampler.sample((genders == "F").astype(np.int64), u)
-    return np.where(mode < 0.3, by_cat, np.where(mode < 0.9, by_brand, by_pop))
+    uniform = np.empty(n, dtype=np.int64)
+    for g, idx in cat.by_gender.items():
+        mask = genders == g
+        uniform[mask] = idx[np.minimum((u[mask] * len(idx)).astype(np.int64), len(idx) - 1)]
+    # `mode` below `strength` picks the taste, and mode / strength is then uniform again: which part of the
+    # taste draws the item. At strength 1 this is the draw --taste always made, byte for byte.
+    part = mode / max(strength, 1e-12)
+    cut_category, cut_brand = TASTE_MIX["category"], TASTE_MIX["category"] + TASTE_MIX["brand"]
+    tasteful = np.where(part < cut_category, by_cat, np.where(part < cut_brand, by_brand, by_pop))
+    return np.where(mode < strength, tasteful, uniform)
 
 
 def user_favourites(rng, taste: TasteModel, genders: np.ndarray) -> dict:
+    """Each user's taste group (`group`, numbered within the gender) and its favourites."""
     n = len(genders)
-    out = {key: np.empty(n, np.int64) for key in ("cat1", "cat2", "brand")}
+    out = {key: np.empty(n, np.int64) for key in ("cat1", "cat2", "brand", "group")}
     for g, group in taste.groups.items():
         mask = genders == g
         member_of = rng.integers(0, TASTE_GROUPS_PER_GENDER, mask.sum())
-        for key in out:
+        out["group"][mask] = member_of
+        for key in ("cat1", "cat2", "brand"):
             out[key][mask] = group[key][member_of]
     return out
+
+
+def taste_probabilities(taste: TasteModel, gender: str, group: int, strength: float) -> np.ndarray:
+    """Each product row's chance of being a taste user's next item (a group's members share it): the mixture
+    pick_products draws from, written out."""
+    favourites = {key: taste.groups[gender][key][group] for key in ("cat1", "cat2", "brand")}
+    womens = int(gender == "F")
+
+    def within(mask: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        w = np.where(mask, weights, 0.0)
+        return w / w.sum()
+
+    in_gender = taste.womens == womens
+    by_category = (FIRST_CATEGORY_SHARE * within(taste.category_code == favourites["cat1"], taste.popularity)
+                   + (1 - FIRST_CATEGORY_SHARE) * within(taste.category_code == favourites["cat2"], taste.popularity))
+    tasteful = (TASTE_MIX["category"] * by_category
+                + TASTE_MIX["brand"] * within(taste.brand_code == favourites["brand"], np.ones(len(in_gender)))
+                + TASTE_MIX["popular"] * within(in_gender, taste.popularity))
+    return strength * tasteful + (1 - strength) * within(in_gender, np.ones(len(in_gender)))
+
+
+def write_truth(out: Path, options: GeneratorOptions, users: ChunkUsers, favourites: dict, header: bool) -> None:
+    """The generator's truth about a chunk's users: their taste group, and (once) the strength it was drawn at."""
+    folder = out / TRUTH_FOLDER
+    folder.mkdir(exist_ok=True)
+    if header:
+        (folder / "taste.json").write_text(json.dumps({"strength": options.taste_strength, "seed": options.seed,
+                                                       "groups_per_gender": TASTE_GROUPS_PER_GENDER}) + "\n")
+    _append_csv(pd.DataFrame({"user_id": users.ids, "gender": users.gender, "taste_group": favourites["group"]}),
+                folder / "user_taste.csv", header)
+
+
+def taste_group_tops(strength: float, k: int) -> pd.DataFrame:
+    """Each taste group's `k` likeliest products (gender, taste_group, product_id, probability) at `strength`, as
+    <out>/_truth/taste.json records it for generated data; its users are in <out>/_truth/user_taste.csv."""
+    cat = build_catalogue()
+    taste = build_taste(cat)
+    ids = cat.frame["id"].to_numpy().astype("int64")
+    tops = []
+    for gender in ("F", "M"):
+        for group in range(TASTE_GROUPS_PER_GENDER):
+            p = taste_probabilities(taste, gender, group, strength)
+            top = np.argsort(-p, kind="stable")[:k]
+            tops.append(pd.DataFrame({"gender": gender, "taste_group": group, "product_id": ids[top], "probability": p[top]}))
+    return pd.concat(tops, ignore_index=True)
 
 
 # --- one chunk of users and everything they cause -------------------------------------
@@ -506,11 +585,11 @@ def draw_orders(rng, users: ChunkUsers, ids: IdCounters, as_of: int) -> tuple[pd
 
 
 def draw_items(rng, users: ChunkUsers, orders: ChunkOrders, ids: IdCounters, cat: Catalogue,
-               taste: TasteModel | None, favourites: dict | None) -> ChunkItems:
+               taste: TasteModel | None, favourites: dict | None, strength: float) -> ChunkItems:
     """1-4 items per order, each created up to 4 h before its order."""
     i_order = _repeat_index(orders.n_items)
     i_user = orders.user[i_order]
-    product = pick_products(rng, cat, taste, users.gender, i_user, favourites)
+    product = pick_products(rng, cat, taste, users.gender, i_user, favourites, strength)
     created = orders.created[i_order] - rng.integers(0, 4 * HOUR, len(i_order))
     item_ids = np.arange(ids.order_item, ids.order_item + len(i_order))
     ids.order_item += len(i_order)
@@ -558,16 +637,17 @@ def order_items_frame(rng, users: ChunkUsers, orders: ChunkOrders, items: ChunkI
 
 
 def generate_chunk(rng, n_users: int, ids: IdCounters, cat: Catalogue, taste: TasteModel | None,
-                   as_of: int) -> dict[str, pd.DataFrame]:
+                   as_of: int, strength: float = 1.0) -> tuple[dict[str, pd.DataFrame], ChunkUsers, dict | None]:
+    """A chunk's tables, its users and their tastes (None without taste)."""
     users_frame, users = draw_users(rng, n_users, ids, as_of)
     favourites = user_favourites(rng, taste, users.gender) if taste else None
     orders_frame, orders = draw_orders(rng, users, ids, as_of)
-    items = draw_items(rng, users, orders, ids, cat, taste, favourites)
+    items = draw_items(rng, users, orders, ids, cat, taste, favourites, strength)
     inventory, sold_inventory_ids = inventory_frame(rng, items, ids, cat, as_of)
     order_items = order_items_frame(rng, users, orders, items, sold_inventory_ids, cat, as_of)
     events = events_frame(rng, users, orders, items, ids, cat, as_of)
-    return {"users": users_frame, "orders": orders_frame, "order_items": order_items,
-            "inventory_items": inventory, "events": events}
+    return ({"users": users_frame, "orders": orders_frame, "order_items": order_items,
+             "inventory_items": inventory, "events": events}, users, favourites)
 
 
 def events_frame(rng, users: ChunkUsers, orders: ChunkOrders, items: ChunkItems, ids: IdCounters,
@@ -664,7 +744,10 @@ def generate(out: str | Path, options: GeneratorOptions = GeneratorOptions(), pr
     ids = IdCounters()
     for chunk, start in enumerate(range(0, total_users, CHUNK_USERS)):
         rng = np.random.default_rng([options.seed, chunk])
-        frames = generate_chunk(rng, min(CHUNK_USERS, total_users - start), ids, cat, taste, as_of)
+        frames, users, favourites = generate_chunk(rng, min(CHUNK_USERS, total_users - start), ids, cat, taste, as_of,
+                                                   options.taste_strength)
+        if favourites is not None:
+            write_truth(out, options, users, favourites, header=chunk == 0)
         for table, frame in frames.items():
             _append_csv(frame, out / f"{table}.csv", header=chunk == 0)
             counts[table] = counts.get(table, 0) + len(frame)

@@ -170,8 +170,9 @@ def funnel_chart(spark: SparkSession, lake: Lakehouse):
 def recommender_chart(spark: SparkSession, lake: Lakehouse):
     """Each strategy's hit rate@10 on warm test users with its exact 95% interval (Clopper-Pearson, from its hits
     of users) and, dashed, the rate ten random unbought products in the user's gender would hit: a bar whose
-    interval reaches the line is not told apart from chance. A few dozen rows reach the driver."""
-    from ecom_lakehouse.ml.recommend import STRATEGIES
+    interval reaches the line is not told apart from chance; dotted, on generated taste data, the rate of the
+    generator's truth (the oracle), the ceiling. A few dozen rows reach the driver."""
+    from ecom_lakehouse.ml.recommend import ORACLE, STRATEGIES
     from ecom_lakehouse.ml.stats import clopper_pearson
 
     rows = _rows(spark, lake, "recommender_evaluation", lambda d: d.where("users = 'warm' AND metric IN ('hits', 'users')"))
@@ -194,6 +195,11 @@ def recommender_chart(spark: SparkSession, lake: Lakehouse):
         chance, warm = value.get((mode, "chance", "hits")), max(users, default=0)
         if chance is not None and warm:
             ax.axhline(chance / warm * 100, color="#C44E52", linestyle="--", label=f"chance: {chance:.1f} hits expected")
+        oracle, oracle_users = value.get((mode, ORACLE, "hits")), value.get((mode, ORACLE, "users"))
+        if oracle is not None and oracle_users:
+            ax.axhline(oracle / oracle_users * 100, color="#55A868", linestyle=":",
+                       label=f"oracle (the generator's truth): {int(oracle)} of {int(oracle_users):,}")
+        if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
         ax.set_xticks(range(len(shown)), [m.replace("_", " ") for m in shown], rotation=25, ha="right", fontsize=8)
         ax.set_ylabel("hit rate@10, % of warm test users")

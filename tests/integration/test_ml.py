@@ -165,13 +165,14 @@ def taste_purchases(spark, tmp_path_factory):
     raw = tmp_path_factory.mktemp("taste")
     generate(raw, GeneratorOptions(scale=0.05, seed=3, taste=True))
     events, products = recommend.from_export(spark, str(raw))
-    yield events.persist(), products
+    yield events.persist(), products, recommend.truth_from(spark, str(raw))
     events.unpersist()
 
 
 def test_taste_data_gives_als_a_clear_lift_over_popularity_but_the_brand_rule_beats_it_and_serves(taste_purchases):
-    events, products = taste_purchases
-    result = recommend.evaluate(events, products, grid=SMALL_GRID, echo=lambda *_: None)  # the data says what it is
+    events, products, truth = taste_purchases
+    # the data says what it is; the generator's truth is scored as the oracle
+    result = recommend.evaluate(events, products, grid=SMALL_GRID, echo=lambda *_: None, truth=truth)
     signal = result.check("taste_signal")
     assert signal.verdict == checks.SIGNAL and result.data_mode == checks.TASTE, signal.detail
     hit = {m: result.metrics[m]["hit_rate@10"] for m in recommend.STRATEGIES}
@@ -190,12 +191,17 @@ def test_taste_data_gives_als_a_clear_lift_over_popularity_but_the_brand_rule_be
     [promoted] = [v for v in result.verdicts if v.served]
     assert promoted.strategy == "brand_repeat" and promoted.verdict == recommend.PROMOTED and promoted.adjusted_p < 0.05
     assert 0 < result.repurchase_share < 0.2  # repurchases are counted apart, not left in unhittable labels
+    # The ceiling: the truth's likeliest unbought products hit more users than any strategy (make bench-taste
+    # measures by how much, at each taste strength), and as a reference it never serves.
+    oracle = next(v for v in result.verdicts if v.strategy == recommend.ORACLE)
+    assert oracle.hits > max(v.hits for v in result.verdicts if v.strategy != recommend.ORACLE), result.verdicts
+    assert oracle.verdict == recommend.REFERENCE and not oracle.served and oracle.versus_chance == "ABOVE_CHANCE"
 
 
 def test_a_planted_leak_on_taste_data_fails_the_check_against_validation(taste_purchases):
     """The negative control where beating chance proves nothing: ALS trained on the test period too hit 2.8x
     its validation rate here (1.1x without the leak)."""
-    events, products = taste_purchases
+    events, products, _ = taste_purchases
     result = recommend.evaluate(events, products, grid=SMALL_GRID, echo=lambda *_: None, plant_leak=True)
     leak = result.check("leakage")
     assert result.data_mode == checks.TASTE and leak.verdict == "FAIL", leak.detail

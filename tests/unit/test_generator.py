@@ -116,3 +116,62 @@ def test_export_format_quirks(tiny):
     assert all(u["user_geom"].startswith("POINT(") for u in t["users"])
     uris = {e["uri"].split("/")[1] for e in t["events"]}
     assert uris == {"home", "department", "product", "cart", "purchase", "cancel"}
+
+
+def _favourite_brand_hits(raw, strength_of_truth: float) -> tuple[int, float, float]:
+    """Order items from their buyer's taste group's favourite brand: how many there are, and how many the truth at
+    `strength_of_truth` expects (the sum of each item's chance of that brand) with the sum's standard deviation."""
+    import pandas as pd
+
+    cat = build_catalogue()
+    taste = generator.build_taste(cat)
+    row_of = pd.Series(np.arange(len(cat.frame)), index=cat.frame["id"].to_numpy())
+    items = pd.read_csv(raw / "order_items.csv", usecols=["user_id", "product_id"])
+    users = pd.read_csv(raw / generator.TRUTH_FOLDER / "user_taste.csv").set_index("user_id")
+    items = items.join(users, on="user_id")
+    hits, expected = 0, []
+    for (gender, group), bought in items.groupby(["gender", "taste_group"]):
+        favourite = taste.brand_code == taste.groups[gender]["brand"][group]
+        hits += int(favourite[row_of[bought["product_id"]].to_numpy()].sum())
+        chance = generator.taste_probabilities(taste, gender, group, strength_of_truth)[favourite].sum()
+        expected += [chance] * len(bought)
+    p = np.array(expected)
+    return hits, p.sum(), float(np.sqrt((p * (1 - p)).sum()))
+
+
+def test_taste_strength_grades_the_taste_as_the_kept_truth_says(tmp_path):
+    """The share of items from the taste group's favourite brand is what the truth written beside the tables
+    predicts at each strength (within 4 sd of its binomial sum), from a few per cent at 0 to most at 1. The fault:
+    the full-strength truth read against half-strength data is off by far more than that."""
+    shares = {}
+    for strength in (0.0, 0.5, 1.0):
+        raw = tmp_path / f"s{strength}"
+        generate(raw, GeneratorOptions(scale=0.01, seed=5, taste=True, taste_strength=strength))
+        assert json.loads((raw / generator.TRUTH_FOLDER / "taste.json").read_text())["strength"] == strength
+        hits, expected, sd = _favourite_brand_hits(raw, strength)
+        assert abs(hits - expected) < 4 * sd, (strength, hits, expected, sd)
+        shares[strength] = hits / len(_rows(raw / "order_items.csv"))
+    assert shares[0.0] < 0.05 < 0.25 < shares[0.5] < 0.35 < 0.55 < shares[1.0], shares
+    hits, expected, sd = _favourite_brand_hits(tmp_path / "s0.5", 1.0)
+    assert abs(hits - expected) > 10 * sd, (hits, expected, sd)
+
+
+def test_the_truth_is_a_distribution_over_the_users_own_gender():
+    taste = generator.build_taste(build_catalogue())
+    for strength in (0.0, 0.3, 1.0):
+        for gender in ("F", "M"):
+            p = generator.taste_probabilities(taste, gender, 7, strength)
+            assert abs(p.sum() - 1) < 1e-9 and (p >= 0).all()
+            assert p[taste.womens != (gender == "F")].sum() == 0  # thelook's purchases never leave the gender
+    uniform = generator.taste_probabilities(taste, "M", 0, 0.0)
+    assert np.ptp(uniform[taste.womens == 0]) == 0  # strength 0: the faithful draw, uniform within the gender
+
+
+def test_a_taste_strength_outside_0_to_1_is_refused(capsys):
+    from ecom_lakehouse.cli import main
+
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        GeneratorOptions(taste=True, taste_strength=1.5)
+    with pytest.raises(SystemExit) as done:
+        main(["generate", "--taste-strength", "1.5"])
+    assert done.value.code == 2 and "'1.5' is not a number between 0 and 1" in capsys.readouterr().err

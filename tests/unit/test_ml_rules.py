@@ -226,6 +226,18 @@ def test_lists_topped_up_in_one_frame_are_each_what_it_would_serve_alone_and_sco
     assert recommend.discordant_pairs(frame, ["a", "b"])[("a", "b")] == (1, 0)
 
 
+def test_the_oracle_lists_each_users_groups_likeliest_products_they_have_not_bought(spark):
+    user_taste = spark.createDataFrame([(1, "F", 0), (2, "F", 1), (3, "M", 0)], "user_id long, gender string, taste_group int")
+    group_top = spark.createDataFrame([("F", 0, 10, 0.5), ("F", 0, 11, 0.3), ("F", 0, 12, 0.2), ("F", 1, 12, 0.9),
+                                       ("F", 1, 13, 0.1), ("M", 0, 20, 1.0)],
+                                      "gender string, taste_group long, product_id long, probability double")
+    users = spark.createDataFrame([(1,), (2,)], "user_id long")  # user 3 is not scored
+    bought = spark.createDataFrame([(1, 10), (2, 99)], "user_id long, product_id long")
+    lists = recommend.oracle_lists((user_taste, group_top), users, bought, k=2)
+    assertDataFrameEqual(lists.select("user_id", "rank", "product_id"),
+                         [(1, 1, 11), (1, 2, 12), (2, 1, 12), (2, 2, 13)], checkRowOrder=False)
+
+
 def test_leakage_check_fails_passes_or_says_inconclusive_from_exact_chance():
     small = [(50, 0.001)]  # the test fixture's size: chance expects 0.05 hits
     assert checks.leakage_check(small, 0).verdict == "INCONCLUSIVE"

@@ -54,3 +54,24 @@ def test_the_browser_check_sees_a_console_error_an_uncaught_exception_and_a_brok
     assert rendered.broken_images == ["broken chart"]
     assert any("planted error" in e for e in rendered.console_errors)
     assert any("undefinedFunction" in e for e in rendered.console_errors)
+
+
+def test_the_recommender_chart_draws_the_oracle_as_the_ceiling_where_the_data_kept_its_truth(spark, tmp_path):
+    """Hand-made recommender_evaluation rows: the oracle is a dotted line at its rate, not a strategy's bar; faithful
+    data, which has no truth, gets no such line."""
+    from ecom_lakehouse.config import Lakehouse
+    from ecom_lakehouse.report import recommender_chart
+
+    lake = Lakehouse(root=str(tmp_path / "lake"))
+    rows = [("taste", "als", "hits", 30.0), ("taste", "als", "users", 100.0), ("taste", "oracle", "hits", 60.0),
+            ("taste", "oracle", "users", 100.0), ("taste", "chance", "hits", 0.5),
+            ("faithful", "als", "hits", 1.0), ("faithful", "als", "users", 100.0), ("faithful", "chance", "hits", 1.2)]
+    lake.table("gold", "recommender_evaluation").overwrite(spark.createDataFrame(
+        [(model, metric, mode, "warm", value) for mode, model, metric, value in rows],
+        "model string, metric string, data_mode string, users string, value double"))
+    faithful, taste = recommender_chart(spark, lake).axes
+    assert [t.get_text() for t in taste.get_xticklabels()] == ["als"]  # the oracle is no bar
+    ceiling = [line for line in taste.get_lines() if line.get_linestyle() == ":"]
+    assert [line.get_ydata()[0] for line in ceiling] == [60.0]
+    assert "oracle (the generator's truth): 60 of 100" in [t.get_text() for t in taste.get_legend().get_texts()]
+    assert not [line for line in faithful.get_lines() if line.get_linestyle() == ":"]

@@ -17,6 +17,7 @@
   (topped_up_lists, evaluation_frames). Data too thin to train
   and score on (no purchase before the test period, no test user with a history) fits nothing: the
   verdict is TOO_LITTLE_DATA and every user gets the fallback.
+* On generated taste data the generator's truth is scored too, as the reference list ORACLE: the ceiling.
 * `served_recommendations` gives every user 10 products with the strategy that chose each one and the user's
   A/B arm; with `--control-serves nothing`, the control arm gets none. Every serving's lists, shown or not,
   are appended to `ab_exposures`, which the `measure` stage reads (ab.py).
@@ -24,6 +25,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -33,7 +35,7 @@ from pyspark.ml.recommendation import ALS, ALSModel
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from ecom_lakehouse import lineage
+from ecom_lakehouse import files, lineage
 from ecom_lakehouse.config import Lakehouse
 from ecom_lakehouse.ml import ModelCheckFailed, ab, checks, save_model, stats, tracking, write_verdicts
 from ecom_lakehouse.ml.baselines import (
@@ -67,6 +69,8 @@ STRATEGIES = ("als", *BASELINES)  # what the recommender compares
 SERVABLE = ("als", *SERVABLE_BASELINES)  # chance is the reference, never served
 PROMOTE_ALPHA = 0.05  # family-wise, over the strategies tested against the default (Holm)
 DEFAULT, PROMOTED, NOT_PROMOTED, REFERENCE = "DEFAULT", "PROMOTED", "NOT_PROMOTED", "REFERENCE"
+# On generated taste data, the generator's truth as a list (oracle_lists): the ceiling, scored as a reference.
+ORACLE = "oracle"
 
 
 # --- data -----------------------------------------------------------------------------
@@ -454,11 +458,39 @@ def discordant_pairs(frame: DataFrame, names) -> dict[tuple[str, str], tuple[int
 
 
 def strategy_lists(history: DataFrame, users: DataFrame, products: DataFrame, als: DataFrame,
-                   fallback: DataFrame) -> DataFrame:
+                   fallback: DataFrame, references: dict[str, DataFrame] | None = None) -> DataFrame:
     """What each strategy would serve `users` from `history` (ALS's own list and the fallback's given): its own
-    list, topped up by the fallback to K products, as served_recommendations does; one `list` per strategy."""
-    own = {"als": als, **{name: recommend(history, users, products) for name, recommend in BASELINES.items()}}
+    list, topped up by the fallback to K products, as served_recommendations does; one `list` per strategy, and
+    one per reference list given (the oracle)."""
+    own = {"als": als, **{name: recommend(history, users, products) for name, recommend in BASELINES.items()},
+           **(references or {})}
     return topped_up_lists(own, fallback)
+
+
+def truth_from(spark: SparkSession, raw: str, k: int = 6 * K) -> tuple[DataFrame, DataFrame] | None:
+    """Generated taste data's truth, as oracle_lists takes it, or None where `raw` holds none (real exports):
+    each user's taste group, read from the files the generator wrote beside the tables, and each group's `k`
+    likeliest products (a buyer has bought fewer)."""
+    from ecom_lakehouse.generator import TRUTH_FOLDER, taste_group_tops
+
+    recorded_at = f"{raw}/{TRUTH_FOLDER}/taste.json"
+    recorded = files.first_line(spark, recorded_at) if files.exists(spark, recorded_at) else None
+    if not recorded:
+        return None
+    user_taste = spark.read.csv(f"{raw}/{TRUTH_FOLDER}/user_taste.csv", header=True,
+                                schema="user_id long, gender string, taste_group int")
+    return user_taste, spark.createDataFrame(taste_group_tops(json.loads(recorded)["strength"], k))
+
+
+def oracle_lists(truth: tuple[DataFrame, DataFrame], users: DataFrame, bought: DataFrame, k: int = K) -> DataFrame:
+    """The generator's truth as recommendations: for each of `users`, the likeliest products of their taste group
+    that they have not bought. truth = (user_id, gender, taste_group), (gender, taste_group, product_id,
+    probability), as truth_from reads them. No strategy can expect more hits: the ceiling."""
+    user_taste, group_top = truth
+    candidates = (users.select("user_id").distinct().join(user_taste, "user_id")
+                  .join(F.broadcast(group_top), ["gender", "taste_group"])
+                  .select("user_id", "product_id", F.col("probability").alias("score")))
+    return top_k_unbought(candidates, bought, k)
 
 
 def validation_hits(split: EvaluationSplit, products: DataFrame, params: dict,
@@ -477,13 +509,15 @@ def validation_hits(split: EvaluationSplit, products: DataFrame, params: dict,
 
 
 def evaluate(events: DataFrame, products: DataFrame, data_mode: str = checks.AUTO, grid=GRID, echo=print,
-             plant_leak: bool = False, default: str = DEFAULT_STRATEGY) -> Evaluation:
+             plant_leak: bool = False, default: str = DEFAULT_STRATEGY,
+             truth: tuple[DataFrame, DataFrame] | None = None) -> Evaluation:
     """Tell faithful data from taste data (unless `data_mode` names it), choose hyper-parameters on a validation
     slice of the training period, score every strategy's served lists on the test period, test each against
     chance, run the checks and decide what serves (decide_serving).
 
     plant_leak: the negative control. ALS is trained on the test period too, as a leaky pipeline
-    would be; the leakage check must then say FAIL, in either data mode."""
+    would be; the leakage check must then say FAIL, in either data mode.
+    truth: generated data's true tastes (oracle_lists): scored as the reference ORACLE, the ceiling."""
     result = Evaluation()
     split = evaluation_split(events)
     missing = missing_evidence(events, split)
@@ -509,9 +543,12 @@ def evaluate(events: DataFrame, products: DataFrame, data_mode: str = checks.AUT
     warm_users = warm.select("user_id", "gender", "age_band").distinct()
     own_als = als_recommendations(model, warm_users, train).persist()  # read by coverage and cross-category too
     fallback = popularity_by_gender_age(train, warm_users, products).persist()  # every strategy's lists read it
-    scored = evaluation_frames(strategy_lists(train, warm_users, products, own_als, fallback), warm, STRATEGIES).persist()
+    references = {ORACLE: oracle_lists(truth, warm_users, train)} if truth else {}
+    names = (*STRATEGIES, *references)
+    scored = evaluation_frames(strategy_lists(train, warm_users, products, own_als, fallback, references), warm,
+                               names).persist()
     by_list = ranking_metrics_by_list(scored)  # computes the lists, once
-    result.metrics = {name: by_list.get(name, no_users_metrics()) for name in STRATEGIES}
+    result.metrics = {name: by_list.get(name, no_users_metrics()) for name in names}
     hits = {name: int(metrics["hits"]) for name, metrics in result.metrics.items()}
     cold_users = split.cold.select("user_id", "gender", "age_band").distinct()
     result.cold = ranking_metrics(evaluation_frame(popularity_by_gender_age(train, cold_users, products), split.cold))
@@ -526,14 +563,17 @@ def evaluate(events: DataFrame, products: DataFrame, data_mode: str = checks.AUT
     else:
         result.checks.append(checks.leakage_against_validation(hits["als"], users, on_validation["als"], validation_users))
     leak = result.check("leakage")
-    chance = {name: versus_chance(groups, hits[name]) for name in STRATEGIES}
+    chance = {name: versus_chance(groups, hits[name]) for name in names}
     discordant = discordant_pairs(scored, SERVABLE)
     result.served, decided = decide_serving(on_validation, discordant, chance, default,
                                             leak_failed=leak is not None and leak.verdict == "FAIL")
     _, adjusted, verdict, why = decided["als"]
     result.checks.append(checks.promotion_check(verdict == PROMOTED, adjusted, why, discordant, users, result.served))
+    if truth:
+        decided[ORACLE] = (None, None, REFERENCE, "the generator's true tastes: the most any strategy can expect; "
+                                                  "never served")
     result.verdicts = []
-    for name in STRATEGIES:
+    for name in names:
         p_value, adjusted_p, verdict, why = decided[name]
         chance_p, against_chance = chance[name]
         result.verdicts.append(StrategyVerdict(
@@ -632,7 +672,8 @@ def run(spark: SparkSession, lake: Lakehouse, data_mode: str = checks.AUTO, grid
     products, user_rows = catalogue.read(spark), users.read(spark)
     everyone = people(user_rows)
     events = purchases(items.read(spark), user_rows).persist()
-    result = evaluate(events, products, data_mode, grid, echo, default=default)
+    # generated taste data keeps its truth beside the tables: then the oracle is scored as the ceiling
+    result = evaluate(events, products, data_mode, grid, echo, default=default, truth=truth_from(spark, lake.raw))
     data_mode = result.data_mode  # the rows below are this mode's
     leak = result.check("leakage")
     refused = leak is not None and leak.verdict == "FAIL"
