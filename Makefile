@@ -40,7 +40,7 @@ SERVERLESS4_PACKAGES := databricks-connect==17.2.3 mlflow-skinny==2.22.0 numpy==
 # apt-get needs root: as root it runs directly, otherwise through sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install run test screenshot bench bench-honesty bench-taste bench-implicit bench-crash bench-segments bench-ab wheel wheelhouse clean
+.PHONY: install run test screenshot bench bench-honesty bench-taste bench-implicit bench-crash bench-ab wheel wheelhouse clean
 
 install: $(STAMP)
 
@@ -83,7 +83,7 @@ test: install
 
 # Benchmarks (not tests): pipeline stages per scale; ALS vs its baselines on faithful and taste
 # data, and as the planted taste grows; Spark ALS vs the `implicit` library (installed only for this one); SIGKILL mid-stage and rerun;
-# segments against an RFM rule on a hold-out period; the A/B test simulated.
+# the A/B test simulated.
 bench: install
 	$(BIN)/python benchmarks/bench_pipeline.py $(BENCH_ARGS)
 
@@ -103,10 +103,6 @@ bench-implicit: $(BENCH_STAMP)
 
 bench-crash: install
 	$(BIN)/python benchmarks/crash_recovery.py $(BENCH_ARGS)
-
-# After `make run`: do the segments predict who orders again better than a plain RFM rule?
-bench-segments: install
-	$(BIN)/python benchmarks/segment_holdout.py $(BENCH_ARGS)
 
 # The A/B hold-out's sequential test read after every look: false positives and power, simulated (no Spark).
 bench-ab: install

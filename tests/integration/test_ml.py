@@ -1,12 +1,13 @@
 """ML on generated data: the segmentation pipeline's shape, the leakage check on faithful data (and a
 planted leak that must FAIL), the lift on taste data and the MLflow runs of both stages."""
+import datetime as dt
 from pathlib import Path
 
 import pytest
 from pyspark.sql import functions as F
 
 from ecom_lakehouse import stages
-from ecom_lakehouse.ml import ab, baselines, checks, recommend, segmentation, stats, tracking
+from ecom_lakehouse.ml import ab, baselines, checks, next_period, recommend, segmentation, stats, tracking
 from ecom_lakehouse.summary import _print_ml
 
 SMALL_GRID = [dict(rank=10, regParam=0.1, alpha=20.0)]
@@ -34,8 +35,19 @@ def test_segmentation_pipeline_on_the_small_lakehouse(spark, pipeline):
     assert model.stages[-1].getK() == chosen["k"]
     source = spark.read.json(lake.model_path("segmentation") + "/training_source").first()["training_source"]
     assert '"delta_version"' in source
-    verdict = lake.table("gold", "model_verdicts").read(spark).where("model = 'segmentation'").first()
+    verdicts = {r["check"]: r for r in lake.table("gold", "model_verdicts").read(spark).where("model = 'segmentation'").collect()}
+    assert set(verdicts) == {"resample_stability", "predicts_next_period"}
+    verdict = verdicts["resample_stability"]
     assert verdict["verdict"] == "PASS" and verdict["built_from"].startswith("gold.customer_features@")
+    # The next period: scored on this lakehouse's buyers, counted here from silver alone (valid orders before the cut)
+    ahead = verdicts["predicts_next_period"]
+    assert ahead["verdict"] in ("PASS", "FAIL", "INCONCLUSIVE"), ahead["detail"]
+    assert ahead["interval_low"] < ahead["statistic"] < ahead["interval_high"]
+    items = lake.table("silver", "order_items").read(spark)
+    cut = items.agg(F.max("created_at")).first()[0] - dt.timedelta(days=next_period.HOLDOUT_DAYS)
+    valid_before = items.where(~F.col("status").isin("Cancelled", "Returned") & (F.col("created_at") < F.lit(cut)))
+    buyers = valid_before.select("user_id").distinct().count()
+    assert ahead["detail"].startswith(f"{buyers:,} buyers before {cut:%Y-%m-%d}, "), ahead["detail"]
 
 
 def test_faithful_data_gets_a_verdict_and_every_user_a_served_list(spark, pipeline):
@@ -94,8 +106,8 @@ def test_a_planted_leak_fails_the_check_and_nothing_is_published(spark, private_
     products = copy.table("silver", "products")
     products.overwrite(products.read(spark))
     evaluate = recommend.evaluate
-    monkeypatch.setattr(recommend, "evaluate", lambda events, products, mode, grid, echo, default: evaluate(
-        events, products, mode, SMALL_GRID, echo, plant_leak=True, default=default))
+    monkeypatch.setattr(recommend, "evaluate", lambda events, products, mode, grid, echo, **given: evaluate(
+        events, products, mode, SMALL_GRID, echo, plant_leak=True, **given))
     assert main(["recommend", "--lakehouse", copy.root]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "leakage check FAILED" in err[0] and "not published" in err[0], err
@@ -120,8 +132,8 @@ def test_when_als_serves_it_is_fitted_on_all_history_saved_registered_as_champio
     products.overwrite(products.read(spark))  # a new input version: the stage does not skip as unchanged
     evaluate = recommend.evaluate
 
-    def als_wins(events, products, mode, grid, echo, default):
-        result = evaluate(events, products, mode, SMALL_GRID, echo, default=default)
+    def als_wins(events, products, mode, grid, echo, **given):
+        result = evaluate(events, products, mode, SMALL_GRID, echo, **given)
         result.served = "als"
         return result
 
@@ -299,8 +311,8 @@ def test_a_serving_that_stopped_before_it_was_served_is_replaced_by_its_rerun(sp
     products = lake.table("silver", "products")
     products.overwrite(products.read(spark))  # a new input version: the stage does not skip as unchanged
     evaluate = recommend.evaluate
-    monkeypatch.setattr(recommend, "evaluate", lambda events, products, mode, grid, echo, default: evaluate(
-        events, products, mode, SMALL_GRID, echo, default=default))
+    monkeypatch.setattr(recommend, "evaluate", lambda events, products, mode, grid, echo, **given: evaluate(
+        events, products, mode, SMALL_GRID, echo, **given))
     overwrite = Table.overwrite
 
     def stopped(table, *args, **kwargs):

@@ -27,9 +27,9 @@ from pyspark.ml.feature import SQLTransformer, StandardScaler, VectorAssembler
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from ecom_lakehouse import lineage
+from ecom_lakehouse import gold, lineage
 from ecom_lakehouse.config import Lakehouse
-from ecom_lakehouse.ml import save_model, tracking, write_verdicts
+from ecom_lakehouse.ml import next_period, save_model, tracking, write_verdicts
 from ecom_lakehouse.ml.checks import Check, too_little_data
 
 K_MAX = 6
@@ -241,12 +241,28 @@ def segment(features: DataFrame, echo=print) -> Segmentation:
     return Segmentation(summary, memberships, results, chosen, stability_check(results, chosen, distinct))
 
 
+def refitted(k: int | None):
+    """The stage's segmentation of other buyers (customer_features rows): its feature pipeline and k, fitted on
+    them; one group when the stage published one segment. For next_period.check."""
+    def fit(features: DataFrame) -> DataFrame:
+        data = buyers(features)
+        if not k:
+            return data.select("user_id", F.lit(0).alias("segment"))
+        scaled = feature_pipeline().fit(data).transform(data)
+        return kmeans(k, SEED).fit(scaled).transform(scaled).select("user_id", F.col("segment_id").alias("segment"))
+    return fit
+
+
 def run(spark: SparkSession, lake: Lakehouse, echo=print) -> dict:
     started = time.time()
     source = lake.table("gold", "customer_features")
     version = source.version(spark)
+    # the next-period check cuts its own features from the order lines
+    silver = {n: lake.table("silver", n) for n in ("users", "order_items", "products", "inventory_items")}
     outputs = [lake.table("gold", n) for n in ("segment_summary", "customer_segments", "segmentation_model_selection")]
-    built_from = lineage.of(spark, [source], f"k=2..{K_MAX},seed={SEED},resamples={RESAMPLES},features={','.join(FEATURES)}")
+    built_from = lineage.of(spark, [source, *silver.values()], f"k=2..{K_MAX},seed={SEED},resamples={RESAMPLES},"
+                                                                f"features={','.join(FEATURES)},"
+                                                                f"holdout_days={next_period.HOLDOUT_DAYS}")
     if lineage.is_current(spark, outputs, built_from):
         echo(f"  segments unchanged (built from {built_from}): skipped")
         return {}
@@ -254,6 +270,9 @@ def run(spark: SparkSession, lake: Lakehouse, echo=print) -> dict:
     result = segment(features, echo)
     chosen, check = result.chosen, result.check
     echo(f"  check {check.check}: {check.verdict}: {check.detail} -> {check.consequence}")
+    lines = gold.sales_lines(*(silver[n].read(spark) for n in ("order_items", "products", "inventory_items")))
+    ahead, scores = next_period.check(silver["users"].read(spark), lines, refitted(chosen.k if chosen else None))
+    echo(f"  check {ahead.check}: {ahead.verdict}: {ahead.detail} -> {ahead.consequence}")
     selection = spark.createDataFrame([(r.k, float(r.wssse), float(r.silhouette), float(r.stability_ari),
                                         chosen is not None and r.k == chosen.k) for r in result.results],
                                       "k int, wssse double, silhouette double, stability_ari double, chosen boolean")
@@ -262,9 +281,11 @@ def run(spark: SparkSession, lake: Lakehouse, echo=print) -> dict:
                         "min_stability_ari": MIN_STABILITY, "features": FEATURES},
                 metrics={**{f"k{r.k}.{m}": getattr(r, m) for r in result.results
                             for m in ("silhouette", "wssse", "stability_ari")},
-                         **({"silhouette": chosen.silhouette, "stability_ari": chosen.stability_ari} if chosen else {})},
+                         **({"silhouette": chosen.silhouette, "stability_ari": chosen.stability_ari} if chosen else {}),
+                         **({f"next_period.brier.{g}": b for g, b in scores.brier.items()} if scores else {})},
                 tags={"training_table": str(source), "training_table.delta_version": version,
-                      f"check.{check.check}": check.verdict, f"check.{check.check}.detail": check.detail})
+                      **{f"check.{c.check}": c.verdict for c in (check, ahead)},
+                      **{f"check.{c.check}.detail": c.detail for c in (check, ahead)}})
         # The model first: the tables below record the run's lineage, after which a rerun skips the stage, so a
         # registry that fails here must leave the stage undone.
         if chosen:
@@ -274,7 +295,7 @@ def run(spark: SparkSession, lake: Lakehouse, echo=print) -> dict:
         else:
             run.retire("segmentation")
         with lineage.recorded(spark, built_from):
-            write_verdicts(spark, lake, [check], "segmentation", "all", built_from, run.info.run_id)
+            write_verdicts(spark, lake, [check, ahead], "segmentation", "all", built_from, run.info.run_id)
             lake.table("gold", "segment_summary").overwrite(result.summary)
             lake.table("gold", "customer_segments").overwrite(result.memberships)
             lake.table("gold", "segmentation_model_selection").overwrite(selection)
