@@ -248,6 +248,10 @@ def refitted(k: int | None):
         data = buyers(features)
         if not k:
             return data.select("user_id", F.lit(0).alias("segment"))
+        # KMeans's start samples each partition in its row order; these rows come out of an aggregation, whose order
+        # differs between Spark lines, so the fit sees them in one order everywhere (the stage's own fit reads a
+        # Delta table's file, in the same order on every line). One row per buyer: one partition holds them.
+        data = data.repartition(1).sortWithinPartitions("user_id")
         scaled = feature_pipeline().fit(data).transform(data)
         return kmeans(k, SEED).fit(scaled).transform(scaled).select("user_id", F.col("segment_id").alias("segment"))
     return fit
