@@ -81,10 +81,6 @@ class Scores:
     difference: float
     half_width: float  # of the difference's 95% interval
 
-    def skill(self, grouping: str) -> float:
-        """1 - Brier / the base rate's Brier: the share of the base rate's error the grouping removes."""
-        return 1 - self.brier[grouping] / self.brier["base_rate"] if self.brier["base_rate"] else 0.0
-
 
 def scores_of(errors: DataFrame) -> Scores:
     """cross_fitted_errors' rows, aggregated in one job."""
