@@ -549,18 +549,6 @@ def test_the_dashboards_datasets_run_on_the_catalog_and_give_every_widget_its_co
         name: rows.get(f"{gold}.{views()[name].table}", 0) > 0 for name in queries}
 
 
-def _same_rows(actual, expected) -> bool:
-    """Whether two frames hold the same rows, as many times each, in any order: decided by Spark, where
-    assertDataFrameEqual sorts and compares every row in Python (most of this test's time when it did all
-    of them). False where a column type has no set operations (maps), for the comparison in Python."""
-    from pyspark.errors import AnalysisException
-
-    try:
-        return actual.exceptAll(expected).isEmpty() and expected.exceptAll(actual).isEmpty()
-    except AnalysisException:
-        return False
-
-
 def test_every_table_is_the_same_on_each_spark_line_and_compute(workspace, spark):
     """The same files through the same job on 16.4 LTS (Spark 3.5, a job cluster), 17.3 LTS (Spark 4.0, a
     job cluster) and serverless environment 4 (Spark 4.0 through Spark Connect) leave the same tables, row
@@ -584,8 +572,7 @@ def test_every_table_is_the_same_on_each_spark_line_and_compute(workspace, spark
         for name, location in reference.items():
             expected, actual = spark.read.format("delta").load(location), spark.read.format("delta").load(other[name])
             assert actual.schema == expected.schema, (target, name)
-            if not _same_rows(compared(actual), compared(expected)):  # then say how, within the tolerance
-                assertDataFrameEqual(compared(actual), compared(expected), rtol=1e-9)
+            assertDataFrameEqual(compared(actual), compared(expected), rtol=1e-9)
     spark.catalog.clearCache()
 
 
