@@ -143,11 +143,11 @@ class Table:
     def replace_where(self, df: DataFrame, predicate: str, partition_by: tuple[str, ...] = ()) -> None:
         """Atomically replace the rows matching `predicate` with `df`; creates the table (partitioned
         by `partition_by`) if missing."""
-        writer = df.write.format("delta").mode("overwrite")
+        writer = df.write.format("delta")
         if self.exists(df.sparkSession):
-            self.save(writer.option("replaceWhere", predicate))
-        else:
-            self.save(writer.partitionBy(*partition_by))
+            self.save(writer.mode("overwrite").option("replaceWhere", predicate))
+        else:  # an append: a writer that created the table since the check keeps its rows (an overwrite replaced them)
+            self.save(writer.mode("append").partitionBy(*partition_by))
 
 
 @dataclass(frozen=True)
