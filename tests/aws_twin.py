@@ -26,7 +26,7 @@ from ecom_lakehouse.contracts import CONTRACTS
 from ecom_lakehouse.generator import GeneratorOptions, generate
 from ecom_lakehouse.ops import emr_ops as ops
 from ecom_lakehouse.schemas import TABLES
-from ecom_lakehouse.session import _local_delta_jars
+from ecom_lakehouse.session import SHORT_RUN_JIT_OPTIONS, _local_delta_jars
 from tests import terraform_eval
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,7 +102,9 @@ def spark_properties(endpoint: str, key: str, secret: str, work: Path) -> dict[s
         "spark.hadoop.fs.s3a.access.key": key,  # EMR: the instance profile
         "spark.hadoop.fs.s3a.secret.key": secret,
         "spark.sql.warehouse.dir": str(work / "warehouse"),  # the Glue catalog's stand-in: Derby
-        "spark.driver.extraJavaOptions": f"-Dderby.system.home={work} -Duser.timezone=UTC",
+        # and the JIT options of a local session: not EMR's, they change how long compiling takes on small data,
+        # not what code computes (session.SHORT_RUN_JIT_OPTIONS)
+        "spark.driver.extraJavaOptions": f"-Dderby.system.home={work} -Duser.timezone=UTC {SHORT_RUN_JIT_OPTIONS}",
         # tiny data on 2 cores, as in the local session: few partitions for shuffles and Delta snapshots
         "spark.sql.shuffle.partitions": "2",
         "spark.databricks.delta.snapshotPartitions": "2",

@@ -1,5 +1,6 @@
-"""The session's end: a Spark Connect client's session is closed, a classic one is left to the platform."""
-from ecom_lakehouse.session import end_session
+"""The local session's JVM, and the session's end: a Spark Connect client's session is closed, a classic one is
+left to the platform."""
+from ecom_lakehouse.session import SHORT_RUN_JIT_OPTIONS, end_session
 
 
 class _Session:
@@ -30,3 +31,10 @@ def test_a_session_that_does_not_close_leaves_one_note_and_no_error(capsys):
     end_session(_ConnectSession(fails=True))
     assert capsys.readouterr().err == (
         "ecom-lakehouse: note: the Spark Connect session did not close: SESSION_CLOSED: the server has gone\n")
+
+
+def test_the_local_driver_jvm_runs_in_utc_with_the_short_run_jit_options(spark):
+    """Read from the JVM itself (its input arguments), not from the conf that asked for them: a setting
+    given after the JVM started would be in the conf and have no effect."""
+    arguments = list(spark.sparkContext._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments())
+    assert {"-Duser.timezone=UTC", *SHORT_RUN_JIT_OPTIONS.split()} <= set(arguments), arguments
