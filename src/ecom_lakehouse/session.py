@@ -28,10 +28,10 @@ SPARK_LINE = ".".join(pyspark.__version__.split(".")[:2])
 DELTA_VERSION, SCALA_VERSION = DELTA_FOR_SPARK[SPARK_LINE]
 DELTA_PACKAGE = f"io.delta:delta-spark_{SCALA_VERSION}:{DELTA_VERSION}"
 # HotSpot's server compiler (C2) with less inlining and no escape analysis, for a local driver JVM: a run of a few
-# minutes spends much of its CPU compiling rather than computing, and smaller compilations cost less while the
-# code they make is barely slower. A local `run` took 12-17% less time and 17-25% less of the JVM's CPU at
-# scales 0.004 and 0.1 (docs/performance.md, "Small data"). All three are HotSpot product flags (defaults:
-# 325 bytes, 2,500 bytes, on).
+# minutes spends much of its CPU compiling rather than computing, and smaller compilations cost less than the
+# code they make loses. A local `run` took 9-17% less time and 17-25% less of the JVM's CPU at scales 0.004 and
+# 0.1 (docs/performance.md, "Small data"). All three are HotSpot product flags (defaults: 325 bytes, 2,500
+# bytes, on).
 SHORT_RUN_JIT_OPTIONS = "-XX:FreqInlineSize=100 -XX:InlineSmallCode=1000 -XX:-DoEscapeAnalysis"
 
 

@@ -36,7 +36,8 @@ depth mismatch", fixed in later 3.11 releases); serverless is served by open-sou
 server on 2 local cores, not by Databricks' engine, and its volume is the twin's folder, which MLflow is told is
 one (tests/databricks_runtime/sitecustomize.py); grants, retries, the job scheduler and autoscaling are not
 played; the catalog is named `spark_catalog` through `--var catalog=…` and `/Volumes` is a folder of the
-test's (`_local`).
+test's (`_local`); each compute's driver JVM starts with the local session's JIT options
+(session.SHORT_RUN_JIT_OPTIONS), which change how long compiling takes, not what any code computes.
 """
 from __future__ import annotations
 
