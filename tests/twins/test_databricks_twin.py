@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import textwrap
@@ -195,7 +196,8 @@ def _compute(cluster: Path, runtime: Runtime, env):
 @contextmanager
 def _job_cluster(cluster: Path, runtime: Runtime, env):
     """The job cluster's driver JVM. A task's environment: the runtime's, plus the way to the running driver."""
-    env = {**env, "PYSPARK_SUBMIT_ARGS": " ".join([*_compute_args(cluster, runtime), "pyspark-shell"])}
+    # PySpark splits these arguments as a shell would (shlex.split in pyspark/java_gateway.py): quote them alike
+    env = {**env, "PYSPARK_SUBMIT_ARGS": shlex.join([*_compute_args(cluster, runtime), "pyspark-shell"])}
     gateway_file, log = cluster / "cluster-gateway.json", (cluster / "cluster.log").open("w")
     driver = subprocess.Popen([str(runtime.bin / "python"), "-c", CLUSTER_DRIVER, str(gateway_file)], env=env,
                               cwd=cluster, stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, text=True)
