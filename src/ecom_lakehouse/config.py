@@ -99,11 +99,13 @@ class Table:
             return None
         return self.history(spark, 1).select("version").first()[0]
 
-    def ensure(self, spark: SparkSession, schema) -> None:
-        """Create the (empty) table if missing, so concurrent writers never race to create it."""
+    def ensure(self, spark: SparkSession, schema, partition_by: tuple[str, ...] = ()) -> None:
+        """Create the (empty) table, partitioned by `partition_by`, if missing, so concurrent writers never
+        race to create it."""
         if self.path:
             _drop_uncommitted_log(spark, self.path)
-        spark.sql(f"CREATE TABLE IF NOT EXISTS {self.sql_name} ({column_definitions(schema)}) USING DELTA")
+        partitioning = f" PARTITIONED BY ({', '.join(f'`{c}`' for c in partition_by)})" if partition_by else ""
+        spark.sql(f"CREATE TABLE IF NOT EXISTS {self.sql_name} ({column_definitions(schema)}) USING DELTA{partitioning}")
 
     def delete(self, spark: SparkSession, condition: str | None = None) -> None:
         """Delete the rows matching the SQL `condition` (every row without one)."""

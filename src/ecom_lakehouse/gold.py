@@ -16,6 +16,7 @@ from pyspark.sql import functions as F
 
 from ecom_lakehouse import lineage
 from ecom_lakehouse.config import Lakehouse
+from ecom_lakehouse.schemas import VERDICT_PARTITIONING, VERDICT_SCHEMA
 from ecom_lakehouse.session import side_by_side
 
 INVALID_STATUSES = ("Cancelled", "Returned")
@@ -231,6 +232,10 @@ def definition(output: DataFrame) -> str:
 
 
 def run(spark: SparkSession, lake: Lakehouse, echo=print) -> dict[str, int]:
+    # segment and recommend, which wait for gold and then run side by side, both write model_verdicts: two
+    # writers that find it missing race to create it, and where a table's location comes from its name (a
+    # Hive metastore's warehouse), the later one finds the other's files before its commit and fails.
+    lake.table("gold", "model_verdicts").ensure(spark, VERDICT_SCHEMA, VERDICT_PARTITIONING)
     silver = {t: lake.table("silver", t) for t in INPUTS}
     version = {t: lineage.data_version(spark, table) for t, table in silver.items()}
     s = {t: table.read(spark) for t, table in silver.items()}

@@ -106,6 +106,8 @@ VERDICT_SCHEMA = StructType([
     StructField("run_id", StringType()),
     StructField("decided_at", TimestampType()),
 ])
+# one partition per model: segment and recommend, side by side on Databricks, replace disjoint files
+VERDICT_PARTITIONING = ("model",)
 
 
 # gold/strategy_verdicts: the recommender's verdict table, one row per strategy and data mode (recommend.StrategyVerdict):

@@ -1,5 +1,7 @@
 """End to end on small generated data, through the CLI, plus rerun idempotency. A test that changes tables
 works on `private_lake`, a copy: the shared lakehouse stays as the pipeline left it."""
+from pathlib import Path
+
 import pytest
 from pyspark.sql import functions as F
 
@@ -54,6 +56,23 @@ def test_rerunning_every_stage_changes_no_result(spark, private_lake):
     assert lake.table("gold", "category_performance").read(spark).orderBy("department", "category").collect() == gold_before
     users = lake.table("silver", "users").read(spark)
     assert users.groupBy("id").count().where("count > 1").count() == 0
+
+
+def test_gold_creates_the_verdict_table_that_segment_and_recommend_share_even_when_it_skips_its_own(spark, private_lake):
+    """segment and recommend run side by side after gold on Databricks and both write model_verdicts. When both
+    found it missing, one met the other's table half written: files, no commit yet (the Databricks twin in CI,
+    DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION). gold, which both wait for, creates it."""
+    import shutil
+
+    from ecom_lakehouse.schemas import VERDICT_SCHEMA
+
+    lake = private_lake("silver", "gold")
+    shutil.rmtree(Path(lake.root, "gold", "model_verdicts"))
+    assert gold.run(spark, lake, echo=lambda *_: None) == {}  # every gold table is current: all skipped
+    verdicts = lake.table("gold", "model_verdicts")
+    assert verdicts.read(spark).count() == 0
+    assert verdicts.read(spark).schema.simpleString() == VERDICT_SCHEMA.simpleString()
+    assert verdicts.detail(spark)["partitionColumns"] == ["model"]
 
 
 def test_redelivered_rows_are_merged_latest_wins(spark, private_lake):

@@ -10,7 +10,7 @@ from pyspark.sql.types import StructType
 
 from ecom_lakehouse.config import Lakehouse
 from ecom_lakehouse.errors import is_write_conflict
-from ecom_lakehouse.schemas import VERDICT_SCHEMA
+from ecom_lakehouse.schemas import VERDICT_PARTITIONING, VERDICT_SCHEMA
 
 WRITE_ATTEMPTS = 3
 
@@ -33,13 +33,13 @@ def write_verdicts(spark: SparkSession, lake: Lakehouse, checks, model: str, dat
              float(c.p_value), c.detail, c.consequence, built_from, run_id) for c in checks]
     decided = StructType(VERDICT_SCHEMA.fields[:-1])
     verdicts = spark.createDataFrame(rows, decided).withColumn("decided_at", F.current_timestamp())
-    # segment and recommend run in parallel on Databricks: one partition per model keeps their
-    # writes apart, and a write that still meets the other one's commit (or its creation of the
-    # table) is retried, as Delta's optimistic concurrency expects.
+    # segment and recommend run in parallel on Databricks: gold creates the table before them, one
+    # partition per model keeps their writes apart, and a write that still meets the other one's commit
+    # (or, run outside the job, its creation of the table) is retried, as Delta's optimistic concurrency expects.
     for attempt in range(WRITE_ATTEMPTS):
         try:
             lake.table("gold", "model_verdicts").replace_where(
-                verdicts, f"model = '{model}' AND data_mode = '{data_mode}'", partition_by=("model",))
+                verdicts, f"model = '{model}' AND data_mode = '{data_mode}'", partition_by=VERDICT_PARTITIONING)
             return
         except Exception as err:  # noqa: BLE001 - a lost race is retried; anything else is re-raised
             if attempt == WRITE_ATTEMPTS - 1 or not is_write_conflict(err):
